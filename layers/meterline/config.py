@@ -1,0 +1,72 @@
+"""Runtime settings, read once from the environment.
+
+On Lambda, CDK sets the table names and the KMS key id as environment variables. Under
+`meterline dev` and in tests, the same variables point at the embedded moto server
+(`METERLINE_AWS_ENDPOINT`). Nothing here talks to AWS.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from meterline.store.schema import ALL_TABLES, KMS_KEY_ENV_VAR, TableSpec
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw else default
+
+
+def _float_env(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    region: str = "us-east-1"
+    # Only set for the embedded/local AWS (moto); on Lambda boto3 uses the real endpoints.
+    aws_endpoint: str | None = None
+    table_names: dict[str, str] = field(default_factory=dict)
+    kms_key_id: str = ""
+    # Bound on how long a revoked virtual key keeps working on an instance that cached it.
+    key_cache_ttl_s: float = 30.0
+    # How long a decrypted provider key stays in memory (zero KMS calls on a warm request).
+    secret_cache_ttl_s: float = 300.0
+    max_body_bytes: int = 4 * 1024 * 1024
+    upstream_connect_timeout_s: float = 10.0
+    upstream_read_timeout_s: float = 600.0
+    ledger_retention_days: int = 400
+    # "aiohttp" (measured faster, see bench/overhead.py) or "httpx" (httpx's default transport).
+    upstream_transport: str = "aiohttp"
+
+    def table(self, spec: TableSpec) -> str:
+        return self.table_names.get(spec.logical_name, f"meterline-{spec.logical_name}")
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        names = {spec.logical_name: env[spec.env_var] for spec in ALL_TABLES if env.get(spec.env_var)}
+        return cls(
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            aws_endpoint=env.get("METERLINE_AWS_ENDPOINT") or None,
+            table_names=names,
+            kms_key_id=env.get(KMS_KEY_ENV_VAR, ""),
+            key_cache_ttl_s=_float_env("METERLINE_KEY_CACHE_TTL", 30.0),
+            secret_cache_ttl_s=_float_env("METERLINE_SECRET_CACHE_TTL", 300.0),
+            max_body_bytes=_int_env("METERLINE_MAX_BODY_BYTES", 4 * 1024 * 1024),
+            upstream_connect_timeout_s=_float_env("METERLINE_UPSTREAM_CONNECT_TIMEOUT", 10.0),
+            upstream_read_timeout_s=_float_env("METERLINE_UPSTREAM_READ_TIMEOUT", 600.0),
+            ledger_retention_days=_int_env("METERLINE_LEDGER_RETENTION_DAYS", 400),
+            upstream_transport=env.get("METERLINE_UPSTREAM_TRANSPORT", "aiohttp"),
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in another process."""
+        env = {spec.env_var: self.table(spec) for spec in ALL_TABLES}
+        env[KMS_KEY_ENV_VAR] = self.kms_key_id
+        env["AWS_DEFAULT_REGION"] = self.region
+        if self.aws_endpoint:
+            env["METERLINE_AWS_ENDPOINT"] = self.aws_endpoint
+        return env

@@ -1,0 +1,75 @@
+"""Embedded AWS for `meterline dev` and the tests: a moto server on loopback with the project's
+tables and KMS key, created from the same specs the CDK stack uses (meterline.store.schema)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from meterline.config import Settings
+from meterline.store import aws
+from meterline.store.keys import KeyRecord, KeyStore
+from meterline.store.schema import ALL_TABLES, KMS_KEY_ALIAS
+from meterline.store.workspaces import WorkspaceStore
+from meterline.vkeys import generate, hash_key
+
+# moto accepts any credentials; set dummies so boto3 never looks for real ones.
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "meterline-dev", "AWS_SECRET_ACCESS_KEY": "meterline-dev",
+                    "AWS_SESSION_TOKEN": "meterline-dev"}
+
+
+@dataclass
+class EmbeddedAws:
+    server: Any
+    endpoint: str
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def start_moto(host: str = "127.0.0.1", port: int = 0) -> EmbeddedAws:
+    for name, value in FAKE_CREDENTIALS.items():
+        os.environ.setdefault(name, value)
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per AWS call is noise
+
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    bound_host, bound_port = server.get_host_and_port()
+    return EmbeddedAws(server, f"http://{bound_host}:{bound_port}")
+
+
+def provision(endpoint: str, region: str = "us-east-1", prefix: str = "meterline") -> Settings:
+    """Create every table and the vault KMS key; return Settings pointing at them."""
+    names = {spec.logical_name: f"{prefix}-{spec.logical_name}" for spec in ALL_TABLES}
+    settings = Settings(region=region, aws_endpoint=endpoint, table_names=names)
+    ddb = aws.client("dynamodb", settings)
+    for spec in ALL_TABLES:
+        ddb.create_table(**spec.create_table_kwargs(names[spec.logical_name]))
+        if spec.ttl_attribute:
+            ddb.update_time_to_live(
+                TableName=names[spec.logical_name],
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute},
+            )
+    kms = aws.client("kms", settings)
+    key = kms.create_key(Description="Meterline vault (embedded)")["KeyMetadata"]
+    kms.create_alias(AliasName=f"{KMS_KEY_ALIAS}-{prefix}", TargetKeyId=key["KeyId"])
+    return Settings(region=region, aws_endpoint=endpoint, table_names=names, kms_key_id=key["Arn"])
+
+
+def seed_demo(settings: Settings, workspace: str = "demo") -> dict[str, str]:
+    """A demo workspace whose default provider is the simulator, and one virtual key for it."""
+    WorkspaceStore(settings).create(workspace, "Demo workspace", default_provider="sim")
+    key, key_id = generate()
+    KeyStore(settings).create(KeyRecord(key_hash=hash_key(key), key_id=key_id, workspace=workspace,
+                                        member="demo-user", department="engineering", name="demo"))
+    return {"workspace": workspace, "api_key": key, "key_id": key_id}
+
+
+def new_workspace_id() -> str:
+    return "ws_" + secrets.token_hex(6)

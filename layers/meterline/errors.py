@@ -1,0 +1,130 @@
+"""Gateway errors: one hierarchy, mapped to each API dialect's error body at the edge.
+
+    GatewayError                      every failure a caller may see (status, code, safe message)
+    ├── AuthenticationError   401     missing, unknown, expired or revoked virtual key
+    ├── PermissionDeniedError 403     key may not use this model/provider
+    ├── NotFoundError         404     unknown provider/model, or a model with no price
+    ├── InvalidRequestError   400     malformed JSON, schema violation
+    ├── PayloadTooLargeError  413     body over the configured limit
+    ├── UpstreamError         4xx/5xx provider answered with an error (its status, redacted message)
+    ├── UpstreamUnavailable   502     provider could not be reached
+    ├── UpstreamTimeout       504     provider did not answer in time
+    └── ServiceUnavailable    503     a store the gateway depends on failed
+
+Messages are written for the caller and never contain secrets; `redact` scrubs anything that
+came from a provider before it is passed on. Unexpected exceptions never reach a caller as text:
+the app maps them to a generic 500.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+
+class GatewayError(Exception):
+    status: int = 500
+    type: str = "api_error"
+    code: str | None = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None,
+                 status: int | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.param = param
+        self.headers = headers or {}
+
+
+class AuthenticationError(GatewayError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
+
+
+class NotFoundError(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class InvalidRequestError(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class PayloadTooLargeError(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class UpstreamError(GatewayError):
+    type = "upstream_error"
+    code = "upstream_error"
+
+
+class UpstreamUnavailable(GatewayError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(GatewayError):
+    status = 504
+    type = "upstream_error"
+    code = "upstream_timeout"
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    type = "api_error"
+    code = "service_unavailable"
+
+
+# Provider key shapes (OpenAI sk-..., Anthropic sk-ant-..., Google AIza..., generic bearer tokens).
+_KEY_PATTERNS = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{6,}|AIza[0-9A-Za-z_\-]{20,}|mlk_[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9._\-]{8,})"
+)
+
+
+def redact(text: str, *secrets: str) -> str:
+    """Remove known secrets and anything shaped like an API key from provider-supplied text."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    return _KEY_PATTERNS.sub("[redacted]", text)
+
+
+def openai_error_body(error: GatewayError) -> dict[str, Any]:
+    return {"error": {"message": error.message, "type": error.type, "param": error.param, "code": error.code}}
+
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "api_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_body(error: GatewayError) -> dict[str, Any]:
+    kind = _ANTHROPIC_TYPES.get(error.status, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": error.message}}

@@ -1,0 +1,63 @@
+"""The request context: one object that every pipeline stage reads and writes."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from meterline.errors import GatewayError
+from meterline.pricing.catalog import ModelPricing
+from meterline.pricing.cost import Cost
+from meterline.store.keys import KeyRecord
+from meterline.store.workspaces import WorkspaceConfig
+from meterline.translators.base import Target, Translator
+from meterline.usage import Usage
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+@dataclass
+class RequestContext:
+    endpoint: str  # "chat.completions"
+    headers: dict[str, str]
+    client_ip: str | None = None
+    request_id: str = field(default_factory=new_request_id)
+    started: float = field(default_factory=time.monotonic)
+    started_wall_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    # authenticate
+    key: KeyRecord | None = None
+    workspace: WorkspaceConfig | None = None
+    tags: dict[str, str | None] = field(default_factory=dict)
+    # request
+    body: dict[str, Any] | None = None
+    stream: bool = False
+    requested_model: str | None = None
+    # route
+    target: Target | None = None
+    model_id: str | None = None  # catalog id the request is priced as
+    pricing: ModelPricing | None = None
+    translator: Translator | None = None
+    # upstream
+    reached_provider: bool = False
+    upstream_status: int | None = None
+    first_byte_ms: float | None = None
+    response_model: str | None = None
+    service_tier: str | None = None
+    usage: Usage | None = None
+    # meter
+    cost: Cost | None = None
+    unpriced: bool = False
+    # outcome: ok | rejected | upstream_error | upstream_timeout | upstream_unavailable |
+    #          upstream_break | client_disconnect | error
+    outcome: str = "ok"
+    error: GatewayError | None = None
+    ledger_written: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def elapsed_ms(self) -> float:
+        return (time.monotonic() - self.started) * 1000

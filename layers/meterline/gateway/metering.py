@@ -1,0 +1,86 @@
+"""Meter a finished request (usage -> cost) and shape its ledger record. Pure: no I/O.
+
+When the provider's usage never arrived (a stream cut by the client or the provider), usage is
+estimated from the request and what was streamed, and the record carries `estimated=True`;
+a request that reached a provider is never recorded as free.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from meterline.gateway.context import RequestContext
+from meterline.pricing.cost import price_request
+from meterline.usage import Usage, estimate_chat_prompt_tokens
+
+
+def periods(ts_ms: int, timezone: str) -> tuple[str, str]:
+    local = datetime.fromtimestamp(ts_ms / 1000, tz=ZoneInfo(timezone))
+    return local.strftime("%Y-%m-%d"), local.strftime("%Y-%m")
+
+
+def estimate_usage(ctx: RequestContext) -> Usage:
+    prompt = estimate_chat_prompt_tokens((ctx.body or {}).get("messages"))
+    output = ctx.translator.stream_output_units if ctx.translator is not None else 0
+    return Usage(input_uncached=prompt, output=output, estimated=True)
+
+
+def meter(ctx: RequestContext) -> None:
+    """Set ctx.usage (estimated if missing) and ctx.cost for a request that reached a provider."""
+    if not ctx.reached_provider or ctx.cost is not None:
+        return
+    if ctx.usage is None:
+        # A provider error response is not billed; anything that produced output may be.
+        if ctx.outcome in ("upstream_error", "upstream_unavailable"):
+            ctx.usage = Usage()
+        else:
+            ctx.usage = estimate_usage(ctx)
+    if ctx.pricing is None:
+        ctx.unpriced = True
+        return
+    day = datetime.fromtimestamp(ctx.started_wall_ms / 1000, tz=UTC).date()
+    ctx.cost = price_request(ctx.pricing, ctx.usage, day, ctx.service_tier)
+    if ctx.cost is None:
+        ctx.unpriced = True
+
+
+def ledger_record(ctx: RequestContext) -> dict[str, Any]:
+    assert ctx.key is not None and ctx.workspace is not None
+    day, month = periods(ctx.started_wall_ms, ctx.workspace.timezone)
+    usage = ctx.usage or Usage()
+    target = ctx.target
+    record: dict[str, Any] = {
+        "request_id": ctx.request_id,
+        "ts": ctx.started_wall_ms,
+        "day": day,
+        "month": month,
+        "endpoint": ctx.endpoint,
+        "workspace": ctx.workspace.workspace,
+        "key": ctx.key.key_id,
+        "member": ctx.key.member,
+        "department": ctx.key.department,
+        **{k: v for k, v in ctx.tags.items() if v},
+        "provider": target.provider if target else None,
+        "model": ctx.model_id or ctx.requested_model,
+        "upstream_model": ctx.response_model,
+        "stream": ctx.stream,
+        "outcome": ctx.outcome,
+        "status": ctx.error.status if ctx.error else (ctx.upstream_status or 200),
+        "error_code": ctx.error.code if ctx.error else None,
+        "input_uncached": usage.input_uncached,
+        "cache_read": usage.cache_read,
+        "cache_write_5m": usage.cache_write_5m,
+        "cache_write_1h": usage.cache_write_1h,
+        "output": usage.output,
+        "reasoning": usage.reasoning,
+        "estimated": usage.estimated,
+        "cost_micros": ctx.cost.micros if ctx.cost else 0,
+        "unpriced": ctx.unpriced,
+        "price_source": ctx.cost.price_source if ctx.cost else None,
+        "service_tier": ctx.service_tier,
+        "latency_ms": int(ctx.elapsed_ms()),
+        "ttfb_ms": int(ctx.first_byte_ms) if ctx.first_byte_ms is not None else None,
+    }
+    return {k: v for k, v in record.items() if v is not None}

@@ -1,0 +1,237 @@
+"""The request pipeline: stages over one RequestContext.
+
+    ledger → authenticate → read body → route → policies → credentials → [upstream] → meter
+                                                                                   ↓
+    ledger.after ← ... ← every stage that ran, in reverse (settle, release, record)
+
+A stage's `before` returns None to continue or a denying Decision to short-circuit (policy
+outcomes are values); it raises only on failures (a store down). Either way, every stage whose
+`before` ran gets its `after`, in reverse order, on success, rejection, error or client
+disconnect. The ledger stage runs first so that its `after` runs last, when the outcome, usage and
+cost are final: one record per authenticated request, durable before the response ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from meterline import attribution
+from meterline.errors import AuthenticationError, GatewayError, PayloadTooLargeError, ServiceUnavailable
+from meterline.gateway import routing
+from meterline.gateway.context import RequestContext
+from meterline.gateway.metering import ledger_record, meter
+from meterline.gateway.services import Services
+from meterline.gateway.validation import parse_json_object
+from meterline.translators.base import Target
+from meterline.translators.openai_openai import OpenAIChatToOpenAI
+from meterline.vault import VaultError
+
+log = logging.getLogger("meterline.gateway")
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    error: GatewayError | None = None
+
+    @classmethod
+    def deny(cls, error: GatewayError) -> Decision:
+        return cls(False, error)
+
+
+class Stage(Protocol):
+    name: str
+
+    async def before(self, ctx: RequestContext) -> Decision | None: ...
+
+    async def after(self, ctx: RequestContext) -> None: ...
+
+
+class BaseStage:
+    name = "stage"
+
+    async def before(self, ctx: RequestContext) -> Decision | None:
+        return None
+
+    async def after(self, ctx: RequestContext) -> None:
+        return None
+
+
+def presented_key(headers: dict[str, str]) -> str | None:
+    auth = headers.get("authorization")
+    if auth and auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return headers.get("x-api-key") or None
+
+
+class LedgerStage(BaseStage):
+    """Writes the request's one ledger record. First in line, so its `after` runs last."""
+
+    name = "ledger"
+
+    def __init__(self, services: Services):
+        self.services = services
+
+    async def after(self, ctx: RequestContext) -> None:
+        if ctx.ledger_written or ctx.key is None or ctx.workspace is None:
+            return  # unauthenticated requests are counted in metrics, not in a tenant's ledger
+        meter(ctx)
+        record = ledger_record(ctx)
+        try:
+            await asyncio.to_thread(self.services.ledger.put, record)
+            self.services.calls.after_upstream += 1
+        except Exception:
+            # The provider has answered (and billed): never drop the record. The structured log line
+            # is durable in CloudWatch Logs and carries the full record for replay (docs/ARCHITECTURE.md).
+            log.error("ledger_write_failed", extra={"ledger_record": record})
+        ctx.ledger_written = True
+
+
+class AuthenticateStage(BaseStage):
+    name = "authenticate"
+
+    def __init__(self, services: Services):
+        self.services = services
+
+    async def before(self, ctx: RequestContext) -> Decision | None:
+        key = presented_key(ctx.headers)
+        if not key:
+            return Decision.deny(AuthenticationError(
+                "You didn't provide an API key. Send your Meterline virtual key as 'Authorization: Bearer <key>'."))
+        record = await self.services.key_cache.get(hashlib.sha256(key.encode()).hexdigest())
+        if record is None:
+            return Decision.deny(AuthenticationError("Incorrect API key provided."))
+        import time
+
+        if not record.usable(time.time()):
+            reason = "revoked" if record.revoked else "expired"
+            return Decision.deny(AuthenticationError(f"This API key has been {reason}.", code=f"key_{reason}"))
+        view = await self.services.workspace_cache.get(record.workspace)
+        if view is None:
+            return Decision.deny(AuthenticationError("This API key's workspace no longer exists."))
+        ctx.key = record
+        ctx.workspace = view.config
+        ctx.extra["catalog"] = view.catalog
+        try:
+            ctx.tags = attribution.from_headers(ctx.headers)
+        except GatewayError as exc:
+            return Decision.deny(exc)
+        return None
+
+
+class ReadBodyStage(BaseStage):
+    """Reads the body within the size limit and validates it for the endpoint."""
+
+    name = "read_body"
+
+    def __init__(self, services: Services, read: Callable[[RequestContext, int], Awaitable[bytes]],
+                 validate: Callable[[dict], None]):
+        self.services = services
+        self.read = read
+        self.validate = validate
+
+    async def before(self, ctx: RequestContext) -> Decision | None:
+        limit = self.services.settings.max_body_bytes
+        try:
+            declared = int(ctx.headers.get("content-length") or 0)
+        except ValueError:
+            declared = 0
+        if declared > limit:
+            return Decision.deny(PayloadTooLargeError(f"Request body is {declared} bytes; the limit is {limit}."))
+        try:
+            raw = await self.read(ctx, limit)
+            body = parse_json_object(raw)
+            self.validate(body)
+        except GatewayError as exc:
+            return Decision.deny(exc)
+        ctx.body = body
+        ctx.stream = bool(body.get("stream"))
+        ctx.requested_model = str(body.get("model"))
+        return None
+
+
+class RouteStage(BaseStage):
+    """Resolves provider and model, the price it is metered at, and the key's model allowlist."""
+
+    name = "route"
+
+    async def before(self, ctx: RequestContext) -> Decision | None:
+        assert ctx.workspace and ctx.key and ctx.requested_model
+        try:
+            route = routing.resolve(ctx.requested_model, ctx.workspace, ctx.extra["catalog"])
+            routing.check_allowed(ctx.key, route, ctx.requested_model)
+        except GatewayError as exc:
+            ctx.model_id = None
+            return Decision.deny(exc)
+        ctx.model_id = route.model_id
+        ctx.pricing = route.pricing
+        ctx.extra["route"] = route
+        return None
+
+
+class CredentialsStage(BaseStage):
+    """Provider key from the vault: decrypted once, then served from memory (no KMS when warm)."""
+
+    name = "credentials"
+
+    def __init__(self, services: Services):
+        self.services = services
+
+    async def before(self, ctx: RequestContext) -> Decision | None:
+        route: routing.Route = ctx.extra["route"]
+        entry = route.provider
+        api_key = None
+        if entry.ciphertext:
+            try:
+                api_key = await asyncio.to_thread(
+                    self.services.secrets.get, entry.ciphertext, ctx.workspace.workspace, entry.name
+                )
+            except VaultError:
+                return Decision.deny(GatewayError(
+                    f"The stored key for provider `{entry.name}` cannot be used; store it again.",
+                    code="provider_key_invalid", status=500))
+            except Exception as exc:
+                raise ServiceUnavailable("The key vault is unavailable; try again shortly.") from exc
+        ctx.target = Target(provider=entry.name, kind=entry.kind, base_url=entry.base_url,
+                            model=route.model, api_key=api_key)
+        ctx.translator = OpenAIChatToOpenAI()
+        return None
+
+
+class Pipeline:
+    def __init__(self, stages: list[Stage]):
+        self.stages = stages
+
+    async def enter(self, ctx: RequestContext) -> list[Stage]:
+        """Run every `before`; stop at the first denial or failure (recorded on ctx.error)."""
+        ran: list[Stage] = []
+        for stage in self.stages:
+            ran.append(stage)
+            try:
+                decision = await stage.before(ctx)
+            except GatewayError as exc:
+                ctx.error, ctx.outcome = exc, "error"
+                return ran
+            except Exception as exc:
+                log.exception("stage_failed", extra={"stage": stage.name, "request_id": ctx.request_id})
+                ctx.error, ctx.outcome = GatewayError("Internal error."), "error"
+                del exc
+                return ran
+            if decision is not None and not decision.allowed:
+                ctx.error, ctx.outcome = decision.error, "rejected"
+                return ran
+        return ran
+
+    async def unwind(self, ctx: RequestContext, ran: list[Stage]) -> None:
+        for stage in reversed(ran):
+            try:
+                await stage.after(ctx)
+            except Exception:
+                # One stage failing its cleanup must not skip the others (the ledger above all).
+                log.exception("stage_after_failed", extra={"stage": stage.name, "request_id": ctx.request_id})
+        ran.clear()

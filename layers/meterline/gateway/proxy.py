@@ -1,0 +1,202 @@
+"""The upstream step: send, then meter; for streams, forward event by event.
+
+A stream's ledger record is written (by unwinding the pipeline) after the provider's last event
+and before the final `data: [DONE]` the client sees. If the client disconnects or the provider
+breaks the stream, the same unwinding runs, shielded from cancellation, with estimated usage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from meterline.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from meterline.gateway.context import RequestContext
+from meterline.gateway.metering import meter
+from meterline.gateway.pipeline import Pipeline, Stage
+from meterline.gateway.services import Services
+from meterline.money import micros_to_usd
+from meterline.providers.base import UpstreamResponse
+from meterline.sse import SSEParser
+from meterline.telemetry import record_request
+
+PASS_HEADERS = ("x-request-id", "openai-processing-ms", "openai-version")
+MAX_ERROR_BODY = 64 * 1024
+
+
+def _outcome_of(error: GatewayError) -> str:
+    if isinstance(error, UpstreamTimeout):
+        return "upstream_timeout"
+    if isinstance(error, UpstreamUnavailable):
+        return "upstream_unavailable"
+    return "upstream_error"
+
+
+async def open_upstream(ctx: RequestContext, services: Services) -> UpstreamResponse | None:
+    """Send the request. Returns the open response, or None with ctx.error set."""
+    assert ctx.translator and ctx.target and ctx.body is not None
+    request = ctx.translator.build_request(ctx.body, ctx.target)
+    upstream = services.upstream_for(ctx.target.kind)
+    ctx.reached_provider = True
+    try:
+        response = await upstream.send(request)
+    except GatewayError as exc:
+        ctx.error, ctx.outcome = exc, _outcome_of(exc)
+        return None
+    ctx.upstream_status = response.status_code
+    ctx.first_byte_ms = ctx.elapsed_ms()
+    if response.status_code >= 400:
+        try:
+            raw = b""
+            async for chunk in response.aiter_bytes():
+                raw += chunk
+                if len(raw) > MAX_ERROR_BODY:
+                    break
+        except httpx.HTTPError:
+            raw = b""
+        finally:
+            await response.aclose()
+        message = ctx.translator.error_message(raw)
+        ctx.error = UpstreamError(message, status=response.status_code, code="upstream_error")
+        ctx.outcome = "upstream_error"
+        return None
+    return response
+
+
+def passthrough_headers(response: UpstreamResponse) -> dict[str, str]:
+    headers = response.headers
+    return {name: headers[name] for name in PASS_HEADERS if name in headers}  # type: ignore[operator,index]
+
+
+async def complete(ctx: RequestContext, response: UpstreamResponse, services: Services,
+                   pipeline: Pipeline, ran: list[Stage]) -> Response:
+    """Non-streaming: read the whole body, meter, record, answer."""
+    assert ctx.translator
+    try:
+        raw = await response.aread()
+        translated = ctx.translator.translate_response(raw)
+    except httpx.TimeoutException:
+        ctx.error, ctx.outcome = UpstreamTimeout("The provider did not finish in time."), "upstream_timeout"
+    except (httpx.HTTPError, ValueError):
+        ctx.error = UpstreamUnavailable("The provider sent an unreadable response.")
+        ctx.outcome = "upstream_break"
+    finally:
+        await response.aclose()
+    if ctx.error is not None:
+        return None  # type: ignore[return-value]
+    ctx.usage = translated.usage
+    ctx.response_model = translated.model
+    ctx.service_tier = translated.service_tier
+    meter(ctx)
+    await pipeline.unwind(ctx, ran)
+    headers = {"content-type": "application/json", **passthrough_headers(response)}
+    headers.update(result_headers(ctx))
+    return Response(content=translated.body, status_code=response.status_code, headers=headers)
+
+
+def result_headers(ctx: RequestContext) -> dict[str, str]:
+    headers = {"meterline-request-id": ctx.request_id}
+    if ctx.cost is not None:
+        headers["meterline-cost-usd"] = micros_to_usd(ctx.cost.micros)
+        if ctx.usage and ctx.usage.estimated:
+            headers["meterline-cost-estimated"] = "true"
+    elif ctx.unpriced:
+        headers["meterline-cost-usd"] = "unpriced"
+    return headers
+
+
+class MeteredStream:
+    def __init__(self, ctx: RequestContext, response: UpstreamResponse, pipeline: Pipeline, ran: list[Stage]):
+        self.ctx = ctx
+        self.response = response
+        self.pipeline = pipeline
+        self.ran = ran
+        self._finished = False
+
+    async def finish(self) -> None:
+        """Idempotent: close upstream, meter, unwind every stage (ledger last)."""
+        if self._finished:
+            return
+        self._finished = True
+        ctx, translator = self.ctx, self.ctx.translator
+        assert translator
+        try:
+            await self.response.aclose()
+        except Exception:
+            pass
+        ctx.usage = translator.stream_usage
+        ctx.response_model = translator.stream_model
+        ctx.service_tier = translator.stream_service_tier
+        if ctx.usage is None and ctx.outcome == "ok":
+            ctx.outcome = "upstream_break"  # ended without usage: estimated below
+        meter(ctx)
+        await self.pipeline.unwind(ctx, self.ran)
+        record_request(ctx)
+
+    async def body(self) -> AsyncIterator[bytes]:
+        ctx, translator = self.ctx, self.ctx.translator
+        assert translator
+        parser = SSEParser()
+        broken: str | None = None
+        try:
+            async for chunk in self.response.aiter_bytes():
+                for event in parser.feed(chunk):
+                    for out in translator.stream_event(event):
+                        yield out
+        except httpx.HTTPError:
+            broken = "The provider's stream was interrupted."
+            ctx.outcome = "upstream_break"
+        except BaseException:
+            # Client went away (cancellation / generator closed): record what we know, then re-raise.
+            ctx.outcome = "client_disconnect"
+            with anyio.CancelScope(shield=True):
+                await self.finish()
+            raise
+        if broken is None and not translator.stream_complete and translator.stream_usage is None:
+            broken = "The provider's stream ended early."
+            ctx.outcome = "upstream_break"
+        with anyio.CancelScope(shield=True):
+            await self.finish()
+        if broken is not None:
+            yield translator.stream_error(broken, "upstream_stream_interrupted")
+        else:
+            for out in translator.stream_final():
+                yield out
+
+
+class MeteredStreamingResponse(StreamingResponse):
+    """Guarantees the stream's cleanup even when the body generator never ran or was abandoned."""
+
+    def __init__(self, stream: MeteredStream, headers: dict[str, str]):
+        self.stream = stream
+        self._gen = stream.body()
+        super().__init__(self._gen, status_code=200, headers=headers, media_type="text/event-stream")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._gen.aclose()
+                await self.stream.finish()
+
+
+def stream_headers(ctx: RequestContext, response: UpstreamResponse) -> dict[str, str]:
+    headers = {"cache-control": "no-cache", "x-accel-buffering": "no", **passthrough_headers(response)}
+    headers["meterline-request-id"] = ctx.request_id
+    return headers
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def json_bytes(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()

@@ -1,0 +1,96 @@
+"""Everything a gateway process holds across requests: stores, caches, the vault, upstreams.
+
+Built once per process (per Lambda execution environment). Nothing here is created at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from meterline.config import Settings
+from meterline.errors import ServiceUnavailable
+from meterline.gateway.cache import RefreshingCache
+from meterline.pricing.catalog import Catalog, default_catalog
+from meterline.providers.base import Upstream
+from meterline.providers.http import HttpUpstream
+from meterline.providers.sim import SimUpstream
+from meterline.store.keys import KeyRecord, KeyStore
+from meterline.store.ledger import LedgerStore
+from meterline.store.workspaces import WorkspaceConfig, WorkspaceStore
+from meterline.vault import SecretCache, Vault
+
+
+@dataclass
+class WorkspaceView:
+    config: WorkspaceConfig
+    catalog: Catalog  # list prices with this workspace's overrides applied
+
+
+@dataclass
+class AwsCallCounter:
+    """Counts store calls on the request path (the benchmark reports them per request)."""
+
+    before_upstream: int = 0
+    after_upstream: int = 0
+    background: int = 0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    keys: KeyStore
+    workspaces: WorkspaceStore
+    ledger: LedgerStore
+    vault: Vault
+    secrets: SecretCache
+    http: Upstream
+    sim: Upstream
+    key_cache: RefreshingCache[str, KeyRecord | None] = field(init=False)
+    workspace_cache: RefreshingCache[str, WorkspaceView | None] = field(init=False)
+    calls: AwsCallCounter = field(default_factory=AwsCallCounter)
+
+    def __post_init__(self) -> None:
+        ttl = self.settings.key_cache_ttl_s
+        self.key_cache = RefreshingCache(self._load_key, ttl=ttl)
+        self.workspace_cache = RefreshingCache(self._load_workspace, ttl=ttl)
+
+    async def _load_key(self, key_hash: str) -> KeyRecord | None:
+        try:
+            return await asyncio.to_thread(self.keys.get, key_hash)
+        except Exception as exc:
+            raise ServiceUnavailable("The key store is unavailable; try again shortly.") from exc
+
+    async def _load_workspace(self, workspace: str) -> WorkspaceView | None:
+        try:
+            config = await asyncio.to_thread(self.workspaces.load, workspace)
+        except Exception as exc:
+            raise ServiceUnavailable("The workspace store is unavailable; try again shortly.") from exc
+        if config is None:
+            return None
+        return WorkspaceView(config, default_catalog().with_overrides(config.price_overrides))
+
+    def upstream_for(self, kind: str) -> Upstream:
+        return self.sim if kind == "sim" else self.http
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        await self.sim.aclose()
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        vault = Vault(settings)
+        return cls(
+            settings=settings,
+            keys=KeyStore(settings),
+            workspaces=WorkspaceStore(settings),
+            ledger=LedgerStore(settings),
+            vault=vault,
+            secrets=SecretCache(vault, settings.secret_cache_ttl_s),
+            http=HttpUpstream(
+                connect_timeout=settings.upstream_connect_timeout_s,
+                read_timeout=settings.upstream_read_timeout_s,
+                transport=settings.upstream_transport,
+            ),
+            sim=SimUpstream(),
+        )

@@ -1,0 +1,52 @@
+"""Plain Python values <-> DynamoDB attribute values (low-level client format)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def to_attr(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int):
+        return {"N": str(value)}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, bytes):
+        return {"B": value}
+    if value is None:
+        return {"NULL": True}
+    if isinstance(value, list | tuple):
+        return {"L": [to_attr(v) for v in value]}
+    if isinstance(value, dict):
+        return {"M": {k: to_attr(v) for k, v in value.items()}}
+    raise TypeError(f"cannot store {type(value).__name__} in DynamoDB (floats are not money-safe)")
+
+
+def to_item(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: to_attr(v) for k, v in values.items() if v is not None}
+
+
+def from_attr(attr: dict[str, Any]) -> Any:
+    (kind, value), = attr.items()
+    if kind == "S":
+        return value
+    if kind == "N":
+        return int(value) if "." not in value and "e" not in value.lower() else value
+    if kind == "BOOL":
+        return value
+    if kind == "B":
+        return bytes(value)
+    if kind == "NULL":
+        return None
+    if kind == "L":
+        return [from_attr(v) for v in value]
+    if kind == "M":
+        return {k: from_attr(v) for k, v in value.items()}
+    if kind == "SS":
+        return set(value)
+    raise TypeError(f"unsupported DynamoDB type {kind}")
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: from_attr(v) for k, v in item.items()}

@@ -1,0 +1,66 @@
+"""Ledger table: one immutable record per request that reached a provider, and per rejection.
+
+Keys (see schema.LEDGER):
+    pk = "<workspace>#<yyyy-mm-dd>"   the request's day in UTC: spreads a workspace over partitions
+    sk = "<epoch ms, 13 digits>#<request id>"
+    expires_at                          TTL: retention (METERLINE_LEDGER_RETENTION_DAYS)
+
+Access patterns:
+    put(record)                PutItem, condition: new (a retried write never duplicates)
+    query_day(workspace, day)  Query pk, time-ordered (reports, waste scoring, exports)
+
+The table's NEW_IMAGE stream feeds the rollup aggregator (meterline.rollup), so the request
+path pays for exactly one write however many scopes a request is attributed to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from meterline.config import Settings
+from meterline.store import aws
+from meterline.store.codec import from_item, to_item
+from meterline.store.schema import LEDGER
+
+
+def ledger_keys(workspace: str, ts_ms: int, request_id: str) -> dict[str, str]:
+    day = datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+    return {"pk": f"{workspace}#{day}", "sk": f"{ts_ms:013d}#{request_id}"}
+
+
+class LedgerStore:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.table = settings.table(LEDGER)
+
+    @property
+    def _ddb(self) -> Any:
+        return aws.client("dynamodb", self.settings)
+
+    def put(self, record: dict[str, Any]) -> None:
+        item = {**record, **ledger_keys(record["workspace"], record["ts"], record["request_id"])}
+        item["expires_at"] = record["ts"] // 1000 + self.settings.ledger_retention_days * 86400
+        try:
+            self._ddb.put_item(
+                TableName=self.table,
+                Item=to_item(item),
+                ConditionExpression="attribute_not_exists(sk)",
+            )
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            return  # the same record was already written by a retry: nothing to do
+
+    def query_day(self, workspace: str, day: str) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": f"{workspace}#{day}"}},
+        }
+        while True:
+            page = self._ddb.query(**kwargs)
+            for item in page.get("Items", []):
+                yield from_item(item)
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

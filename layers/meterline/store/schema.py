@@ -1,0 +1,127 @@
+"""The DynamoDB tables, defined once.
+
+`meterline dev` creates these tables in the embedded moto server from the specs below, and the CDK
+stack (`infra_cdk`) builds its tables from the same specs, so the two can never drift apart.
+Each table's key layout and access patterns are owned by its data-access module:
+
+    workspaces  -> meterline.store.workspaces   (settings, provider credentials)
+    keys        -> meterline.store.keys         (virtual keys, by hash; by workspace via GSI)
+    ledger      -> meterline.store.ledger       (one record per request; stream feeds rollups)
+    rollups     -> meterline.store.rollups      (spend counters per scope and period)
+
+This module is pure data: no boto3 import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class KeyAttr:
+    name: str
+    type: str = "S"  # DynamoDB scalar type: S, N or B
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    name: str
+    partition_key: KeyAttr
+    sort_key: KeyAttr | None = None
+    projection: str = "ALL"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    logical_name: str
+    partition_key: KeyAttr
+    sort_key: KeyAttr | None = None
+    indexes: tuple[IndexSpec, ...] = field(default_factory=tuple)
+    ttl_attribute: str | None = None
+    # NEW_IMAGE stream for tables whose writes are aggregated asynchronously.
+    stream: str | None = None
+    # Tables that hold money or key material survive a stack deletion and cannot be dropped by accident.
+    retain: bool = False
+    description: str = ""
+
+    @property
+    def env_var(self) -> str:
+        """Environment variable carrying the physical table name into the functions."""
+        return f"METERLINE_TABLE_{self.logical_name.upper()}"
+
+    def create_table_kwargs(self, physical_name: str) -> dict:
+        """boto3 `create_table` arguments (used by `meterline dev` and the tests)."""
+        attrs: dict[str, str] = {}
+        key_schema = [{"AttributeName": self.partition_key.name, "KeyType": "HASH"}]
+        attrs[self.partition_key.name] = self.partition_key.type
+        if self.sort_key:
+            key_schema.append({"AttributeName": self.sort_key.name, "KeyType": "RANGE"})
+            attrs[self.sort_key.name] = self.sort_key.type
+        gsis = []
+        for index in self.indexes:
+            schema = [{"AttributeName": index.partition_key.name, "KeyType": "HASH"}]
+            attrs[index.partition_key.name] = index.partition_key.type
+            if index.sort_key:
+                schema.append({"AttributeName": index.sort_key.name, "KeyType": "RANGE"})
+                attrs[index.sort_key.name] = index.sort_key.type
+            gsis.append(
+                {"IndexName": index.name, "KeySchema": schema, "Projection": {"ProjectionType": index.projection}}
+            )
+        kwargs: dict = {
+            "TableName": physical_name,
+            "KeySchema": key_schema,
+            "AttributeDefinitions": [{"AttributeName": k, "AttributeType": v} for k, v in attrs.items()],
+            "BillingMode": "PAY_PER_REQUEST",
+        }
+        if gsis:
+            kwargs["GlobalSecondaryIndexes"] = gsis
+        if self.stream:
+            kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": self.stream}
+        return kwargs
+
+
+PK = KeyAttr("pk")
+SK = KeyAttr("sk")
+
+WORKSPACES = TableSpec(
+    logical_name="workspaces",
+    partition_key=PK,  # workspace id
+    sort_key=SK,  # "settings" | "provider#<name>"
+    retain=True,
+    description="Workspace settings and KMS-encrypted provider credentials (the vault).",
+)
+
+KEYS = TableSpec(
+    logical_name="keys",
+    partition_key=KeyAttr("key_hash"),  # sha256 of the virtual key; the key itself is never stored
+    indexes=(IndexSpec("by_workspace", KeyAttr("workspace"), KeyAttr("key_id")),),
+    retain=True,
+    description="Virtual keys, stored only as hashes.",
+)
+
+LEDGER = TableSpec(
+    logical_name="ledger",
+    partition_key=PK,  # "<workspace>#<yyyy-mm-dd>" (UTC day of the request)
+    sort_key=SK,  # "<epoch ms, 13 digits>#<request id>"
+    ttl_attribute="expires_at",
+    stream="NEW_IMAGE",
+    retain=True,
+    description="One record per request that reached a provider and per rejection.",
+)
+
+ROLLUPS = TableSpec(
+    logical_name="rollups",
+    partition_key=PK,  # "<workspace>#D#<yyyy-mm-dd>" | "<workspace>#M#<yyyy-mm>" | "applied#<request id>"
+    sort_key=SK,  # "<dimension>#<value>"
+    ttl_attribute="expires_at",
+    retain=True,
+    description="Spend counters per attribution scope and period, aggregated from the ledger stream.",
+)
+
+ALL_TABLES: tuple[TableSpec, ...] = (WORKSPACES, KEYS, LEDGER, ROLLUPS)
+
+# The KMS key that wraps provider credentials. Encryption context on every ciphertext:
+# {"meterline:purpose": "provider-key", "workspace": <id>, "provider": <name>}.
+KMS_KEY_ALIAS = "alias/meterline-vault"
+KMS_KEY_ENV_VAR = "METERLINE_KMS_KEY_ID"
+ENCRYPTION_PURPOSE = "provider-key"

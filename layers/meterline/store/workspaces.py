@@ -1,0 +1,157 @@
+"""Workspaces table: settings and provider credentials, one item collection per workspace.
+
+Keys (see schema.WORKSPACES):
+    pk = <workspace id>, sk = "settings"           workspace settings
+    pk = <workspace id>, sk = "provider#<name>"    provider entry + KMS ciphertext of its key
+
+Access patterns:
+    load(workspace)          Query pk = workspace  -> settings + all providers, one round trip
+    put_settings / put_provider / delete_provider   (control plane / CLI only)
+    list_workspaces          Scan of "settings" items (CLI, small)
+
+The data plane only reads this table; writes are the control plane's (IAM enforces it on AWS).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from meterline.config import Settings
+from meterline.store import aws
+from meterline.store.codec import from_item, to_item
+from meterline.store.schema import WORKSPACES
+
+SETTINGS_SK = "settings"
+PROVIDER_PREFIX = "provider#"
+PROVIDER_KINDS = ("openai", "openai_compatible")
+
+
+@dataclass(frozen=True)
+class ProviderEntry:
+    name: str
+    kind: str  # "openai" | "openai_compatible"
+    base_url: str
+    ciphertext: bytes | None
+    # Catalog namespace used to price this provider's models (e.g. "openai", or the entry name).
+    catalog: str
+
+
+@dataclass(frozen=True)
+class WorkspaceConfig:
+    workspace: str
+    name: str
+    default_provider: str | None = None
+    # "reject" (default): a model with no price is refused; "forward": forwarded, flagged unpriced.
+    unpriced: str = "reject"
+    timezone: str = "UTC"
+    price_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    alert_recipients: tuple[str, ...] = ()
+    providers: dict[str, ProviderEntry] = field(default_factory=dict)
+
+
+class WorkspaceStore:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.table = settings.table(WORKSPACES)
+
+    @property
+    def _ddb(self) -> Any:
+        return aws.client("dynamodb", self.settings)
+
+    def load(self, workspace: str) -> WorkspaceConfig | None:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :ws",
+            "ExpressionAttributeValues": {":ws": {"S": workspace}},
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self._ddb.query(**kwargs)
+            items.extend(from_item(i) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        settings = next((i for i in items if i["sk"] == SETTINGS_SK), None)
+        if settings is None:
+            return None
+        providers = {}
+        for item in items:
+            if item["sk"].startswith(PROVIDER_PREFIX):
+                name = item["sk"][len(PROVIDER_PREFIX):]
+                providers[name] = ProviderEntry(
+                    name=name,
+                    kind=item["kind"],
+                    base_url=item["base_url"],
+                    ciphertext=item.get("ciphertext"),
+                    catalog=item.get("catalog", name),
+                )
+        return WorkspaceConfig(
+            workspace=workspace,
+            name=settings.get("name", workspace),
+            default_provider=settings.get("default_provider"),
+            unpriced=settings.get("unpriced", "reject"),
+            timezone=settings.get("timezone", "UTC"),
+            price_overrides=json.loads(settings.get("price_overrides", "{}")),
+            alert_recipients=tuple(settings.get("alert_recipients", [])),
+            providers=providers,
+        )
+
+    def create(self, workspace: str, name: str, *, default_provider: str | None = None,
+               unpriced: str = "reject", timezone: str = "UTC") -> None:
+        self._ddb.put_item(
+            TableName=self.table,
+            Item=to_item({
+                "pk": workspace, "sk": SETTINGS_SK, "name": name, "default_provider": default_provider,
+                "unpriced": unpriced, "timezone": timezone, "price_overrides": "{}",
+                "created_at": int(time.time()),
+            }),
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+
+    def update_settings(self, workspace: str, **changes: Any) -> None:
+        names, values, sets = {}, {}, []
+        for i, (field_name, value) in enumerate(changes.items()):
+            if field_name == "price_overrides":
+                value = json.dumps(value, sort_keys=True)
+            names[f"#f{i}"] = field_name
+            values[f":v{i}"] = to_item({"v": value})["v"]
+            sets.append(f"#f{i} = :v{i}")
+        self._ddb.update_item(
+            TableName=self.table,
+            Key=to_item({"pk": workspace, "sk": SETTINGS_SK}),
+            UpdateExpression="SET " + ", ".join(sets),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            ConditionExpression="attribute_exists(pk)",
+        )
+
+    def put_provider(self, workspace: str, entry: ProviderEntry) -> None:
+        self._ddb.put_item(
+            TableName=self.table,
+            Item=to_item({
+                "pk": workspace, "sk": PROVIDER_PREFIX + entry.name, "kind": entry.kind,
+                "base_url": entry.base_url, "ciphertext": entry.ciphertext, "catalog": entry.catalog,
+                "updated_at": int(time.time()),
+            }),
+        )
+
+    def delete_provider(self, workspace: str, name: str) -> None:
+        self._ddb.delete_item(TableName=self.table, Key=to_item({"pk": workspace, "sk": PROVIDER_PREFIX + name}))
+
+    def list_workspaces(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "FilterExpression": "sk = :s",
+            "ExpressionAttributeValues": {":s": {"S": SETTINGS_SK}},
+        }
+        while True:
+            page = self._ddb.scan(**kwargs)
+            out.extend(from_item(i) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

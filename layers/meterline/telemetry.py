@@ -1,0 +1,67 @@
+"""Request telemetry: one structured log line and CloudWatch metrics (EMF) per request.
+
+Metrics go through Powertools' EMF serializer when METERLINE_METRICS is on (the default on Lambda);
+dimensions are bounded (service, endpoint, outcome), never a tenant, key or model string, so
+CloudWatch cardinality (and cost) stays fixed. Nothing here logs a secret: the context carries
+no provider key, and the virtual key is identified only by its public id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from meterline.gateway.context import RequestContext
+
+log = logging.getLogger("meterline.requests")
+_metrics: Any = None
+
+
+def metrics_enabled() -> bool:
+    default = "1" if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") else "0"
+    return os.environ.get("METERLINE_METRICS", default) == "1"
+
+
+def _get_metrics() -> Any:
+    global _metrics
+    if _metrics is None:
+        from aws_lambda_powertools import Metrics
+
+        _metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Meterline"),
+                           service="gateway")
+    return _metrics
+
+
+def record_request(ctx: RequestContext) -> None:
+    status = ctx.error.status if ctx.error else (ctx.upstream_status or 200)
+    fields = {
+        "request_id": ctx.request_id,
+        "endpoint": ctx.endpoint,
+        "workspace": ctx.workspace.workspace if ctx.workspace else None,
+        "key_id": ctx.key.key_id if ctx.key else None,
+        "model": ctx.model_id,
+        "status": status,
+        "outcome": ctx.outcome,
+        "cost_micros": ctx.cost.micros if ctx.cost else 0,
+        "latency_ms": round(ctx.elapsed_ms(), 1),
+    }
+    log.info("request", extra={"request": fields})
+    if not metrics_enabled():
+        return
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    metrics = _get_metrics()
+    metrics.add_dimension(name="endpoint", value=ctx.endpoint)
+    metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+    if ctx.outcome == "rejected":
+        metrics.add_metric(name="Rejections", unit=MetricUnit.Count, value=1)
+    if ctx.outcome.startswith("upstream_"):
+        metrics.add_metric(name="UpstreamErrors", unit=MetricUnit.Count, value=1)
+    if ctx.cost:
+        metrics.add_metric(name="CostMicroUsd", unit=MetricUnit.Count, value=ctx.cost.micros)
+    if ctx.usage:
+        metrics.add_metric(name="InputTokens", unit=MetricUnit.Count, value=ctx.usage.prompt_total)
+        metrics.add_metric(name="OutputTokens", unit=MetricUnit.Count, value=ctx.usage.output)
+    metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=ctx.elapsed_ms())
+    metrics.flush_metrics()

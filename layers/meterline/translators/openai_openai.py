@@ -1,0 +1,132 @@
+"""OpenAI Chat Completions in, OpenAI(-compatible) Chat Completions out.
+
+Requests pass through with two changes: the model loses its `provider/` prefix, and streaming
+requests get `stream_options.include_usage` so the provider reports usage. If the client did not
+ask for usage, the usage-only chunk (`choices: []`) is stripped, so the client sees exactly the
+stream it would have seen without the gateway. Usage is read wherever it appears (some compatible
+providers put it on a chunk with choices); the last one wins. Every other byte passes unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from meterline.errors import redact
+from meterline.providers.base import UpstreamRequest
+from meterline.sse import Event, encode
+from meterline.translators.base import Target, Translated
+from meterline.usage import Usage, from_openai_chat
+
+_USAGE_MARK = '"usage"'
+
+
+class OpenAIChatToOpenAI:
+    def __init__(self) -> None:
+        self._client_wants_usage = False
+        self._usage: Usage | None = None
+        self._content_chunks = 0
+        self._model: str | None = None
+        self._service_tier: str | None = None
+        self._done = False
+        self._secrets: tuple[str, ...] = ()
+
+    # -- request -------------------------------------------------------------------------------
+    def build_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        out = dict(body)
+        out["model"] = target.model
+        if out.get("stream"):
+            options = dict(out.get("stream_options") or {})
+            self._client_wants_usage = bool(options.get("include_usage"))
+            options["include_usage"] = True
+            out["stream_options"] = options
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if out.get("stream"):
+            headers["accept"] = "text/event-stream"
+        if target.api_key:
+            headers["authorization"] = f"Bearer {target.api_key}"
+            self._secrets = (target.api_key,)
+        return UpstreamRequest(
+            method="POST",
+            url=target.base_url.rstrip("/") + "/chat/completions",
+            headers=headers,
+            body=json.dumps(out, separators=(",", ":")).encode(),
+            stream=bool(out.get("stream")),
+            secrets=self._secrets,
+        )
+
+    # -- non-streaming -------------------------------------------------------------------------
+    def translate_response(self, raw: bytes) -> Translated:
+        payload = json.loads(raw)
+        if not isinstance(payload, dict):
+            raise ValueError("provider response is not a JSON object")
+        return Translated(
+            body=raw,
+            usage=from_openai_chat(payload.get("usage")),
+            model=payload.get("model"),
+            service_tier=payload.get("service_tier"),
+        )
+
+    def error_message(self, raw: bytes) -> str:
+        try:
+            payload = json.loads(raw)
+            message = payload["error"]["message"] if isinstance(payload.get("error"), dict) else payload["error"]
+        except Exception:
+            message = raw[:500].decode("utf-8", errors="replace")
+        return redact(str(message), *self._secrets) or "The provider returned an error."
+
+    # -- streaming -----------------------------------------------------------------------------
+    def stream_event(self, event: Event) -> list[bytes]:
+        data = event.data
+        if data is None:
+            return [event.raw]
+        if data.strip() == "[DONE]":
+            self._done = True
+            return []  # held back: the gateway emits it after the ledger record is durable
+        if _USAGE_MARK not in data or '"usage":null' in data:
+            self._content_chunks += 1
+            return [event.raw]
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            return [event.raw]
+        usage = from_openai_chat(chunk.get("usage")) if isinstance(chunk, dict) else None
+        if usage is None:
+            self._content_chunks += 1
+            return [event.raw]
+        self._usage = usage
+        self._model = chunk.get("model") or self._model
+        self._service_tier = chunk.get("service_tier") or self._service_tier
+        if chunk.get("choices"):
+            self._content_chunks += 1
+            return [event.raw]
+        return [event.raw] if self._client_wants_usage else []
+
+    @property
+    def stream_usage(self) -> Usage | None:
+        return self._usage
+
+    @property
+    def stream_output_units(self) -> int:
+        # OpenAI streams about one token per content chunk: the estimate when usage never came.
+        return self._content_chunks
+
+    @property
+    def stream_model(self) -> str | None:
+        return self._model
+
+    @property
+    def stream_service_tier(self) -> str | None:
+        return self._service_tier
+
+    @property
+    def stream_complete(self) -> bool:
+        return self._done
+
+    def stream_final(self) -> list[bytes]:
+        return [b"data: [DONE]\n\n"]
+
+    def stream_error(self, message: str, code: str) -> bytes:
+        # The OpenAI SDKs raise APIError on a stream event carrying "error".
+        return encode(json.dumps({"error": {"message": message, "type": "upstream_error", "code": code,
+                                            "param": None}}))
