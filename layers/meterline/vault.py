@@ -88,15 +88,23 @@ class SecretCache:
         self.vault = vault
         self.ttl_s = ttl_s
         self._entries: dict[tuple[str, str, bytes], tuple[float, str]] = {}
+        self._locks: dict[tuple[str, str, bytes], threading.Lock] = {}
+        self._guard = threading.Lock()
         self.kms_decrypts = 0  # observable in tests and the benchmark
 
     def get(self, ciphertext: bytes, workspace: str, provider: str) -> str:
         cache_key = (workspace, provider, ciphertext)
-        now = time.monotonic()
         hit = self._entries.get(cache_key)
-        if hit and hit[0] > now:
+        if hit and hit[0] > time.monotonic():
             return hit[1]
-        plaintext = self.vault.decrypt(ciphertext, workspace, provider)
-        self.kms_decrypts += 1
-        self._entries[cache_key] = (now + self.ttl_s, plaintext)
-        return plaintext
+        # A burst of cold requests for one key waits on a single KMS call instead of making one each.
+        with self._guard:
+            lock = self._locks.setdefault(cache_key, threading.Lock())
+        with lock:
+            hit = self._entries.get(cache_key)
+            if hit and hit[0] > time.monotonic():
+                return hit[1]
+            plaintext = self.vault.decrypt(ciphertext, workspace, provider)
+            self.kms_decrypts += 1
+            self._entries[cache_key] = (time.monotonic() + self.ttl_s, plaintext)
+            return plaintext

@@ -32,9 +32,18 @@ class HttpUpstream:
         try:
             return await self._client.send(built, stream=True)
         except httpx.TimeoutException as exc:
+            if _refused(exc):
+                raise UpstreamUnavailable("The provider could not be reached.") from exc
             raise UpstreamTimeout("The provider did not respond in time.") from exc
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable("The provider could not be reached.") from exc
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _refused(exc: Exception) -> bool:
+    """httpx-aiohttp maps aiohttp's ClientConnectorError (connection refused, DNS failure) to
+    httpx.ConnectTimeout; the original cause tells a refusal (an OSError) from a real timeout."""
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and not isinstance(cause, TimeoutError)

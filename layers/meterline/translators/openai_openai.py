@@ -19,6 +19,12 @@ from meterline.translators.base import Target, Translated
 from meterline.usage import Usage, from_openai_chat
 
 _USAGE_MARK = '"usage"'
+# Chunks that carry no token: the opening role chunk (empty content) and the closing empty delta.
+_EMPTY_DELTAS = ('"content":""', '"content": ""', '"delta":{}', '"delta": {}')
+
+
+def _carries_tokens(data: str) -> bool:
+    return not any(mark in data for mark in _EMPTY_DELTAS)
 
 
 class OpenAIChatToOpenAI:
@@ -84,7 +90,7 @@ class OpenAIChatToOpenAI:
             self._done = True
             return []  # held back: the gateway emits it after the ledger record is durable
         if _USAGE_MARK not in data or '"usage":null' in data:
-            self._content_chunks += 1
+            self._content_chunks += _carries_tokens(data)
             return [event.raw]
         try:
             chunk = json.loads(data)
@@ -92,13 +98,13 @@ class OpenAIChatToOpenAI:
             return [event.raw]
         usage = from_openai_chat(chunk.get("usage")) if isinstance(chunk, dict) else None
         if usage is None:
-            self._content_chunks += 1
+            self._content_chunks += _carries_tokens(data)
             return [event.raw]
         self._usage = usage
         self._model = chunk.get("model") or self._model
         self._service_tier = chunk.get("service_tier") or self._service_tier
         if chunk.get("choices"):
-            self._content_chunks += 1
+            self._content_chunks += _carries_tokens(data)
             return [event.raw]
         return [event.raw] if self._client_wants_usage else []
 

@@ -1,0 +1,162 @@
+"""Least privilege, per function role: what each may do, and what it must not be able to do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("aws_cdk", reason="aws-cdk-lib is not installed (pip install -e '.[cdk]')")
+
+from meterline.store import schema  # noqa: E402
+
+PURPOSE_CONDITION = {"StringEquals": {"kms:EncryptionContext:meterline:purpose": schema.ENCRYPTION_PURPOSE}}
+DYNAMODB_WRITES = {
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:PartiQLInsert",
+    "dynamodb:PartiQLUpdate",
+    "dynamodb:PartiQLDelete",
+    "dynamodb:*",
+}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def grants(synth, service: str) -> list[tuple[str, Any, dict[str, Any] | None]]:
+    """(action, resource, condition) for every Allow in the service's role."""
+    out = []
+    for statement in synth.statements(service):
+        assert statement["Effect"] == "Allow"
+        for action in _list(statement["Action"]):
+            for resource in _list(statement["Resource"]):
+                out.append((action, resource, statement.get("Condition")))
+    return out
+
+
+def table_arn(synth, name: str) -> dict[str, Any]:
+    return {"Fn::GetAtt": [synth.table_id(name), "Arn"]}
+
+
+def index_arn(synth, name: str, index: str) -> dict[str, Any]:
+    return {"Fn::Join": ["", [table_arn(synth, name), f"/index/{index}"]]}
+
+
+def key_arn(synth) -> dict[str, Any]:
+    key_id, _ = synth.one("AWS::KMS::Key")
+    return {"Fn::GetAtt": [key_id, "Arn"]}
+
+
+def actions_on(synth, service: str, resource: Any) -> set[str]:
+    return {a for a, r, _ in grants(synth, service) if r == resource}
+
+
+def test_no_role_has_a_wildcard_action(synth):
+    for service in ("gateway", "admin", "rollup"):
+        for action, _, _ in grants(synth, service):
+            assert "*" not in action, (service, action)
+
+
+def test_only_liststreams_uses_a_star_resource(synth):
+    for service in ("gateway", "admin", "rollup"):
+        starred = {a for a, r, _ in grants(synth, service) if r == "*"}
+        assert starred <= {"dynamodb:ListStreams"}, (service, starred)
+    assert ("dynamodb:ListStreams", "*", None) in grants(synth, "rollup")
+
+
+# --- data plane -----------------------------------------------------------------------------------
+
+
+def test_gateway_reads_workspaces_and_keys(synth):
+    read = {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"}
+    assert actions_on(synth, "gateway", table_arn(synth, "workspaces")) == read
+    assert actions_on(synth, "gateway", table_arn(synth, "keys")) == read
+    assert actions_on(synth, "gateway", index_arn(synth, "keys", "by_workspace")) == read
+
+
+def test_gateway_only_appends_to_the_ledger(synth):
+    assert actions_on(synth, "gateway", table_arn(synth, "ledger")) == {"dynamodb:PutItem"}
+    assert actions_on(synth, "gateway", table_arn(synth, "rollups")) == set()
+
+
+def test_gateway_cannot_write_the_vault_or_keys(synth):
+    for name in ("workspaces", "keys"):
+        assert not actions_on(synth, "gateway", table_arn(synth, name)) & DYNAMODB_WRITES, name
+
+
+def test_gateway_decrypts_provider_keys_only(synth):
+    kms = [(a, r, cond) for a, r, cond in grants(synth, "gateway") if a.startswith("kms:")]
+    assert kms == [("kms:Decrypt", key_arn(synth), PURPOSE_CONDITION)]
+
+
+# --- control plane --------------------------------------------------------------------------------
+
+
+def test_admin_reads_and_writes_workspaces_and_keys(synth):
+    needed = {
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:ConditionCheckItem",
+    }
+    for resource in (
+        table_arn(synth, "workspaces"),
+        table_arn(synth, "keys"),
+        index_arn(synth, "keys", "by_workspace"),
+    ):
+        assert needed <= actions_on(synth, "admin", resource), resource
+
+
+def test_admin_only_reads_reports(synth):
+    for name in ("rollups", "ledger"):
+        assert actions_on(synth, "admin", table_arn(synth, name)) == {
+            "dynamodb:GetItem",
+            "dynamodb:Query",
+            "dynamodb:BatchGetItem",
+        }, name
+
+
+def test_admin_encrypts_but_never_decrypts(synth):
+    kms = {(a, str(r), str(cond)) for a, r, cond in grants(synth, "admin") if a.startswith("kms:")}
+    expected = {(a, str(key_arn(synth)), str(PURPOSE_CONDITION)) for a in ("kms:GenerateDataKey", "kms:Encrypt")}
+    assert kms == expected
+
+
+# --- aggregation ----------------------------------------------------------------------------------
+
+
+def test_rollup_reads_the_stream_and_writes_rollups_only(synth):
+    stream = {"Fn::GetAtt": [synth.table_id("ledger"), "StreamArn"]}
+    assert {"dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:DescribeStream"} <= actions_on(
+        synth, "rollup", stream
+    )
+    assert actions_on(synth, "rollup", table_arn(synth, "rollups")) == {
+        "dynamodb:UpdateItem",
+        "dynamodb:PutItem",
+        "dynamodb:ConditionCheckItem",
+    }
+    for name in ("workspaces", "keys", "ledger"):
+        assert actions_on(synth, "rollup", table_arn(synth, name)) == set(), name
+    assert not [a for a, _, _ in grants(synth, "rollup") if a.startswith("kms:")]
+
+
+def test_rollup_can_dead_letter(synth):
+    dlq_id, _ = synth.one("AWS::SQS::Queue")
+    assert "sqs:SendMessage" in actions_on(synth, "rollup", {"Fn::GetAtt": [dlq_id, "Arn"]})
+
+
+@pytest.mark.parametrize("service", ["gateway", "admin", "rollup"])
+def test_logs_only_to_own_group(synth, service):
+    _, fn = synth.function(service)
+    group_id = fn["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+    logs = [(a, r) for a, r, _ in grants(synth, service) if a.startswith("logs:")]
+    assert sorted(logs, key=str) == sorted(
+        [(a, {"Fn::GetAtt": [group_id, "Arn"]}) for a in ("logs:CreateLogStream", "logs:PutLogEvents")], key=str
+    )

@@ -1,0 +1,105 @@
+"""Dashboard widgets over the gateway's metrics, and the alarms."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+pytest.importorskip("aws_cdk", reason="aws-cdk-lib is not installed (pip install -e '.[cdk]')")
+
+from infra_cdk.monitoring import GATEWAY_METRICS  # noqa: E402
+
+
+def _resolve(value: Any, synth) -> str:
+    """Render a Fn::Join dashboard body to text, tokens as <Ref:LogicalId>."""
+    if isinstance(value, str):
+        return value
+    if "Fn::Join" in value:
+        sep, parts = value["Fn::Join"]
+        return sep.join(_resolve(p, synth) for p in parts)
+    if "Ref" in value:
+        return f"<Ref:{value['Ref']}>"
+    if "Fn::GetAtt" in value:
+        return f"<GetAtt:{'.'.join(value['Fn::GetAtt'])}>"
+    raise AssertionError(f"unexpected token {value}")
+
+
+@pytest.fixture(scope="module")
+def dashboard(synth) -> dict[str, Any]:
+    _, resource = synth.one("AWS::CloudWatch::Dashboard")
+    return json.loads(_resolve(resource["Properties"]["DashboardBody"], synth))
+
+
+def _metric_rows(dashboard: dict[str, Any]) -> list[list[Any]]:
+    return [row for w in dashboard["widgets"] for row in w.get("properties", {}).get("metrics", [])]
+
+
+def _named(rows, namespace: str) -> list[list[Any]]:
+    return [row for row in rows if row and row[0] == namespace]
+
+
+def test_every_gateway_metric_is_graphed_by_service(dashboard):
+    rows = _named(_metric_rows(dashboard), "Meterline")
+    graphed = {row[1] for row in rows}
+    assert set(GATEWAY_METRICS) <= graphed
+    for row in rows:
+        assert row[2:4] == ["service", "gateway"], row
+    latency_stats = {row[4]["stat"] for row in rows if row[1] == "LatencyMs"}
+    assert {"p50", "p99"} <= latency_stats
+
+
+def test_lambda_metrics_and_cold_starts(dashboard, synth):
+    gateway_id, _ = synth.function("gateway")
+    rows = _named(_metric_rows(dashboard), "AWS/Lambda")
+    gateway_metrics = {row[1] for row in rows if row[2:4] == ["FunctionName", f"<Ref:{gateway_id}>"]}
+    assert {"Invocations", "Errors", "Throttles", "Duration", "ConcurrentExecutions"} <= gateway_metrics
+    expressions = [row[0]["expression"] for row in _metric_rows(dashboard) if row and isinstance(row[0], dict)]
+    assert any("ColdStart" in e and 'service="gateway"' in e and "SEARCH(" in e for e in expressions)
+
+
+def test_alarm_widget_lists_every_alarm(dashboard, synth):
+    (widget,) = [w for w in dashboard["widgets"] if w["type"] == "alarm"]
+    assert len(widget["properties"]["alarms"]) == len(synth.of_type("AWS::CloudWatch::Alarm"))
+
+
+def _alarm(synth, metric_names: set[str]) -> dict[str, Any]:
+    for alarm in synth.of_type("AWS::CloudWatch::Alarm").values():
+        props = alarm["Properties"]
+        names = {props.get("MetricName")} | {
+            m["MetricStat"]["Metric"]["MetricName"] for m in props.get("Metrics", []) if "MetricStat" in m
+        }
+        if metric_names <= names:
+            return props
+    raise AssertionError(f"no alarm over {metric_names}")
+
+
+def test_gateway_error_rate_alarm(synth):
+    gateway_id, _ = synth.function("gateway")
+    props = _alarm(synth, {"Errors", "Invocations"})
+    (expression,) = [m for m in props["Metrics"] if "Expression" in m]
+    assert "errors / invocations" in expression["Expression"]
+    stats = [m for m in props["Metrics"] if "MetricStat" in m]
+    for stat in stats:
+        assert stat["MetricStat"]["Metric"]["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": gateway_id}}]
+    assert props["ComparisonOperator"] == "GreaterThanThreshold"
+    assert props["TreatMissingData"] == "notBreaching"
+
+
+def test_gateway_throttle_alarm(synth):
+    gateway_id, _ = synth.function("gateway")
+    props = _alarm(synth, {"Throttles"})
+    assert props["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": gateway_id}}]
+    assert props["Threshold"] == 1
+    assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+
+
+def test_pipeline_alarms(synth):
+    assert _alarm(synth, {"UpstreamErrors", "Requests"})["Threshold"] > 0
+    dlq = _alarm(synth, {"ApproximateNumberOfMessagesVisible"})
+    dlq_id, _ = synth.one("AWS::SQS::Queue")
+    assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}]
+    rollup_id, _ = synth.function("rollup")
+    lag = _alarm(synth, {"IteratorAge"})
+    assert lag["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": rollup_id}}]
