@@ -6,6 +6,7 @@ import argparse
 import getpass
 import json
 import os
+import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -51,6 +52,9 @@ def cmd_dev(args: argparse.Namespace) -> None:
     print(f"workspace: {demo['workspace']}")
     print("Try: model='sim/gpt-4o-mini' (or any catalog model as sim/<model>); "
           "`meterline spend --by feature` in another shell.", flush=True)
+    # uvicorn re-raises SIGTERM once it has shut down; exiting through SystemExit lets the cleanup
+    # below run (stop the aggregator and embedded AWS, remove the state file).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
     finally:
@@ -142,6 +146,8 @@ DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
 
 def _read_secret(args: argparse.Namespace) -> str:
     if args.key_env:
+        if not args.key_env.replace("_", "a").isalnum() or args.key_env[0].isdigit():
+            sys.exit("error: --key-env takes the NAME of an environment variable, not the key")
         value = os.environ.get(args.key_env, "")
         if not value:
             sys.exit(f"error: environment variable {args.key_env} is empty")
@@ -255,10 +261,29 @@ def cmd_spend(args: argparse.Namespace) -> None:
                          "estimated"])
 
 
+def _no_abbrev(subparsers: Any) -> Any:
+    original = subparsers.add_parser
+
+    def add_parser(*args: Any, **kwargs: Any) -> argparse.ArgumentParser:
+        parser = original(*args, allow_abbrev=False, **kwargs)
+        real = parser.add_subparsers
+
+        def add_subparsers(*a: Any, **k: Any) -> Any:
+            return _no_abbrev(real(*a, **k))
+
+        parser.add_subparsers = add_subparsers  # type: ignore[method-assign]
+        return parser
+
+    subparsers.add_parser = add_parser
+    return subparsers
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meterline", description=__doc__)
+    # No prefix matching: `--key sk-...` must fail, not be taken for `--key-env`.
+    parser = argparse.ArgumentParser(prog="meterline", description=__doc__, allow_abbrev=False)
     parser.add_argument("--stack", help="a deployed stack's name (or METERLINE_STACK)")
     sub = parser.add_subparsers(dest="command", required=True)
+    _no_abbrev(sub)
 
     dev = sub.add_parser("dev", help="run the gateway locally on embedded AWS and the simulated provider")
     dev.add_argument("--port", type=int, default=8787)

@@ -1,0 +1,112 @@
+"""The control-plane admin API, served by Mangum on a BUFFERED function URL with AWS_IAM auth.
+
+IAM authenticates the caller before Lambda runs (only principals allowed to invoke the URL reach
+this code); the caller's ARN from the request context is recorded in the audit log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, Field
+from starlette.responses import JSONResponse
+
+from meterline.admin.ops import OpError, Ops
+from meterline.attribution import DIMENSIONS
+from meterline.config import Settings
+
+
+class WorkspaceIn(BaseModel):
+    id: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    name: str = Field(min_length=1, max_length=200)
+    default_provider: str | None = None
+    unpriced: str = "reject"
+    timezone: str = "UTC"
+
+
+class KeyIn(BaseModel):
+    member: str = Field(min_length=1, max_length=128)
+    department: str = "default"
+    models: list[str] = []
+    expires_in_days: float | None = None
+    name: str = ""
+
+
+class ProviderIn(BaseModel):
+    kind: str | None = None
+    base_url: str | None = None
+    catalog: str | None = None
+    api_key: str | None = Field(default=None, repr=False)  # encrypted with KMS at once; never echoed
+
+
+class PriceIn(BaseModel):
+    input: str
+    output: str
+    cache_read: str | None = None
+    cache_write_5m: str | None = None
+    cache_write_1h: str | None = None
+
+
+def _actor(request: Request) -> str:
+    event = request.scope.get("aws.event") or {}
+    iam = ((event.get("requestContext") or {}).get("authorizer") or {}).get("iam") or {}
+    return iam.get("userArn") or iam.get("callerId") or "unknown"
+
+
+def create_admin_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(title="Meterline admin", docs_url=None, redoc_url=None)
+    state: dict[str, Settings] = {}
+
+    def ops(request: Request) -> Ops:
+        if "settings" not in state:
+            state["settings"] = settings or Settings.from_env()
+        return Ops(state["settings"], actor=_actor(request))
+
+    @app.exception_handler(OpError)
+    async def op_error(request: Request, exc: OpError) -> JSONResponse:
+        return JSONResponse({"error": {"message": str(exc)}}, status_code=exc.status)
+
+    @app.post("/workspaces", status_code=201)
+    def create_workspace(body: WorkspaceIn, request: Request) -> dict[str, Any]:
+        return ops(request).create_workspace(body.id, body.name, default_provider=body.default_provider,
+                                             unpriced=body.unpriced, timezone=body.timezone)
+
+    @app.post("/workspaces/{workspace}/keys", status_code=201)
+    def create_key(workspace: str, body: KeyIn, request: Request) -> dict[str, Any]:
+        return ops(request).create_key(workspace, body.member, body.department, tuple(body.models),
+                                       body.expires_in_days, body.name)
+
+    @app.get("/workspaces/{workspace}/keys")
+    def list_keys(workspace: str, request: Request) -> dict[str, Any]:
+        return {"keys": ops(request).list_keys(workspace)}
+
+    @app.delete("/workspaces/{workspace}/keys/{key_id}", status_code=204)
+    def revoke_key(workspace: str, key_id: str, request: Request) -> None:
+        ops(request).revoke_key(workspace, key_id)
+
+    @app.put("/workspaces/{workspace}/providers/{name}")
+    def put_provider(workspace: str, name: str, body: ProviderIn, request: Request) -> dict[str, Any]:
+        return ops(request).put_provider(workspace, name, secret=body.api_key, kind=body.kind,
+                                         base_url=body.base_url, catalog=body.catalog)
+
+    @app.get("/workspaces/{workspace}/providers")
+    def list_providers(workspace: str, request: Request) -> dict[str, Any]:
+        return {"providers": ops(request).list_providers(workspace)}
+
+    @app.delete("/workspaces/{workspace}/providers/{name}", status_code=204)
+    def delete_provider(workspace: str, name: str, request: Request) -> None:
+        ops(request).delete_provider(workspace, name)
+
+    @app.put("/workspaces/{workspace}/prices/{model:path}")
+    def set_price(workspace: str, model: str, body: PriceIn, request: Request) -> dict[str, str]:
+        ops(request).set_price(workspace, model, body.model_dump(exclude_none=True))
+        return {"model": model}
+
+    @app.get("/workspaces/{workspace}/spend")
+    def spend(workspace: str, request: Request, by: str = "feature", period: str = "today") -> dict[str, Any]:
+        if by not in DIMENSIONS or by == "session":
+            raise OpError(f"by must be one of {[d for d in DIMENSIONS if d != 'session']}")
+        return ops(request).spend(workspace, by, period)
+
+    return app

@@ -1,0 +1,135 @@
+"""Control-plane operations: the one implementation behind both the admin API and the CLI.
+
+Every operation is scoped to one workspace and logged as an audit event (who, what, target),
+never with a secret in it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from meterline.config import Settings
+from meterline.pricing.catalog import validate_override
+from meterline.store.keys import KeyNotFound, KeyRecord, KeyStore
+from meterline.store.rollups import COUNTERS, RollupStore
+from meterline.store.workspaces import ProviderEntry, WorkspaceStore
+from meterline.vault import Vault
+from meterline.vkeys import generate, hash_key
+
+audit = logging.getLogger("meterline.audit")
+DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
+
+
+class OpError(ValueError):
+    """A control-plane request that cannot be carried out (bad input, missing workspace)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Ops:
+    settings: Settings
+    actor: str = "cli"
+
+    def _audit(self, action: str, workspace: str | None, **target: Any) -> None:
+        audit.info("admin_action", extra={"audit": {"actor": self.actor, "action": action, "workspace": workspace,
+                                                    "target": target, "ts": int(time.time())}})
+
+    def _require_workspace(self, workspace: str) -> Any:
+        config = WorkspaceStore(self.settings).load(workspace)
+        if config is None:
+            raise OpError(f"no workspace {workspace!r}", status=404)
+        return config
+
+    # workspaces
+    def create_workspace(self, workspace: str, name: str, *, default_provider: str | None = None,
+                         unpriced: str = "reject", timezone: str = "UTC") -> dict[str, Any]:
+        if unpriced not in ("reject", "forward"):
+            raise OpError("unpriced must be 'reject' or 'forward'")
+        ZoneInfo(timezone)  # raises on an unknown zone
+        WorkspaceStore(self.settings).create(workspace, name, default_provider=default_provider,
+                                             unpriced=unpriced, timezone=timezone)
+        self._audit("workspace.create", workspace)
+        return {"workspace": workspace, "name": name}
+
+    # keys
+    def create_key(self, workspace: str, member: str, department: str = "default", models: tuple[str, ...] = (),
+                   expires_in_days: float | None = None, name: str = "") -> dict[str, Any]:
+        self._require_workspace(workspace)
+        key, key_id = generate()
+        expires = int(time.time() + expires_in_days * 86400) if expires_in_days else None
+        KeyStore(self.settings).create(KeyRecord(key_hash=hash_key(key), key_id=key_id, workspace=workspace,
+                                                 member=member, department=department, models=models,
+                                                 expires_at=expires, name=name))
+        self._audit("key.create", workspace, key_id=key_id, member=member, department=department)
+        return {"key_id": key_id, "api_key": key, "member": member, "department": department,
+                "models": list(models), "expires_at": expires}
+
+    def list_keys(self, workspace: str) -> list[dict[str, Any]]:
+        now = time.time()
+        return [{"key_id": k.key_id, "name": k.name, "member": k.member, "department": k.department,
+                 "models": list(k.models), "expires_at": k.expires_at,
+                 "status": "revoked" if k.revoked else ("active" if k.usable(now) else "expired")}
+                for k in KeyStore(self.settings).list(workspace)]
+
+    def revoke_key(self, workspace: str, key_id: str) -> None:
+        try:
+            KeyStore(self.settings).revoke(workspace, key_id)
+        except KeyNotFound as exc:
+            raise OpError(f"no key {key_id} in workspace {workspace}", status=404) from exc
+        self._audit("key.revoke", workspace, key_id=key_id)
+
+    # providers (the vault)
+    def put_provider(self, workspace: str, name: str, *, secret: str | None, kind: str | None = None,
+                     base_url: str | None = None, catalog: str | None = None) -> dict[str, Any]:
+        self._require_workspace(workspace)
+        kind = kind or ("openai" if name == "openai" else "openai_compatible")
+        base_url = base_url or DEFAULT_BASE_URLS.get(name)
+        if not base_url:
+            raise OpError("base_url is required for this provider")
+        ciphertext = Vault(self.settings).encrypt(secret, workspace, name) if secret else None
+        catalog = catalog or ("openai" if kind == "openai" else name)
+        WorkspaceStore(self.settings).put_provider(workspace, ProviderEntry(name, kind, base_url, ciphertext, catalog))
+        self._audit("provider.put", workspace, provider=name, kind=kind, key_stored=bool(ciphertext))
+        return {"name": name, "kind": kind, "base_url": base_url, "priced_as": catalog, "key_stored": bool(ciphertext)}
+
+    def list_providers(self, workspace: str) -> list[dict[str, Any]]:
+        config = self._require_workspace(workspace)
+        return [{"name": p.name, "kind": p.kind, "base_url": p.base_url, "priced_as": p.catalog,
+                 "key_stored": bool(p.ciphertext)} for p in config.providers.values()]
+
+    def delete_provider(self, workspace: str, name: str) -> None:
+        WorkspaceStore(self.settings).delete_provider(workspace, name)
+        self._audit("provider.delete", workspace, provider=name)
+
+    # prices
+    def set_price(self, workspace: str, model: str, prices: dict[str, str]) -> None:
+        config = self._require_workspace(workspace)
+        try:
+            validate_override(prices)
+        except ValueError as exc:
+            raise OpError(f"invalid price: {exc}") from exc
+        WorkspaceStore(self.settings).update_settings(workspace,
+                                                      price_overrides={**config.price_overrides, model: prices})
+        self._audit("price.set", workspace, model=model)
+
+    # spend
+    def spend(self, workspace: str, by: str, period: str) -> dict[str, Any]:
+        config = self._require_workspace(workspace)
+        if period not in ("today", "month"):
+            raise OpError("period must be 'today' or 'month'")
+        tz = ZoneInfo(config.timezone)
+        now = datetime.now(UTC).astimezone(tz)
+        key = f"D#{now:%Y-%m-%d}" if period == "today" else f"M#{now:%Y-%m}"
+        dimension = "total" if by == "workspace" else by
+        rows = RollupStore(self.settings).by_dimension(workspace, key, dimension)
+        rows.sort(key=lambda r: -int(r.get("cost_micros", 0)))
+        return {"workspace": workspace, "period": key[2:], "timezone": config.timezone, "by": by,
+                "rows": [{"value": r["value"], **{c: int(r.get(c, 0)) for c in COUNTERS}} for r in rows]}

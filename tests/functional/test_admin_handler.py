@@ -1,0 +1,117 @@
+"""The control-plane Lambda handler (Mangum) driven with real function-URL v2.0 event payloads."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meterline.store.keys import KeyStore
+from meterline.vkeys import hash_key
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_handler(path: str, name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def url_event(method: str, path: str, body: dict | None = None, query: str = "") -> dict[str, Any]:
+    """A Lambda function URL (payload format 2.0) event with AWS_IAM auth, as Lambda delivers it."""
+    raw = json.dumps(body) if body is not None else None
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": {"content-type": "application/json", "host": "abcdefg.lambda-url.us-east-1.on.aws",
+                    "x-amzn-trace-id": "Root=1-5e6722a7-cc56xmpl46db7ae02d4da47e", "x-forwarded-proto": "https",
+                    "x-forwarded-for": "203.0.113.7", "x-forwarded-port": "443", "user-agent": "meterline-test"},
+        "queryStringParameters": dict(p.split("=", 1) for p in query.split("&")) if query else None,
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "abcdefg",
+            "authorizer": {"iam": {"accessKey": "AKIAIOSFODNN7EXAMPLE", "accountId": "123456789012",
+                                   "callerId": "AIDACKCEVSQ6C2EXAMPLE", "cognitoIdentity": None,
+                                   "principalOrgId": None, "userArn": "arn:aws:iam::123456789012:user/finops",
+                                   "userId": "AIDACKCEVSQ6C2EXAMPLE"}},
+            "domainName": "abcdefg.lambda-url.us-east-1.on.aws", "domainPrefix": "abcdefg",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.7",
+                     "userAgent": "meterline-test"},
+            "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef", "routeKey": "$default", "stage": "$default",
+            "time": "22/Nov/2026:10:40:00 +0000", "timeEpoch": 1795344000000,
+        },
+        "body": raw,
+        "isBase64Encoded": False,
+    }
+
+
+class Context:
+    function_name = "meterline-admin"
+    aws_request_id = "c6af9ac6"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:meterline-admin"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def call(handler: Any, *args: Any, **kwargs: Any) -> tuple[int, Any]:
+    response = handler(url_event(*args, **kwargs), Context())
+    body = response.get("body") or ""
+    if response.get("isBase64Encoded"):
+        body = base64.b64decode(body).decode()
+    return response["statusCode"], (json.loads(body) if body else None)
+
+
+@pytest.fixture
+def admin(settings, monkeypatch):
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    return load_handler("functions/admin/handler.py", "admin_handler").handler
+
+
+def test_workspace_key_provider_lifecycle(admin, settings, caplog):
+    caplog.set_level(logging.INFO, logger="meterline.audit")
+    status, body = call(admin, "POST", "/workspaces", {"id": "acme", "name": "Acme", "timezone": "Europe/Paris"})
+    assert status == 201 and body["workspace"] == "acme"
+
+    status, key = call(admin, "POST", "/workspaces/acme/keys", {"member": "bob", "department": "sales",
+                                                                 "models": ["sim/*"]})
+    assert status == 201 and key["api_key"].startswith("mlk_")
+    stored = KeyStore(settings).get(hash_key(key["api_key"]))
+    assert stored.member == "bob" and stored.models == ("sim/*",)
+
+    status, body = call(admin, "PUT", "/workspaces/acme/providers/openai", {"api_key": "sk-admin-secret-123456"})
+    assert status == 200 and body["key_stored"] is True and "sk-admin" not in json.dumps(body)
+
+    status, body = call(admin, "GET", "/workspaces/acme/providers")
+    assert body["providers"][0]["name"] == "openai" and "sk-admin" not in json.dumps(body)
+
+    status, body = call(admin, "GET", "/workspaces/acme/keys")
+    assert [k["status"] for k in body["keys"]] == ["active"]
+    assert call(admin, "DELETE", f"/workspaces/acme/keys/{key['key_id']}")[0] == 204
+    assert call(admin, "GET", "/workspaces/acme/keys")[1]["keys"][0]["status"] == "revoked"
+
+    status, body = call(admin, "GET", "/workspaces/acme/spend", query="by=member&period=month")
+    assert status == 200 and body["rows"] == [] and body["timezone"] == "Europe/Paris"
+
+    # Every action is audited with the IAM caller, never with a secret.
+    actions = [r.audit for r in caplog.records if hasattr(r, "audit")]
+    assert [a["action"] for a in actions] == ["workspace.create", "key.create", "provider.put", "key.revoke"]
+    assert {a["actor"] for a in actions} == {"arn:aws:iam::123456789012:user/finops"}
+    assert "sk-admin-secret" not in caplog.text and key["api_key"] not in caplog.text
+
+
+def test_bad_admin_input_is_a_clear_4xx(admin):
+    assert call(admin, "POST", "/workspaces", {"id": "bad id!", "name": "x"})[0] == 422
+    status, body = call(admin, "POST", "/workspaces/nope/keys", {"member": "x"})
+    assert status == 404 and "nope" in body["error"]["message"]
+    status, body = call(admin, "GET", "/workspaces/nope/spend", query="by=session")
+    assert status == 400
