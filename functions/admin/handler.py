@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from mangum import Mangum
-
 from meterline.admin.app import create_admin_app
+from meterline.logs import configure
+
+configure("admin")
 
 # Built at init (outside the handler) so warm invocations reuse it; no AWS client is created
 # until the first request needs one.

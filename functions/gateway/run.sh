@@ -4,4 +4,4 @@
 # The meterline package and its dependencies come from the layers (/opt/python).
 export PYTHONPATH="/opt/python:${LAMBDA_TASK_ROOT:-.}:${PYTHONPATH:-}"
 exec python -m uvicorn meterline.gateway.app:create_app --factory \
-  --host 127.0.0.1 --port "${PORT:-8080}" --no-access-log --timeout-keep-alive 75 --loop asyncio --http h11
+  --host 127.0.0.1 --port "${PORT:-8080}" --no-access-log --timeout-keep-alive 75 --loop uvloop --http httptools

@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from meterline.config import Settings
+from meterline.logs import configure
 from meterline.rollup import apply_stream_records
 from meterline.store.rollups import RollupStore
 
+configure("rollup")
 _store: RollupStore | None = None
 
 

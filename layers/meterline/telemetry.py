@@ -49,10 +49,10 @@ def record_request(ctx: RequestContext) -> None:
     log.info("request", extra={"request": fields})
     if not metrics_enabled():
         return
-    from aws_lambda_powertools.metrics import MetricUnit
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
+    # One dimension set, {service}: the dashboard and alarms read exactly this series.
     metrics = _get_metrics()
-    metrics.add_dimension(name="endpoint", value=ctx.endpoint)
     metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
     if ctx.outcome == "rejected":
         metrics.add_metric(name="Rejections", unit=MetricUnit.Count, value=1)
@@ -65,3 +65,7 @@ def record_request(ctx: RequestContext) -> None:
         metrics.add_metric(name="OutputTokens", unit=MetricUnit.Count, value=ctx.usage.output)
     metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=ctx.elapsed_ms())
     metrics.flush_metrics()
+    # Requests per endpoint, as a second, bounded series ({endpoint, service}).
+    with single_metric(name="Requests", unit=MetricUnit.Count, value=1, namespace=metrics.namespace,
+                       default_dimensions={"service": "gateway"}) as metric:
+        metric.add_dimension(name="endpoint", value=ctx.endpoint)

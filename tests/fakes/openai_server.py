@@ -71,7 +71,8 @@ def build_app(fake: FakeOpenAI) -> Starlette:
         model = body["model"]
         if not body.get("stream"):
             return JSONResponse({
-                "id": "chatcmpl-fake123", "object": "chat.completion", "created": created, "model": model + "-2024-08-06",
+                "id": "chatcmpl-fake123", "object": "chat.completion", "created": created,
+                "model": model + "-2024-08-06",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(fake.chunks),
                                                      "refusal": None, "annotations": []},
                              "logprobs": None, "finish_reason": "stop"}],
@@ -92,10 +93,9 @@ def build_app(fake: FakeOpenAI) -> Starlette:
             return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
         async def events():
-            sent = 0
             yield chunk({"role": "assistant", "content": "", "refusal": None})
             for i, word in enumerate(fake.chunks):
-                if fake.cut_after_chunks is not None and sent >= fake.cut_after_chunks:
+                if fake.cut_after_chunks is not None and i >= fake.cut_after_chunks:
                     raise RuntimeError("simulated upstream connection drop")
                 if fake.chunk_delay_s:
                     await asyncio.sleep(fake.chunk_delay_s)
@@ -104,7 +104,6 @@ def build_app(fake: FakeOpenAI) -> Starlette:
                     yield chunk({"content": word}, usage=fake.usage())
                 else:
                     yield chunk({"content": word})
-                sent += 1
                 if i == 0 and fake.gate is not None:
                     deadline = time.monotonic() + 5
                     while not fake.gate.is_set():

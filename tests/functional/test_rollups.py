@@ -6,10 +6,10 @@ import importlib.util
 from pathlib import Path
 
 import openai
-
 from meterline.rollup import StreamPoller
 from meterline.store import aws
 from meterline.store.rollups import RollupStore
+
 from tests.conftest import wait_for_ledger
 from tests.oracle import openai_cost_micros
 
@@ -30,7 +30,8 @@ def test_spend_by_every_dimension_matches_the_ledger(gateway, tenant, settings):
     store = RollupStore(settings)
     mini = openai_cost_micros("openai/gpt-4o-mini", 1200, 1024, 10)
     full = openai_cost_micros("openai/gpt-4o", 1200, 1024, 10)
-    by_feature = {r["value"]: (r["cost_micros"], r["requests"]) for r in store.by_dimension(tenant.workspace, day, "feature")}
+    by_feature = {r["value"]: (r["cost_micros"], r["requests"])
+                  for r in store.by_dimension(tenant.workspace, day, "feature")}
     assert by_feature == {"search": (2 * mini, 2), "chat": (mini, 1), "-": (full, 1)}
     by_customer = {r["value"]: r["cost_micros"] for r in store.by_dimension(tenant.workspace, month, "customer")}
     assert by_customer == {"acme": 2 * mini, "globex": mini, "-": full}

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("aws_cdk", reason="aws-cdk-lib is not installed (pip install -e '.[cdk]')")
 
-from infra_cdk import constants as c  # noqa: E402
+from infra_cdk import constants as c
 
 LWA_ARM = f":{c.LWA_ACCOUNT}:layer:LambdaAdapterLayerArm64:{c.LWA_LAYER_VERSION}"
 
@@ -76,8 +76,9 @@ def test_x86_without_snapstart_in_a_pinned_region(synth_x86):
     assert props["Architectures"] == ["x86_64"]
     assert props["MemorySize"] == 2048
     assert "SnapStart" not in props
-    assert f"arn:aws:lambda:eu-west-1:{c.LWA_ACCOUNT}:layer:LambdaAdapterLayerX86:{c.LWA_LAYER_VERSION}" in (
-        props["Layers"]
+    assert (
+        f"arn:aws:lambda:eu-west-1:{c.LWA_ACCOUNT}:layer:LambdaAdapterLayerX86:{c.LWA_LAYER_VERSION}"
+        in (props["Layers"])
     )
     assert not synth_x86.of_type("AWS::Lambda::Alias")
     _, url = synth_x86.one("AWS::Lambda::Url", AuthType="NONE")
@@ -105,7 +106,9 @@ def test_admin_is_buffered_and_iam_authenticated(synth):
     assert url["Properties"]["TargetFunctionArn"] == {"Fn::GetAtt": [fn_id, "Arn"]}
     # No resource policy opens it to anyone: callers need IAM permissions of their own.
     assert not [
-        p for p in synth.of_type("AWS::Lambda::Permission").values() if p["Properties"]["FunctionName"] == {"Ref": fn_id}
+        p
+        for p in synth.of_type("AWS::Lambda::Permission").values()
+        if p["Properties"]["FunctionName"] == {"Ref": fn_id}
     ]
 
 
@@ -165,3 +168,46 @@ def test_layers_target_the_runtime(synth):
     for layer in layers.values():
         assert layer["Properties"]["CompatibleRuntimes"] == [f"python{c.PYTHON_VERSION}"]
         assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+
+
+# --- entry points the application code provides ---------------------------------------------------
+
+
+def _top_level_names(path) -> set[str]:
+    import ast
+
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return names
+
+
+def test_gateway_entrypoint_contract():
+    import os
+
+    run = c.GATEWAY_ASSET / c.GATEWAY_HANDLER
+    assert run.is_file() and os.access(run, os.X_OK), f"{run} must exist and be executable"
+    text = run.read_text()
+    assert text.startswith("#!")
+    assert "meterline.gateway.app:create_app" in text and "--factory" in text
+    assert "PORT" in text and "/opt/python" in text
+
+
+@pytest.mark.parametrize("asset", [c.ADMIN_ASSET, c.ROLLUP_ASSET])
+def test_python_entrypoints_define_handler(asset):
+    module, attr = c.ADMIN_HANDLER.split(".") if asset == c.ADMIN_ASSET else c.ROLLUP_HANDLER.split(".")
+    assert attr in _top_level_names(asset / f"{module}.py")
+
+
+def test_synth_finds_every_entrypoint(synth):
+    rules = [
+        v["ruleName"]
+        for p in synth.validation_report.get("pluginReports", [])
+        for v in p["violations"]
+        if v["ruleName"].endswith("-entrypoint")
+    ]
+    assert not rules

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("aws_cdk", reason="aws-cdk-lib is not installed (pip install -e '.[cdk]')")
 
-from meterline.store import schema  # noqa: E402
+from meterline.store import schema
 
 PURPOSE_CONDITION = {"StringEquals": {"kms:EncryptionContext:meterline:purpose": schema.ENCRYPTION_PURPOSE}}
 DYNAMODB_WRITES = {
@@ -125,7 +125,9 @@ def test_admin_only_reads_reports(synth):
 
 def test_admin_encrypts_but_never_decrypts(synth):
     kms = {(a, str(r), str(cond)) for a, r, cond in grants(synth, "admin") if a.startswith("kms:")}
-    expected = {(a, str(key_arn(synth)), str(PURPOSE_CONDITION)) for a in ("kms:GenerateDataKey", "kms:Encrypt")}
+    expected = {
+        (a, str(key_arn(synth)), str(PURPOSE_CONDITION)) for a in ("kms:GenerateDataKey", "kms:Encrypt")
+    }
     assert kms == expected
 
 
@@ -158,5 +160,6 @@ def test_logs_only_to_own_group(synth, service):
     group_id = fn["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
     logs = [(a, r) for a, r, _ in grants(synth, service) if a.startswith("logs:")]
     assert sorted(logs, key=str) == sorted(
-        [(a, {"Fn::GetAtt": [group_id, "Arn"]}) for a in ("logs:CreateLogStream", "logs:PutLogEvents")], key=str
+        [(a, {"Fn::GetAtt": [group_id, "Arn"]}) for a in ("logs:CreateLogStream", "logs:PutLogEvents")],
+        key=str,
     )

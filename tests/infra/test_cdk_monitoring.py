@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("aws_cdk", reason="aws-cdk-lib is not installed (pip install -e '.[cdk]')")
 
-from infra_cdk.monitoring import GATEWAY_METRICS  # noqa: E402
+from infra_cdk.monitoring import GATEWAY_METRICS
 
 
 def _resolve(value: Any, synth) -> str:
@@ -55,7 +55,9 @@ def test_lambda_metrics_and_cold_starts(dashboard, synth):
     rows = _named(_metric_rows(dashboard), "AWS/Lambda")
     gateway_metrics = {row[1] for row in rows if row[2:4] == ["FunctionName", f"<Ref:{gateway_id}>"]}
     assert {"Invocations", "Errors", "Throttles", "Duration", "ConcurrentExecutions"} <= gateway_metrics
-    expressions = [row[0]["expression"] for row in _metric_rows(dashboard) if row and isinstance(row[0], dict)]
+    expressions = [
+        row[0]["expression"] for row in _metric_rows(dashboard) if row and isinstance(row[0], dict)
+    ]
     assert any("ColdStart" in e and 'service="gateway"' in e and "SEARCH(" in e for e in expressions)
 
 
@@ -82,7 +84,9 @@ def test_gateway_error_rate_alarm(synth):
     assert "errors / invocations" in expression["Expression"]
     stats = [m for m in props["Metrics"] if "MetricStat" in m]
     for stat in stats:
-        assert stat["MetricStat"]["Metric"]["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": gateway_id}}]
+        assert stat["MetricStat"]["Metric"]["Dimensions"] == [
+            {"Name": "FunctionName", "Value": {"Ref": gateway_id}}
+        ]
     assert props["ComparisonOperator"] == "GreaterThanThreshold"
     assert props["TreatMissingData"] == "notBreaching"
 

@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("aws_cdk", reason="aws-cdk-lib is not installed (pip install -e '.[cdk]')")
 
-from meterline.store import schema  # noqa: E402
-from meterline.store.schema import TableSpec  # noqa: E402
+from meterline.store import schema
+from meterline.store.schema import TableSpec
 
 SPECS = {spec.logical_name: spec for spec in schema.ALL_TABLES}
 

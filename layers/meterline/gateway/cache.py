@@ -26,7 +26,9 @@ class RefreshingCache(Generic[K, V]):
         self._entries: dict[K, tuple[float, V]] = {}
         self._inflight: dict[K, asyncio.Future[V]] = {}
         self._max = max_entries
-        self.loads = 0
+        self.loads = 0  # completed loads
+        self.misses = 0  # loads a request had to wait for (a store round trip before upstream)
+        self.refreshes = 0  # background refresh-ahead loads (off the request's critical path)
 
     async def get(self, key: K) -> V:
         now = time.monotonic()
@@ -36,10 +38,12 @@ class RefreshingCache(Generic[K, V]):
             age = now - loaded_at
             if age < self.ttl:
                 if age >= self.refresh_after and key not in self._inflight:
+                    self.refreshes += 1
                     self._start_load(key).add_done_callback(_swallow)
                 return value
         inflight = self._inflight.get(key)
         if inflight is None:
+            self.misses += 1
             inflight = self._start_load(key)
         return await asyncio.shield(inflight)
 

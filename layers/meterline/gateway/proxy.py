@@ -7,6 +7,7 @@ breaks the stream, the same unwinding runs, shielded from cancellation, with est
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -127,10 +128,8 @@ class MeteredStream:
         self._finished = True
         ctx, translator = self.ctx, self.ctx.translator
         assert translator
-        try:
+        with contextlib.suppress(Exception):  # the upstream may already be gone
             await self.response.aclose()
-        except Exception:
-            pass
         ctx.usage = translator.stream_usage
         ctx.response_model = translator.stream_model
         ctx.service_tier = translator.stream_service_tier

@@ -20,9 +20,11 @@ from typing import Any
 from meterline.providers.base import UpstreamRequest
 from meterline.usage import estimate_chat_prompt_tokens
 
-_WORDS = ("the gateway meters every call so that spend is explained and bounded while the product "
-          "runs budgets hold under concurrency keys stay in the vault and each cent is accounted "
-          "for exactly in integer micro dollars").split()
+_WORDS = (
+    "the", "gateway", "meters", "every", "call", "so", "that", "spend", "is", "explained", "and", "bounded",
+    "while", "the", "product", "runs", "budgets", "hold", "under", "concurrency", "keys", "stay", "in", "the",
+    "vault", "and", "each", "cent", "is", "accounted", "for", "exactly", "in", "integer", "micro", "dollars",
+)
 REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 
 

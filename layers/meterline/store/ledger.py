@@ -22,6 +22,7 @@ from typing import Any
 from meterline.config import Settings
 from meterline.store import aws
 from meterline.store.codec import from_item, to_item
+from meterline.store.ddb_http import DynamoError, DynamoHttp
 from meterline.store.schema import LEDGER
 
 
@@ -39,17 +40,25 @@ class LedgerStore:
     def _ddb(self) -> Any:
         return aws.client("dynamodb", self.settings)
 
-    def put(self, record: dict[str, Any]) -> None:
+    def _put_request(self, record: dict[str, Any]) -> dict[str, Any]:
         item = {**record, **ledger_keys(record["workspace"], record["ts"], record["request_id"])}
         item["expires_at"] = record["ts"] // 1000 + self.settings.ledger_retention_days * 86400
+        # Condition: new. A retried write of the same record is a no-op, never a duplicate.
+        return {"TableName": self.table, "Item": to_item(item), "ConditionExpression": "attribute_not_exists(sk)"}
+
+    def put(self, record: dict[str, Any]) -> None:
         try:
-            self._ddb.put_item(
-                TableName=self.table,
-                Item=to_item(item),
-                ConditionExpression="attribute_not_exists(sk)",
-            )
+            self._ddb.put_item(**self._put_request(record))
         except self._ddb.exceptions.ConditionalCheckFailedException:
-            return  # the same record was already written by a retry: nothing to do
+            return
+
+    async def put_async(self, record: dict[str, Any], client: DynamoHttp) -> None:
+        """The request path's write: the lean async client, no thread hop (see ddb_http)."""
+        try:
+            await client.call("PutItem", self._put_request(record))
+        except DynamoError as exc:
+            if exc.code != "ConditionalCheckFailedException":
+                raise
 
     def query_day(self, workspace: str, day: str) -> Iterator[dict[str, Any]]:
         kwargs: dict[str, Any] = {

@@ -1,0 +1,37 @@
+"""The gateway in its own process for the benchmark; on SIGTERM it writes its counters to a file.
+
+Settings come from the environment (Settings.from_env), as on Lambda.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+
+import uvicorn
+from meterline.config import Settings
+from meterline.gateway.app import create_app
+from meterline.gateway.services import Services
+
+
+def main() -> None:
+    port, stats_path = int(sys.argv[1]), sys.argv[2]
+    services = Services.build(Settings.from_env())
+
+    def dump(*_: object) -> None:
+        stats = {
+            "key_misses": services.key_cache.misses, "key_refreshes": services.key_cache.refreshes,
+            "workspace_misses": services.workspace_cache.misses,
+            "workspace_refreshes": services.workspace_cache.refreshes,
+            "kms_decrypts": services.secrets.kms_decrypts, "ledger_writes": services.calls.after_upstream,
+        }
+        with open(stats_path, "w") as f:
+            json.dump(stats, f)
+
+    signal.signal(signal.SIGUSR1, dump)
+    uvicorn.run(create_app(services=services), host="127.0.0.1", port=port, log_level="error", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Gateway overhead: direct vs through Meterline, at concurrency 1 and 16.
+
+Starts three processes on loopback - embedded AWS (moto server), a fake OpenAI upstream, and the
+gateway - then drives a bounded load and prints, per transport (aiohttp, httpx) and concurrency:
+p50/p99 latency direct and through the gateway, the added latency, gateway-process CPU per
+request (from /proc, excluding moto and the upstream), and AWS calls per request split into
+"sequential before the first upstream byte", "after the last upstream byte" and "background".
+
+    python bench/overhead.py [--requests 400] [--stream]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def load(url: str, key: str, total: int, concurrency: int, stream: bool) -> list[float]:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello " * 20}], "stream": stream}
+    headers = {"authorization": f"Bearer {key}", "meterline-feature": "bench"}
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        remaining = total
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                start = time.perf_counter()
+                async with client.stream("POST", url + "/chat/completions", json=body, headers=headers) as r:
+                    async for _ in r.aiter_bytes():
+                        pass
+                    assert r.status_code == 200, r.status_code
+                latencies.append((time.perf_counter() - start) * 1000)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--stream", action="store_true")
+    args = parser.parse_args()
+
+    from meterline.devenv import FAKE_CREDENTIALS, provision
+    from meterline.store.workspaces import ProviderEntry, WorkspaceStore
+    from meterline.vault import Vault
+
+    os.environ.update(FAKE_CREDENTIALS)
+    procs: list[subprocess.Popen] = []
+    try:
+        moto_port, up_port = free_port(), free_port()
+        procs.append(subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench/upstream.py"), str(up_port)]))
+        endpoint = f"http://127.0.0.1:{moto_port}"
+        wait_http(endpoint)
+        upstream = f"http://127.0.0.1:{up_port}/v1"
+        wait_http(f"http://127.0.0.1:{up_port}/")
+        settings = provision(endpoint, prefix="bench")
+        from meterline.devenv import seed_demo
+
+        demo = seed_demo(settings)
+        WorkspaceStore(settings).update_settings("demo", default_provider="openai")
+        WorkspaceStore(settings).put_provider("demo", ProviderEntry(
+            "openai", "openai", upstream, Vault(settings).encrypt("sk-bench-key", "demo", "openai"), "openai"))
+
+        mode = "stream" if args.stream else "non-stream"
+        print(f"Meterline overhead ({mode}, {args.requests} requests per row, 2-core machine, loopback)\n")
+        print(f"{'transport':9} {'conc':>4} | {'direct p50':>10} {'p99':>7} | {'gateway p50':>11} {'p99':>7} | "
+              f"{'added p50':>9} {'p99':>7} | {'CPU/req':>8} | AWS/req before  after  background")
+        for transport in ("aiohttp", "httpx"):
+            gw_port = free_port()
+            stats_file = Path(tempfile.mkdtemp()) / "stats.json"
+            env = {**os.environ, **settings.to_env(), "METERLINE_UPSTREAM_TRANSPORT": transport}
+            gw = subprocess.Popen([sys.executable, str(ROOT / "bench/gateway_proc.py"), str(gw_port), str(stats_file)],
+                                  env=env)
+            procs.append(gw)
+            wait_http(f"http://127.0.0.1:{gw_port}/healthz")
+            base = f"http://127.0.0.1:{gw_port}/v1"
+            asyncio.run(load(base, demo["api_key"], 50, 4, args.stream))  # warm-up: caches, pools
+            for concurrency in (1, 16):
+                direct = asyncio.run(load(upstream, "x", args.requests, concurrency, args.stream))
+                gw.send_signal(signal.SIGUSR1)
+                time.sleep(0.3)
+                before_stats = json.loads(stats_file.read_text())
+                cpu0 = cpu_seconds(gw.pid)
+                through = asyncio.run(load(base, demo["api_key"], args.requests, concurrency, args.stream))
+                cpu1 = cpu_seconds(gw.pid)
+                gw.send_signal(signal.SIGUSR1)
+                time.sleep(0.3)
+                after_stats = json.loads(stats_file.read_text())
+                delta = {k: after_stats[k] - before_stats[k] for k in after_stats}
+                n = args.requests
+                before = (delta["key_misses"] + delta["workspace_misses"] + delta["kms_decrypts"]) / n
+                background = (delta["key_refreshes"] + delta["workspace_refreshes"]) / n
+                after = delta["ledger_writes"] / n
+                d50, d99 = statistics.median(direct), pct(direct, 0.99)
+                g50, g99 = statistics.median(through), pct(through, 0.99)
+                print(f"{transport:9} {concurrency:>4} | {d50:8.2f}ms {d99:5.2f}ms | {g50:9.2f}ms {g99:5.2f}ms | "
+                      f"{g50 - d50:7.2f}ms {g99 - d99:5.2f}ms | {(cpu1 - cpu0) / n * 1000:6.2f}ms | "
+                      f"        {before:6.3f} {after:6.3f} {background:8.3f}")
+            gw.terminate()
+            gw.wait(timeout=10)
+        print("\nAWS calls/request: 'before' = store/KMS round trips a request waited for before its first upstream "
+              "byte (0 when warm); 'after' = the ledger write after the last upstream byte; 'background' = "
+              "refresh-ahead cache reloads off the request path. Rollups cost no request-path call (ledger stream).")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Aggregation: the ledger's stream folded into spend rollups.
+
+The gateway writes exactly one ledger record per request; this function (`functions/rollup/
+handler.py: handler`) reads the ledger's NEW_IMAGE stream in batches of 100 and adds each record to
+the rollup counters of every scope it is attributed to, idempotently (an `applied#<request id>`
+marker in the same TransactWriteItems).
+
+Failure handling, so that no ledger record is lost or counted twice:
+    report_batch_item_failures   the handler returns the first failed record; only it and those
+                                 after it are retried
+    bisect_batch_on_error        a poison record is isolated by halving the batch
+    retry_attempts               bounded (constants.ROLLUP_RETRY_ATTEMPTS)
+    on-failure destination       an encrypted SQS dead-letter queue holding the stream coordinates
+                                 of records that still failed (alarmed in monitoring.py)
+
+Permissions (role of this function only): read the ledger stream; UpdateItem / PutItem /
+ConditionCheckItem on rollups; SendMessage to its dead-letter queue.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+from meterline.store import schema
+
+from infra_cdk import constants as c
+from infra_cdk.function import Shared, make_function
+from infra_cdk.nag import acknowledge
+
+
+class Aggregation(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, shared: Shared) -> None:
+        super().__init__(scope, construct_id)
+        tables = shared.storage.tables
+        ledger = tables[schema.LEDGER.logical_name]
+        rollups = tables[schema.ROLLUPS.logical_name]
+
+        self.dead_letters = sqs.Queue(
+            self,
+            "DeadLetters",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        acknowledge(
+            self.dead_letters,
+            "AwsSolutions-SQS3",
+            "This queue IS the dead-letter queue (on-failure destination of the ledger stream "
+            "mapping); a DLQ of a DLQ would only move the same messages again.",
+        )
+
+        self.function = make_function(
+            self,
+            "Rollup",
+            shared=shared,
+            service=c.SERVICE_ROLLUP,
+            asset=c.ROLLUP_ASSET,
+            handler=c.ROLLUP_HANDLER,
+            entrypoint=c.ROLLUP_HANDLER.split(".")[0] + ".py",
+            description="Meterline rollup: ledger stream -> spend counters per scope and period",
+            memory_mb=c.ROLLUP_MEMORY_MB,
+            timeout_s=c.ROLLUP_TIMEOUT_S,
+        )
+        self.function.add_event_source(
+            sources.DynamoEventSource(
+                ledger,
+                starting_position=lambda_.StartingPosition.TRIM_HORIZON,
+                batch_size=c.ROLLUP_BATCH_SIZE,
+                bisect_batch_on_error=True,
+                report_batch_item_failures=True,
+                retry_attempts=c.ROLLUP_RETRY_ATTEMPTS,
+                on_failure=sources.SqsDlq(self.dead_letters),
+            )
+        )
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="WriteRollups",
+                actions=["dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:ConditionCheckItem"],
+                resources=[rollups.table_arn],
+            )
+        )
+        assert self.function.role is not None
+        acknowledge(
+            self.function.role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "dynamodb:ListStreams has no resource-level permissions (it only accepts '*'); the stream "
+            "read actions themselves are scoped to the ledger's stream ARN.",
+        )

@@ -1,0 +1,110 @@
+"""Names and fixed numbers of the Meterline stack, in one place.
+
+Anything a user, the CLI or a test needs to find (stack output keys, context keys, environment
+variable names) is defined here; the constructs only use these names. Table and key names come
+from the shared specs in `meterline.store.schema`, never from here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = REPO_ROOT / "pyproject.toml"
+APP_PACKAGE_DIR = REPO_ROOT / "layers" / "meterline"
+FUNCTIONS_DIR = REPO_ROOT / "functions"
+
+STACK_NAME = "Meterline"
+STACK_DESCRIPTION = "Meterline: AI FinOps gateway (meter, attribute, limit and optimize LLM spend)"
+# Every resource carries this tag, so the gateway's own AWS bill can be filtered in Cost Explorer.
+COST_ALLOCATION_TAG = ("meterline:app", "meterline")
+
+# --- Runtime --------------------------------------------------------------------------------------
+# One Python version drives both the Lambda runtime and the wheels pip resolves for the dependency
+# layer (`--python-version`); change them together. 3.12 is the first version SnapStart supports.
+PYTHON_VERSION = "3.12"
+
+# --- Context keys (`cdk deploy -c KEY=VALUE`, defaults in cdk.json) -------------------------------
+CTX_ARCHITECTURE = "meterline:architecture"  # "arm64" (default) | "x86_64"
+CTX_MEMORY = "meterline:memory"  # data plane memory in MB (default 1024)
+CTX_SNAPSTART = "meterline:snapstart"  # "true" (default) | "false"
+# Tests and offline synths: the dependency layer becomes an empty placeholder (no pip, no network).
+CTX_SKIP_LAYER_INSTALL = "meterline:skip-layer-install"
+# Build both layers inside the SAM build image instead of on this machine (needs Docker).
+CTX_DOCKER_BUNDLING = "meterline:docker-bundling"
+
+DEFAULT_ARCHITECTURE = "arm64"
+DEFAULT_MEMORY_MB = 1024
+
+# --- Functions ------------------------------------------------------------------------------------
+# Entry points the application code provides (functions/<name>/...):
+GATEWAY_ASSET = FUNCTIONS_DIR / "gateway"
+GATEWAY_HANDLER = "run.sh"  # execs uvicorn on $PORT: meterline.gateway.app:create_app --factory
+ADMIN_ASSET = FUNCTIONS_DIR / "admin"
+ADMIN_HANDLER = "handler.handler"  # a Mangum handler
+ROLLUP_ASSET = FUNCTIONS_DIR / "rollup"
+ROLLUP_HANDLER = "handler.handler"  # DynamoDB stream batch handler (partial batch responses)
+
+GATEWAY_TIMEOUT_S = 900  # streamed responses may run long; the app bounds upstream time itself
+ADMIN_MEMORY_MB = 512
+ADMIN_TIMEOUT_S = 60
+ROLLUP_MEMORY_MB = 512
+ROLLUP_TIMEOUT_S = 120
+LOG_RETENTION_DAYS = 30  # = logs.RetentionDays.ONE_MONTH in function.py (CloudWatch allows fixed values)
+LOG_LEVEL = "INFO"
+
+SERVICE_GATEWAY = "gateway"
+SERVICE_ADMIN = "admin"
+SERVICE_ROLLUP = "rollup"
+METRICS_NAMESPACE = "Meterline"
+GATEWAY_ALIAS = "live"
+# Encryption context key every vault ciphertext carries (see meterline.store.schema); IAM conditions
+# on `kms:EncryptionContext:<key>` tie the vault key's use to this purpose only.
+ENCRYPTION_CONTEXT_PURPOSE_KEY = "meterline:purpose"
+READINESS_PATH = "/healthz"
+GATEWAY_PORT = "8080"
+
+# --- AWS Lambda Web Adapter (LWA) -----------------------------------------------------------------
+# Public layer published by AWS in every commercial region under account 753240598075.
+# Version 30 = LWA v1.1.0 (the first release with SnapStart hooks; layer 29 was never published for
+# use: its release was reverted). Source: aws/aws-lambda-web-adapter, README and PR #871 "docs: point
+# docs and examples at v1.1.0 and layer version 30"; examples/fastapi-snapstart-zip uses the same.
+LWA_ACCOUNT = "753240598075"
+LWA_LAYER_VERSION = 30
+LWA_LAYER_NAMES = {"arm64": "LambdaAdapterLayerArm64", "x86_64": "LambdaAdapterLayerX86"}
+
+# SnapStart: supported for the Python 3.12+ managed runtimes on published versions and aliases, and
+# LWA >= v1.1.0 bridges the snapshot lifecycle to the web app (PR #790/#837 in the LWA repo; the
+# adapter ignores AWS_LWA_ASYNC_INIT under SnapStart so the snapshot is never of a booting app). The
+# snapshot therefore holds a running uvicorn with the app imported, which is exactly the cold start
+# we want to skip. Optional LWA hooks (AWS_LWA_SNAPSTART_BEFORE_CHECKPOINT_PATH / _AFTER_RESTORE_PATH)
+# are NOT set: the app opens no connection during start-up (clients are built on first use), so
+# there is nothing to drain; a hook path the app does not serve would fail version publishing.
+
+# --- Outputs (`aws cloudformation describe-stacks` → OutputKey) -----------------------------------
+OUT_GATEWAY_URL = "GatewayUrl"
+OUT_ADMIN_URL = "AdminUrl"
+OUT_KMS_KEY_ID = "VaultKeyId"
+OUT_KMS_KEY_ARN = "VaultKeyArn"
+OUT_DASHBOARD = "DashboardName"
+OUT_DLQ_URL = "RollupDeadLetterQueueUrl"
+OUT_ALERT_SENDER = "AlertSenderAddress"
+OUT_ALERT_RECIPIENTS = "AlertRecipientAddresses"
+
+
+def table_output_key(logical_name: str) -> str:
+    """Output key holding a table's physical name: "ledger" -> "LedgerTableName"."""
+    return f"{logical_name.capitalize()}TableName"
+
+
+# --- Parameters -----------------------------------------------------------------------------------
+PARAM_ALERT_SENDER = "AlertSender"
+PARAM_ALERT_RECIPIENTS = "AlertRecipients"
+EMAIL_PATTERN = r"[^@\s,]+@[^@\s,]+\.[^@\s,]+"
+
+# --- Alarm thresholds -----------------------------------------------------------------------------
+GATEWAY_ERROR_RATE_PCT = 5  # Lambda-level failures (crash, timeout, OOM) per invocation, %
+UPSTREAM_ERROR_RATE_PCT = 10  # provider errors per request, %
+ROLLUP_ITERATOR_AGE_MS = 5 * 60 * 1000  # ledger records waiting > 5 min to be aggregated
+ROLLUP_RETRY_ATTEMPTS = 10
+ROLLUP_BATCH_SIZE = 100

@@ -1,0 +1,97 @@
+"""The control plane: the admin API (workspaces, vault, virtual keys, budgets, reports).
+
+A Mangum handler (`functions/admin/handler.py: handler`) on a BUFFERED function URL with AWS_IAM
+auth: only principals of this account holding `lambda:InvokeFunctionUrl` and `lambda:InvokeFunction`
+on this function (the `meterline` CLI signs its requests with SigV4) can call it.
+
+Permissions (role of this function only):
+    workspaces, keys (+ by_workspace index)  read and write (Scan on workspaces: listing them)
+    rollups, ledger                          GetItem / Query / BatchGetItem (reports)
+    vault key                                kms:GenerateDataKey + kms:Encrypt, only with encryption
+                                             context meterline:purpose=provider-key (the
+                                             aws-encryption-sdk KMS keyring calls GenerateDataKey to
+                                             encrypt). No kms:Decrypt: the control plane stores
+                                             provider keys but can never read one back.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+from meterline.store import schema
+
+from infra_cdk import constants as c
+from infra_cdk.function import Shared, make_function
+
+READ = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"]
+WRITE = [
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:ConditionCheckItem",
+]
+
+
+class ControlPlane(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, shared: Shared) -> None:
+        super().__init__(scope, construct_id)
+        self.function = make_function(
+            self,
+            "Admin",
+            shared=shared,
+            service=c.SERVICE_ADMIN,
+            asset=c.ADMIN_ASSET,
+            handler=c.ADMIN_HANDLER,
+            entrypoint=c.ADMIN_HANDLER.split(".")[0] + ".py",
+            description="Meterline admin API (Mangum, buffered, IAM-authenticated)",
+            memory_mb=c.ADMIN_MEMORY_MB,
+            timeout_s=c.ADMIN_TIMEOUT_S,
+        )
+        self.url = self.function.add_function_url(
+            auth_type=lambda_.FunctionUrlAuthType.AWS_IAM,
+            invoke_mode=lambda_.InvokeMode.BUFFERED,
+        )
+        self._grant(shared)
+
+    def _grant(self, shared: Shared) -> None:
+        fn = self.function
+        tables = shared.storage.tables
+        workspaces = tables[schema.WORKSPACES.logical_name]
+        keys = tables[schema.KEYS.logical_name]
+        key_indexes = [f"{keys.table_arn}/index/{index.name}" for index in schema.KEYS.indexes]
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadWriteWorkspacesAndKeys",
+                actions=[*READ, *WRITE],
+                resources=[workspaces.table_arn, keys.table_arn, *key_indexes],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ListWorkspaces", actions=["dynamodb:Scan"], resources=[workspaces.table_arn]
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadReports",
+                actions=READ,
+                resources=[
+                    tables[schema.ROLLUPS.logical_name].table_arn,
+                    tables[schema.LEDGER.logical_name].table_arn,
+                ],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="EncryptProviderKeys",
+                actions=["kms:GenerateDataKey", "kms:Encrypt"],
+                resources=[shared.storage.vault_key.key_arn],
+                conditions={
+                    "StringEquals": {
+                        f"kms:EncryptionContext:{c.ENCRYPTION_CONTEXT_PURPOSE_KEY}": schema.ENCRYPTION_PURPOSE
+                    }
+                },
+            )
+        )

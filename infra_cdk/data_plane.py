@@ -1,0 +1,118 @@
+"""The data plane: the OpenAI/Anthropic-compatible gateway (`/v1/*`), streamed.
+
+Mangum buffers whole responses, so the gateway instead runs uvicorn behind the AWS Lambda Web
+Adapter (LWA) layer: the handler is `run.sh` (exec'd by the adapter's /opt/bootstrap wrapper), LWA
+waits for `GET /healthz`, then relays each invoke to uvicorn and streams the body back
+(`AWS_LWA_INVOKE_MODE=response_stream` + a RESPONSE_STREAM function URL). The URL has no IAM auth:
+callers present a Meterline virtual key, which the app checks.
+
+SnapStart (context `meterline:snapstart`, default on): the URL points at alias `live` on a
+published version, so new execution environments resume from a snapshot holding a running,
+fully-imported uvicorn instead of booting one. See constants.py for why this works with LWA.
+
+Permissions (role of this function only):
+    workspaces, keys (+ by_workspace index)  GetItem / Query / BatchGetItem      (read only)
+    ledger                                   PutItem                            (append only)
+    vault key                                kms:Decrypt, only for ciphertexts whose encryption
+                                             context says meterline:purpose=provider-key
+Nothing else: it cannot write the vault, cannot encrypt, cannot read the ledger back.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+from meterline.store import schema
+
+from infra_cdk import constants as c
+from infra_cdk.function import Shared, make_function
+
+
+def lwa_layer_arn(region: str, architecture: str) -> str:
+    """The public LWA layer for a region (CloudFormation token allowed) and architecture."""
+    name = c.LWA_LAYER_NAMES[architecture]
+    # Published in the commercial partition only (China regions use other accounts).
+    return f"arn:aws:lambda:{region}:{c.LWA_ACCOUNT}:layer:{name}:{c.LWA_LAYER_VERSION}"
+
+
+def lwa_environment() -> dict[str, str]:
+    return {
+        "AWS_LAMBDA_EXEC_WRAPPER": "/opt/bootstrap",
+        "AWS_LWA_INVOKE_MODE": "response_stream",
+        "AWS_LWA_READINESS_CHECK_PATH": c.READINESS_PATH,
+        "PORT": c.GATEWAY_PORT,
+    }
+
+
+class DataPlane(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, shared: Shared) -> None:
+        super().__init__(scope, construct_id)
+        settings = shared.settings
+        web_adapter = lambda_.LayerVersion.from_layer_version_arn(
+            self, "WebAdapter", lwa_layer_arn(Stack.of(self).region, settings.architecture)
+        )
+        self.function = make_function(
+            self,
+            "Gateway",
+            shared=shared,
+            service=c.SERVICE_GATEWAY,
+            asset=c.GATEWAY_ASSET,
+            handler=c.GATEWAY_HANDLER,
+            entrypoint=c.GATEWAY_HANDLER,
+            description="Meterline gateway: OpenAI/Anthropic-compatible proxy (uvicorn behind LWA, streamed)",
+            memory_mb=settings.memory_mb,
+            timeout_s=c.GATEWAY_TIMEOUT_S,
+            environment=lwa_environment(),
+            extra_layers=(web_adapter,),
+            snap_start=settings.snapstart,
+        )
+        target: lambda_.IFunction = self.function
+        self.alias: lambda_.Alias | None = None
+        if settings.snapstart:
+            self.alias = lambda_.Alias(
+                self,
+                "Live",
+                alias_name=c.GATEWAY_ALIAS,
+                version=self.function.current_version,
+                description="The published (SnapStart) version the function URL serves",
+            )
+            target = self.alias
+        self.url = target.add_function_url(
+            auth_type=lambda_.FunctionUrlAuthType.NONE,
+            invoke_mode=lambda_.InvokeMode.RESPONSE_STREAM,
+        )
+        self._grant(shared)
+
+    def _grant(self, shared: Shared) -> None:
+        fn = self.function
+        tables = shared.storage.tables
+        workspaces = tables[schema.WORKSPACES.logical_name]
+        keys = tables[schema.KEYS.logical_name]
+        ledger = tables[schema.LEDGER.logical_name]
+        key_indexes = [f"{keys.table_arn}/index/{index.name}" for index in schema.KEYS.indexes]
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadWorkspacesAndKeys",
+                actions=["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"],
+                resources=[workspaces.table_arn, keys.table_arn, *key_indexes],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="AppendLedger", actions=["dynamodb:PutItem"], resources=[ledger.table_arn]
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="DecryptProviderKeys",
+                actions=["kms:Decrypt"],
+                resources=[shared.storage.vault_key.key_arn],
+                conditions={
+                    "StringEquals": {
+                        f"kms:EncryptionContext:{c.ENCRYPTION_CONTEXT_PURPOSE_KEY}": schema.ENCRYPTION_PURPOSE
+                    }
+                },
+            )
+        )

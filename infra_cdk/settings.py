@@ -1,0 +1,77 @@
+"""Deploy-time settings read from CDK context (`-c key=value` or cdk.json).
+
+Context values given on the command line arrive as strings, those in cdk.json as JSON values; both
+are accepted. A wrong value fails the synth with a message naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from constructs import Node
+
+from infra_cdk import constants as c
+
+ARCHITECTURES = ("arm64", "x86_64")
+
+
+class ContextError(ValueError):
+    """A context value that cannot be used (raised at synth time, before anything is built)."""
+
+
+def _bool(key: str, raw: Any, default: bool) -> bool:
+    if raw is None:
+        return default
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", ""):
+        return False
+    raise ContextError(f"context {key}={raw!r}: expected true or false")
+
+
+def _memory(raw: Any) -> int:
+    if raw is None:
+        return c.DEFAULT_MEMORY_MB
+    try:
+        value = int(str(raw))
+    except ValueError:
+        raise ContextError(f"context {c.CTX_MEMORY}={raw!r}: expected an integer (MB)") from None
+    if not 128 <= value <= 10240:
+        raise ContextError(f"context {c.CTX_MEMORY}={value}: Lambda memory is 128..10240 MB")
+    return value
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    architecture: str = c.DEFAULT_ARCHITECTURE
+    memory_mb: int = c.DEFAULT_MEMORY_MB
+    snapstart: bool = True
+    skip_layer_install: bool = False
+    docker_bundling: bool = False
+
+    @classmethod
+    def from_node(cls, node: Node) -> DeploySettings:
+        arch = str(node.try_get_context(c.CTX_ARCHITECTURE) or c.DEFAULT_ARCHITECTURE).strip().lower()
+        arch = {"arm": "arm64", "aarch64": "arm64", "x86": "x86_64", "amd64": "x86_64"}.get(arch, arch)
+        if arch not in ARCHITECTURES:
+            raise ContextError(f"context {c.CTX_ARCHITECTURE}={arch!r}: expected one of {ARCHITECTURES}")
+        return cls(
+            architecture=arch,
+            memory_mb=_memory(node.try_get_context(c.CTX_MEMORY)),
+            snapstart=_bool(c.CTX_SNAPSTART, node.try_get_context(c.CTX_SNAPSTART), True),
+            skip_layer_install=_bool(
+                c.CTX_SKIP_LAYER_INSTALL, node.try_get_context(c.CTX_SKIP_LAYER_INSTALL), False
+            ),
+            docker_bundling=_bool(c.CTX_DOCKER_BUNDLING, node.try_get_context(c.CTX_DOCKER_BUNDLING), False),
+        )
+
+    @property
+    def pip_platforms(self) -> tuple[str, ...]:
+        """Wheel platform tags the Lambda runtime can load (python3.12+ runs on Amazon Linux 2023,
+        glibc 2.34); pip accepts every older manylinux tag under the newest one given."""
+        machine = "aarch64" if self.architecture == "arm64" else "x86_64"
+        return (f"manylinux_2_34_{machine}", f"manylinux2014_{machine}")

@@ -1,0 +1,109 @@
+"""MeterlineStack: everything Meterline runs on, in the user's own account.
+
+    Storage       DynamoDB tables (from meterline.store.schema) + the vault KMS key
+    layers        runtime dependencies + the meterline package (built at synth time, no Docker)
+    DataPlane     the gateway: uvicorn behind LWA, streaming function URL (public; virtual keys)
+    ControlPlane  the admin API: Mangum, buffered function URL (AWS_IAM)
+    Aggregation   ledger stream -> rollups, with a dead-letter queue
+    Monitoring    dashboard + alarms
+
+Outputs are what the `meterline` CLI reads with `describe-stacks` (keys in constants.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Annotations, CfnOutput, CfnParameter, Fn, Stack, Tags
+from constructs import Construct
+
+from infra_cdk import constants as c
+from infra_cdk.aggregation import Aggregation
+from infra_cdk.control_plane import ControlPlane
+from infra_cdk.data_plane import DataPlane
+from infra_cdk.function import Shared
+from infra_cdk.layer import AppLayer, DependenciesLayer
+from infra_cdk.monitoring import Monitoring
+from infra_cdk.settings import DeploySettings
+from infra_cdk.storage import Storage
+
+
+class MeterlineStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str = c.STACK_NAME, **kwargs: Any) -> None:
+        kwargs.setdefault("description", c.STACK_DESCRIPTION)
+        super().__init__(scope, construct_id, **kwargs)
+        self.settings = DeploySettings.from_node(self.node)
+        Tags.of(self).add(*c.COST_ALLOCATION_TAG)
+        if self.settings.skip_layer_install:
+            Annotations.of(self).add_warning_v2(
+                "meterline:placeholder-layer",
+                "meterline:skip-layer-install=true: the dependencies layer is an empty placeholder. "
+                "Do not deploy this synth.",
+            )
+
+        # Parameters for budget alert e-mails (SES). Used by the alerting function of a later
+        # issue; for now only echoed as outputs. Empty = alerts off.
+        self.alert_sender = CfnParameter(
+            self,
+            c.PARAM_ALERT_SENDER,
+            type="String",
+            default="",
+            allowed_pattern=f"^$|^{c.EMAIL_PATTERN}$",
+            constraint_description="an e-mail address (a verified SES identity), or empty",
+            description="Sender address of budget alert e-mails (must be a verified SES identity)",
+        )
+        self.alert_recipients = CfnParameter(
+            self,
+            c.PARAM_ALERT_RECIPIENTS,
+            type="String",
+            default="",
+            allowed_pattern=f"^$|^{c.EMAIL_PATTERN}(,{c.EMAIL_PATTERN})*$",
+            constraint_description="comma-separated e-mail addresses without spaces, or empty",
+            description="Comma-separated recipients of budget alert e-mails",
+        )
+
+        self.storage = Storage(self, "Storage")
+        dependencies = DependenciesLayer(self, "Dependencies", settings=self.settings)
+        app_layer = AppLayer(self, "App", settings=self.settings)
+        shared = Shared(
+            settings=self.settings,
+            storage=self.storage,
+            # Dependencies first: layers are unpacked in order, the app package has no overlap.
+            layers=(dependencies.layer, app_layer.layer),
+        )
+        self.data_plane = DataPlane(self, "DataPlane", shared=shared)
+        self.control_plane = ControlPlane(self, "ControlPlane", shared=shared)
+        self.aggregation = Aggregation(self, "Aggregation", shared=shared)
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            gateway=self.data_plane.function,
+            admin=self.control_plane.function,
+            rollup=self.aggregation.function,
+            dead_letters=self.aggregation.dead_letters,
+        )
+        self._outputs()
+
+    def _outputs(self) -> None:
+        CfnOutput(
+            self,
+            c.OUT_GATEWAY_URL,
+            value=Fn.join("", [self.data_plane.url.url, "v1/"]),
+            description="OpenAI/Anthropic SDK base_url (streaming function URL)",
+        )
+        CfnOutput(
+            self,
+            c.OUT_ADMIN_URL,
+            value=self.control_plane.url.url,
+            description="Admin API (AWS_IAM: requests must be SigV4-signed, service 'lambda')",
+        )
+        for name, table in self.storage.tables.items():
+            CfnOutput(self, c.table_output_key(name), value=table.table_name, description=f"{name} table")
+        CfnOutput(self, c.OUT_KMS_KEY_ID, value=self.storage.vault_key.key_id, description="Vault KMS key id")
+        CfnOutput(
+            self, c.OUT_KMS_KEY_ARN, value=self.storage.vault_key.key_arn, description="Vault KMS key ARN"
+        )
+        CfnOutput(self, c.OUT_DASHBOARD, value=self.monitoring.dashboard.dashboard_name)
+        CfnOutput(self, c.OUT_DLQ_URL, value=self.aggregation.dead_letters.queue_url)
+        CfnOutput(self, c.OUT_ALERT_SENDER, value=self.alert_sender.value_as_string)
+        CfnOutput(self, c.OUT_ALERT_RECIPIENTS, value=self.alert_recipients.value_as_string)
