@@ -83,12 +83,14 @@ def _rates(raw: dict[str, Any], base: Rates | None = None) -> Rates:
         return default
 
     input_ = price("input", base.input if base else None)
+    # A tier or service tier that sets its own input price but no write price bills writes at that
+    # input price (as the base does where no write price is published, e.g. OpenAI).
+    inherit = base is not None and "input" not in raw
     return Rates(
         input=input_,
-        cache_read=price("cache_read", base.cache_read if base else input_),
-        # Where no write price is published (OpenAI), a write is billed as plain input.
-        cache_write_5m=price("cache_write_5m", base.cache_write_5m if base else input_),
-        cache_write_1h=price("cache_write_1h", base.cache_write_1h if base else input_),
+        cache_read=price("cache_read", base.cache_read if base and inherit else input_),
+        cache_write_5m=price("cache_write_5m", base.cache_write_5m if base and inherit else input_),
+        cache_write_1h=price("cache_write_1h", base.cache_write_1h if base and inherit else input_),
         output=price("output", base.output if base else None),
     )
 

@@ -1,0 +1,63 @@
+"""The refresh-ahead cache: coalesced misses, background refresh, expiry bound."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from meterline.gateway.cache import RefreshingCache
+
+
+def test_concurrent_misses_share_one_load_and_hits_make_none():
+    calls = []
+
+    async def loader(key: str) -> str:
+        calls.append(key)
+        await asyncio.sleep(0.01)
+        return key.upper()
+
+    async def run() -> None:
+        cache = RefreshingCache(loader, ttl=10)
+        assert await asyncio.gather(*(cache.get("a") for _ in range(50))) == ["A"] * 50
+        assert await cache.get("a") == "A"
+        assert calls == ["a"] and cache.misses == 1
+
+    asyncio.run(run())
+
+
+def test_refresh_ahead_serves_the_cached_value_and_expiry_forces_a_reload():
+    version = {"n": 0}
+
+    async def loader(key: str) -> int:
+        version["n"] += 1
+        return version["n"]
+
+    async def run() -> None:
+        cache = RefreshingCache(loader, ttl=0.2, refresh_after=0.05)
+        assert await cache.get("k") == 1
+        await asyncio.sleep(0.07)
+        assert await cache.get("k") == 1  # stale-but-valid: served at once, refresh started
+        await asyncio.sleep(0.01)
+        assert await cache.get("k") == 2 and cache.refreshes == 1
+        await asyncio.sleep(0.25)
+        assert await cache.get("k") == 3 and cache.misses == 2  # past ttl: the request waits for a load
+
+    asyncio.run(run())
+
+
+def test_a_failed_load_is_not_cached():
+    attempts = {"n": 0}
+
+    async def loader(key: str) -> str:
+        attempts["n"] += 1
+        if attempts["n"] == 1:
+            raise RuntimeError("store down")
+        return "ok"
+
+    async def run() -> None:
+        cache = RefreshingCache(loader, ttl=10)
+        with pytest.raises(RuntimeError):
+            await cache.get("k")
+        assert await cache.get("k") == "ok"
+
+    asyncio.run(run())
