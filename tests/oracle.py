@@ -30,3 +30,41 @@ def openai_cost_micros(model_id: str, prompt: int, cached: int, completion: int,
         + completion * price(model_id, "output", tier)
     ) / Decimal(1_000_000)
     return int((usd * 1_000_000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _micros(usd_per_million_sum: Decimal) -> int:
+    usd = usd_per_million_sum / Decimal(1_000_000)
+    return int((usd * 1_000_000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def anthropic_cost_micros(model_id: str, input_tokens: int, cache_read: int, write_5m: int, write_1h: int,
+                          output: int) -> int:
+    """Anthropic (and Claude on Bedrock): input EXCLUDES cache tokens;
+    input x in + write_5m x 1.25 in + write_1h x 2 in + read x 0.1 in + output x out."""
+    base = price(model_id, "input")
+    return _micros(input_tokens * base + write_5m * base * Decimal("1.25") + write_1h * base * 2
+                   + cache_read * base * Decimal("0.1") + output * price(model_id, "output"))
+
+
+def gemini_cost_micros(model_id: str, prompt: int, cached: int, candidates: int, thoughts: int) -> int:
+    """Gemini: prompt INCLUDES cached; (prompt - cached) x in + cached x cache_read + (candidates + thoughts)
+    x out; above a long-context threshold the whole request uses that tier's prices."""
+    spec = CATALOG["models"][model_id]["prices"][-1]
+    rates = {k: spec[k] for k in ("input", "cache_read", "output") if k in spec}
+    for tier in spec.get("tiers", []):
+        if prompt > int(tier["above_prompt_tokens"]):
+            rates = {**rates, **{k: tier[k] for k in ("input", "cache_read", "output") if k in tier}}
+    read_price = Decimal(rates.get("cache_read", rates["input"]))
+    return _micros((prompt - cached) * Decimal(rates["input"]) + cached * read_price
+                   + (candidates + thoughts) * Decimal(rates["output"]))
+
+
+def bedrock_cost_micros(model_id: str, input_tokens: int, cache_read: int, cache_write: int, output: int) -> int:
+    """Bedrock Converse: inputTokens EXCLUDES cache read/write; each class at the catalog's price for the
+    inference profile named (a write without a published price is billed as input)."""
+    return _micros(input_tokens * price(model_id, "input") + cache_read * price(model_id, "cache_read")
+                   + cache_write * price(model_id, "cache_write_5m") + output * price(model_id, "output"))
+
+
+def embeddings_cost_micros(model_id: str, tokens: int) -> int:
+    return _micros(tokens * price(model_id, "input"))

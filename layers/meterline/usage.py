@@ -73,6 +73,119 @@ def from_openai_chat(usage: dict[str, Any] | None) -> Usage | None:
     )
 
 
+def from_openai_responses(usage: dict[str, Any] | None) -> Usage | None:
+    """OpenAI Responses `usage`: input_tokens includes cached; output_tokens includes reasoning."""
+    if not isinstance(usage, dict):
+        return None
+    return from_openai_chat({
+        "prompt_tokens": usage.get("input_tokens"),
+        "completion_tokens": usage.get("output_tokens"),
+        "prompt_tokens_details": usage.get("input_tokens_details") or {},
+        "completion_tokens_details": usage.get("output_tokens_details") or {},
+    })
+
+
+def from_openai_embeddings(usage: dict[str, Any] | None) -> Usage | None:
+    """OpenAI Embeddings `usage`: prompt_tokens only (embeddings produce no output tokens)."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = _int(usage.get("prompt_tokens"))
+    if prompt is None:
+        prompt = _int(usage.get("total_tokens"))
+    return None if prompt is None else Usage(input_uncached=prompt)
+
+
+def from_anthropic(usage: dict[str, Any] | None) -> Usage | None:
+    """Anthropic Messages `usage`: input_tokens EXCLUDES cache reads and writes.
+
+    Cache writes are split by TTL in `cache_creation.ephemeral_5m_input_tokens` /
+    `ephemeral_1h_input_tokens`; without that split, `cache_creation_input_tokens` counts as 5m.
+    A total larger than the split (older API versions) puts the remainder on 5m.
+    """
+    if not isinstance(usage, dict):
+        return None
+    input_ = _int(usage.get("input_tokens"))
+    output = _int(usage.get("output_tokens"))
+    if input_ is None and output is None:
+        return None
+    read = _int(usage.get("cache_read_input_tokens")) or 0
+    total_write = _int(usage.get("cache_creation_input_tokens"))
+    split = usage.get("cache_creation")
+    write_5m = write_1h = None
+    if isinstance(split, dict):
+        write_5m = _int(split.get("ephemeral_5m_input_tokens"))
+        write_1h = _int(split.get("ephemeral_1h_input_tokens"))
+    if write_5m is None and write_1h is None:
+        write_5m, write_1h = total_write or 0, 0
+    else:
+        write_5m, write_1h = write_5m or 0, write_1h or 0
+        if total_write is not None and total_write > write_5m + write_1h:
+            write_5m += total_write - write_5m - write_1h
+    details = usage.get("output_tokens_details")
+    thinking = _int(details.get("thinking_tokens")) if isinstance(details, dict) else None
+    return Usage(input_uncached=input_ or 0, cache_read=read, cache_write_5m=write_5m, cache_write_1h=write_1h,
+                 output=output or 0, reasoning=thinking)
+
+
+def merge_anthropic_stream(start: dict[str, Any] | None, delta: dict[str, Any] | None) -> Usage | None:
+    """Streaming Anthropic usage: `message_start.message.usage` overlaid with the LAST
+    `message_delta.usage` (cumulative). Fields the delta lacks (or sends as null) keep their start
+    value. None until a `message_delta` arrived: before it, output is unknown (a cut stream)."""
+    if not isinstance(delta, dict):
+        return None
+    merged = dict(start) if isinstance(start, dict) else {}
+    merged.update({k: v for k, v in delta.items() if v is not None})
+    return from_anthropic(merged)
+
+
+def from_gemini(meta: dict[str, Any] | None) -> Usage | None:
+    """Gemini `usageMetadata`: promptTokenCount INCLUDES cachedContentTokenCount; output is
+    candidates + thoughts (thoughts billed as output); tool-use prompt tokens are billed as input."""
+    if not isinstance(meta, dict):
+        return None
+    prompt = _int(meta.get("promptTokenCount"))
+    candidates = _int(meta.get("candidatesTokenCount"))
+    thoughts = _int(meta.get("thoughtsTokenCount"))
+    if prompt is None and candidates is None and thoughts is None:
+        return None
+    prompt = prompt or 0
+    cached = min(_int(meta.get("cachedContentTokenCount")) or 0, prompt)
+    tool_prompt = _int(meta.get("toolUsePromptTokenCount")) or 0
+    return Usage(input_uncached=prompt - cached + tool_prompt, cache_read=cached,
+                 output=(candidates or 0) + (thoughts or 0), reasoning=thoughts)
+
+
+def from_bedrock(usage: dict[str, Any] | None) -> Usage | None:
+    """Bedrock Converse `usage`: inputTokens EXCLUDES cache reads and writes.
+
+    Guard for a reported anomaly (some non-Anthropic models counted cache writes, or all cache
+    tokens, inside inputTokens): `totalTokens` tells which convention a response used, since it is
+    always the sum of everything billed. Writes split by TTL come from `cacheDetails[]`.
+    """
+    if not isinstance(usage, dict):
+        return None
+    input_ = _int(usage.get("inputTokens"))
+    output = _int(usage.get("outputTokens"))
+    if input_ is None and output is None:
+        return None
+    input_, output = input_ or 0, output or 0
+    read = _int(usage.get("cacheReadInputTokens")) or 0
+    write = _int(usage.get("cacheWriteInputTokens")) or 0
+    total = _int(usage.get("totalTokens"))
+    if total is not None and (read or write) and total != input_ + output + read + write:
+        if write and total == input_ + output + read and input_ >= write:
+            input_ -= write  # writes were inside inputTokens
+        elif total == input_ + output and input_ >= read + write:
+            input_ -= read + write  # all cache tokens were inside inputTokens
+    write_1h = 0
+    for detail in usage.get("cacheDetails") or []:
+        if isinstance(detail, dict) and str(detail.get("ttl", "")).lower() in ("1h", "one_hour", "3600"):
+            write_1h += _int(detail.get("inputTokens")) or 0
+    write_1h = min(write_1h, write)
+    return Usage(input_uncached=input_, cache_read=read, cache_write_5m=write - write_1h, cache_write_1h=write_1h,
+                 output=output)
+
+
 def estimate_tokens(text_chars: int) -> int:
     """The gateway's fallback estimate: ~4 characters per token, rounded up."""
     return (text_chars + 3) // 4
@@ -98,3 +211,20 @@ def estimate_chat_prompt_tokens(messages: Any) -> int:
                 chars += len(str(call.get("function", "")))
     # Chat framing: ~4 tokens per message plus 3 for the reply primer (OpenAI's documented overhead).
     return estimate_tokens(chars) + 4 * len(messages) + 3
+
+
+def estimate_request_prompt_tokens(body: dict[str, Any] | None) -> int:
+    """Estimate the prompt of any supported request body (chat, messages, responses, embeddings)."""
+    body = body or {}
+    if isinstance(body.get("messages"), list):
+        extra = body.get("system")
+        system = len(extra) if isinstance(extra, str) else len(str(extra)) if extra else 0
+        return estimate_chat_prompt_tokens(body["messages"]) + estimate_tokens(system)
+    value = body.get("input")
+    if isinstance(value, str):
+        return estimate_tokens(len(value))
+    if isinstance(value, list):
+        if all(isinstance(v, dict) for v in value):  # Responses input items
+            return estimate_chat_prompt_tokens(value)
+        return sum(estimate_tokens(len(str(v))) for v in value)  # embeddings inputs
+    return 0

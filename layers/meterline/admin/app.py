@@ -14,7 +14,9 @@ from starlette.responses import JSONResponse
 
 from meterline.admin.ops import OpError, Ops
 from meterline.attribution import DIMENSIONS
+from meterline.budgets.model import Budget, RateLimit
 from meterline.config import Settings
+from meterline.money import usd_to_micros
 
 
 class WorkspaceIn(BaseModel):
@@ -38,6 +40,31 @@ class ProviderIn(BaseModel):
     base_url: str | None = None
     catalog: str | None = None
     api_key: str | None = Field(default=None, repr=False)  # encrypted with KMS at once; never echoed
+
+
+class BudgetIn(BaseModel):
+    monthly_usd: str | None = None
+    daily_usd: str | None = None
+    alerts: list[int] = [50, 75, 90, 100]
+    throttle_at: int | None = None
+    throttle_rpm: int | None = None
+    on_exhaust: str = "reject"
+    clamp: bool = False
+
+
+class LimitIn(BaseModel):
+    rpm: int | None = None
+    rph: int | None = None
+    burst: int | None = None
+    tpm: int | None = None
+
+
+class PolicyIn(BaseModel):
+    fail_open: bool | None = None
+    loop_throttle_after: int | None = None
+    loop_reject_after: int | None = None
+    loop_window_s: int | None = None
+    key_rpm_default: int | None = None
 
 
 class PriceIn(BaseModel):
@@ -102,6 +129,36 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
     def set_price(workspace: str, model: str, body: PriceIn, request: Request) -> dict[str, str]:
         ops(request).set_price(workspace, model, body.model_dump(exclude_none=True))
         return {"model": model}
+
+    @app.put("/workspaces/{workspace}/budgets/{scope}")
+    def set_budget(workspace: str, scope: str, body: BudgetIn, request: Request) -> dict[str, Any]:
+        scope_type, _, scope_value = scope.partition(":")
+        try:
+            monthly = usd_to_micros(body.monthly_usd) if body.monthly_usd is not None else None
+            daily = usd_to_micros(body.daily_usd) if body.daily_usd is not None else None
+        except ValueError as exc:
+            raise OpError(str(exc)) from exc
+        return ops(request).set_budget(workspace, Budget(
+            scope_type, scope_value, monthly, daily, tuple(body.alerts), body.throttle_at, body.throttle_rpm,
+            body.on_exhaust, body.clamp))
+
+    @app.get("/workspaces/{workspace}/budgets")
+    def list_budgets(workspace: str, request: Request) -> dict[str, Any]:
+        return {"budgets": ops(request).list_budgets(workspace)}
+
+    @app.delete("/workspaces/{workspace}/budgets/{scope}", status_code=204)
+    def delete_budget(workspace: str, scope: str, request: Request) -> None:
+        ops(request).delete_budget(workspace, scope)
+
+    @app.put("/workspaces/{workspace}/limits/{subject}")
+    def set_limit(workspace: str, subject: str, body: LimitIn, request: Request) -> dict[str, Any]:
+        subject_type, _, subject_value = subject.partition(":")
+        return ops(request).set_limit(workspace, RateLimit(subject_type, subject_value, body.rpm, body.rph,
+                                                           body.burst, body.tpm))
+
+    @app.put("/workspaces/{workspace}/enforcement")
+    def set_policy(workspace: str, body: PolicyIn, request: Request) -> dict[str, Any]:
+        return ops(request).set_policy(workspace, **body.model_dump(exclude_none=True))
 
     @app.get("/workspaces/{workspace}/spend")
     def spend(workspace: str, request: Request, by: str = "feature", period: str = "today") -> dict[str, Any]:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from meterline.budgets.model import LIMIT_SUBJECTS, Budget, RateLimit
 from meterline.config import Settings
 from meterline.pricing.catalog import validate_override
+from meterline.store.budgets import BudgetStore
 from meterline.store.keys import KeyNotFound, KeyRecord, KeyStore
 from meterline.store.rollups import COUNTERS, RollupStore
 from meterline.store.workspaces import ProviderEntry, WorkspaceStore
@@ -133,3 +135,81 @@ class Ops:
         rows.sort(key=lambda r: -int(r.get("cost_micros", 0)))
         return {"workspace": workspace, "period": key[2:], "timezone": config.timezone, "by": by,
                 "rows": [{"value": r["value"], **{c: int(r.get(c, 0)) for c in COUNTERS}} for r in rows]}
+
+    # budgets and limits
+    def set_budget(self, workspace: str, budget: Budget) -> dict[str, Any]:
+        self._require_workspace(workspace)
+        try:
+            budget.validate()
+        except ValueError as exc:
+            raise OpError(str(exc)) from exc
+        BudgetStore(self.settings).put_budget(workspace, budget)
+        self._audit("budget.set", workspace, scope=budget.scope, monthly=budget.monthly_micros,
+                    daily=budget.daily_micros, on_exhaust=budget.on_exhaust)
+        return {"scope": budget.scope}
+
+    def list_budgets(self, workspace: str) -> list[dict[str, Any]]:
+        config = self._require_workspace(workspace)
+        tz = ZoneInfo(config.timezone)
+        now = datetime.now(UTC).astimezone(tz)
+        month, day = f"{now:%Y-%m}", f"{now:%Y-%m-%d}"
+        store = BudgetStore(self.settings)
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        next_day = midnight + timedelta(days=1)
+        next_month = (midnight.replace(day=28) + timedelta(days=4)).replace(day=1)
+        rows = []
+        for b in store.definitions(workspace).budgets:
+            counter = store.counter(workspace, b.scope, month)
+            spent, reserved = int(counter.get("spent", 0)), int(counter.get("reserved", 0))
+            day_spent = int(counter.get(f"ds_{day}", 0))
+            stage_day = _stage(b, day_spent, b.daily_micros)
+            rows.append({
+                "scope": b.scope, "on_exhaust": b.on_exhaust,
+                "monthly_cap_micros": b.monthly_micros, "daily_cap_micros": b.daily_micros,
+                "spent_month_micros": spent, "spent_today_micros": day_spent, "reserved_micros": reserved,
+                "stage": stage_day if stage_day not in ("ok", "-") else _stage(b, spent, b.monthly_micros),
+                "alerts": list(b.alerts), "throttle_at": b.throttle_at, "throttle_rpm": b.throttle_rpm,
+                "clamp": b.clamp,
+                "resets": (next_day if b.daily_micros and not b.monthly_micros else next_month).isoformat(),
+            })
+        return rows
+
+    def delete_budget(self, workspace: str, scope: str) -> None:
+        BudgetStore(self.settings).delete_budget(workspace, scope)
+        self._audit("budget.delete", workspace, scope=scope)
+
+    def set_limit(self, workspace: str, limit: RateLimit) -> dict[str, Any]:
+        self._require_workspace(workspace)
+        if limit.subject_type not in LIMIT_SUBJECTS:
+            raise OpError(f"limits apply to {LIMIT_SUBJECTS}")
+        for value in (limit.rpm, limit.rph, limit.burst, limit.tpm):
+            if value is not None and value < 1:
+                raise OpError("limits must be positive")
+        BudgetStore(self.settings).put_limit(workspace, limit)
+        self._audit("limit.set", workspace, subject=limit.subject, rpm=limit.rpm, rph=limit.rph,
+                    burst=limit.burst, tpm=limit.tpm)
+        return {"subject": limit.subject}
+
+    def set_policy(self, workspace: str, **changes: Any) -> dict[str, Any]:
+        self._require_workspace(workspace)
+        store = BudgetStore(self.settings)
+        try:
+            policy = replace(store.definitions(workspace).policy, **changes)
+        except TypeError as exc:
+            raise OpError(f"unknown policy setting: {exc}") from exc
+        store.put_policy(workspace, policy)
+        self._audit("policy.set", workspace, **changes)
+        return dict(policy.__dict__)
+
+
+def _stage(budget: Budget, spent: int, cap: int | None) -> str:
+    """A budget's stage for one period, as `budgets list` shows it."""
+    if cap is None:
+        return "-"
+    pct = spent * 100 // cap
+    if spent >= cap:
+        return "exhausted" if budget.on_exhaust == "reject" else ("throttled" if budget.throttle_rpm else "over cap")
+    if budget.throttle_at is not None and pct >= budget.throttle_at:
+        return "throttled"
+    crossed = [a for a in budget.alerts if pct >= a]
+    return f"alerted {max(crossed)}%" if crossed else "ok"

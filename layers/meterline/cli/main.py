@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from meterline.attribution import DIMENSIONS
-from meterline.cli import target
+from meterline.cli import budget_commands, target
 from meterline.money import micros_to_usd
 
 
@@ -141,7 +141,12 @@ def cmd_keys_revoke(args: argparse.Namespace) -> None:
 
 
 # -- providers ------------------------------------------------------------------------------------
-DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
+DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com",
+                     "gemini": "https://generativelanguage.googleapis.com"}
+KINDS = ("openai", "openai_compatible", "anthropic", "gemini", "bedrock", "azure")
+# Where each kind's models are priced in the catalog (Azure deployments map onto OpenAI models).
+DEFAULT_CATALOG = {"openai": "openai", "azure": "openai", "anthropic": "anthropic", "gemini": "gemini",
+                   "bedrock": "bedrock"}
 
 
 def _read_secret(args: argparse.Namespace) -> str:
@@ -157,25 +162,61 @@ def _read_secret(args: argparse.Namespace) -> str:
     return sys.stdin.read().strip()
 
 
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values or []:
+        for item in value.split(","):
+            name, sep, model = item.strip().partition("=")
+            if not item.strip():
+                continue
+            if not sep or not name or not model:
+                sys.exit(f"error: {flag} takes DEPLOYMENT=MODEL (e.g. prod-4o=gpt-4o), got {item!r}")
+            out[name] = model
+    return out
+
+
+def _models(value: str | None) -> tuple[str, ...]:
+    return tuple(m.strip() for m in (value or "").split(",") if m.strip())
+
+
 def cmd_providers_add(args: argparse.Namespace) -> None:
     from meterline.store.workspaces import ProviderEntry, WorkspaceStore
     from meterline.vault import Vault
 
     settings, context = target.resolve(args.stack)
     ws = _workspace(args, context)
-    kind = args.kind or ("openai" if args.name == "openai" else "openai_compatible")
-    base_url = args.base_url or DEFAULT_BASE_URLS.get(args.name)
+    kind = args.kind or (args.name if args.name in KINDS else "openai_compatible")
+    options: dict[str, Any] = {}
+    if kind == "bedrock":
+        options["region"] = args.region or settings.region
+    elif args.region:
+        sys.exit("error: --region applies to bedrock only")
+    if kind == "azure":
+        options["api_version"] = args.api_version or "2024-10-21"
+        options["deployments"] = _pairs(args.deployment, "--deployment")
+        if not options["deployments"]:
+            sys.exit("error: azure needs at least one --deployment NAME=MODEL (the catalog model it runs)")
+    elif args.api_version or args.deployment:
+        sys.exit("error: --api-version and --deployment apply to azure only")
+    base_url = args.base_url or DEFAULT_BASE_URLS.get(kind)
+    if kind == "bedrock" and not base_url:
+        base_url = f"https://bedrock-runtime.{options['region']}.amazonaws.com"
     if not base_url:
-        sys.exit("error: --base-url is required for this provider")
+        sys.exit("error: --base-url is required for this provider (for azure: https://<resource>.openai.azure.com)")
     ciphertext = None
-    if not args.no_key:
+    if kind == "bedrock":
+        if args.key_env:
+            sys.exit("error: bedrock uses the function's IAM role (locally your AWS credentials), never a stored key")
+    elif not args.no_key:
         secret = _read_secret(args)
         if not secret:
             sys.exit("error: empty key (pass it on stdin, at the prompt, or with --key-env VAR)")
         ciphertext = Vault(settings).encrypt(secret, ws, args.name)
-    catalog = args.catalog or ("openai" if kind == "openai" else args.name)
-    WorkspaceStore(settings).put_provider(ws, ProviderEntry(args.name, kind, base_url, ciphertext, catalog))
-    print(f"provider {args.name} stored for workspace {ws} ({'key encrypted with KMS' if ciphertext else 'no key'})")
+    catalog = args.catalog or DEFAULT_CATALOG.get(kind, args.name)
+    WorkspaceStore(settings).put_provider(ws, ProviderEntry(args.name, kind, base_url, ciphertext, catalog, options))
+    how = "key encrypted with KMS" if ciphertext else ("AWS credentials of the gateway" if kind == "bedrock"
+                                                        else "no key")
+    print(f"provider {args.name} ({kind}) stored for workspace {ws} ({how})")
 
 
 def cmd_providers_list(args: argparse.Namespace) -> None:
@@ -186,8 +227,11 @@ def cmd_providers_list(args: argparse.Namespace) -> None:
     if config is None:
         sys.exit("error: no such workspace")
     rows = [{"name": p.name, "kind": p.kind, "base_url": p.base_url, "priced_as": p.catalog,
-             "key": "stored (encrypted)" if p.ciphertext else "none"} for p in config.providers.values()]
-    _print_table(rows, ["name", "kind", "base_url", "priced_as", "key"])
+             "key": "stored (encrypted)" if p.ciphertext else ("aws credentials" if p.kind == "bedrock" else "none"),
+             "options": ",".join(f"{k}={v}" for k, v in sorted(p.options.items()) if k != "deployments")
+             + "".join(f" {d}->{m}" for d, m in sorted((p.options.get("deployments") or {}).items()))}
+            for p in config.providers.values()]
+    _print_table(rows, ["name", "kind", "base_url", "priced_as", "key", "options"])
 
 
 def cmd_providers_remove(args: argparse.Namespace) -> None:
@@ -196,6 +240,50 @@ def cmd_providers_remove(args: argparse.Namespace) -> None:
     settings, context = target.resolve(args.stack)
     WorkspaceStore(settings).delete_provider(_workspace(args, context), args.name)
     print(f"removed {args.name}")
+
+
+# -- aliases and fallbacks -----------------------------------------------------------------------
+def cmd_aliases_set(args: argparse.Namespace) -> None:
+    from meterline.store.workspaces import Alias, WorkspaceStore
+
+    settings, context = target.resolve(args.stack)
+    if "/" in args.name:
+        sys.exit("error: an alias name has no '/' (it would shadow provider/model addressing)")
+    if "/" not in args.model:
+        sys.exit("error: the alias target is provider/model, e.g. anthropic/claude-haiku-4-5")
+    alias = Alias(args.name, args.model, _models(args.fallbacks))
+    WorkspaceStore(settings).put_alias(_workspace(args, context), alias)
+    chain = " -> ".join([alias.model, *alias.fallbacks])
+    print(f"alias {alias.name}: {chain} (gateways pick it up within the cache TTL, 30 s by default)")
+
+
+def cmd_aliases_list(args: argparse.Namespace) -> None:
+    from meterline.store.workspaces import WorkspaceStore
+
+    settings, context = target.resolve(args.stack)
+    config = WorkspaceStore(settings).load(_workspace(args, context))
+    if config is None:
+        sys.exit("error: no such workspace")
+    rows = [{"alias": a.name, "model": a.model, "fallbacks": ",".join(a.fallbacks)} for a in config.aliases.values()]
+    rows += [{"alias": f"(key {k})", "model": "*", "fallbacks": ",".join(f)} for k, f in config.key_fallbacks.items()]
+    _print_table(rows, ["alias", "model", "fallbacks"])
+
+
+def cmd_aliases_remove(args: argparse.Namespace) -> None:
+    from meterline.store.workspaces import WorkspaceStore
+
+    settings, context = target.resolve(args.stack)
+    WorkspaceStore(settings).delete_alias(_workspace(args, context), args.name)
+    print(f"removed alias {args.name}")
+
+
+def cmd_keys_fallbacks(args: argparse.Namespace) -> None:
+    from meterline.store.workspaces import WorkspaceStore
+
+    settings, context = target.resolve(args.stack)
+    fallbacks = _models(args.fallbacks)
+    WorkspaceStore(settings).put_key_fallbacks(_workspace(args, context), args.key_id, fallbacks)
+    print(f"key {args.key_id} falls back to: {', '.join(fallbacks) or '(none)'}")
 
 
 # -- prices ---------------------------------------------------------------------------------------
@@ -319,6 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = keys.add_parser("list")
     p.add_argument("--workspace")
     p.set_defaults(func=cmd_keys_list)
+    p = keys.add_parser("fallbacks", help="ordered fallback models for every request made with a key")
+    p.add_argument("key_id")
+    p.add_argument("--fallbacks", default="", help="comma-separated provider/model list; empty clears")
+    p.add_argument("--workspace")
+    p.set_defaults(func=cmd_keys_fallbacks)
     p = keys.add_parser("revoke")
     p.add_argument("key_id")
     p.add_argument("--workspace")
@@ -327,10 +420,16 @@ def build_parser() -> argparse.ArgumentParser:
     prov = sub.add_parser("providers", help="provider credentials (the vault)").add_subparsers(
         dest="action", required=True)
     p = prov.add_parser("add", help="store a provider key, read from stdin, a prompt, or --key-env")
-    p.add_argument("name", help="openai, or a name for an OpenAI-compatible endpoint (groq, vllm, ...)")
+    p.add_argument("name", help="openai, anthropic, gemini, bedrock, azure, or a name for an OpenAI-compatible "
+                                "endpoint (groq, vllm, ...)")
     p.add_argument("--workspace")
-    p.add_argument("--kind", choices=["openai", "openai_compatible"])
-    p.add_argument("--base-url")
+    p.add_argument("--kind", choices=list(KINDS), help="default: the name if it is a kind, else openai_compatible")
+    p.add_argument("--base-url", help="the provider's URL (proxies, regional endpoints, tests); "
+                                      "for azure the resource endpoint https://<resource>.openai.azure.com")
+    p.add_argument("--api-version", help="azure: the api-version query parameter (default 2024-10-21)")
+    p.add_argument("--deployment", action="append",
+                   help="azure: DEPLOYMENT=MODEL, the catalog model a deployment runs (repeatable)")
+    p.add_argument("--region", help="bedrock: the AWS region (default: the gateway's)")
     p.add_argument("--catalog", help="price this provider's models as <catalog>/<model> (default: its name)")
     p.add_argument("--key-env", help="name of an environment variable holding the key (never the key itself)")
     p.add_argument("--no-key", action="store_true", help="the endpoint needs no key (local vLLM, Ollama)")
@@ -342,6 +441,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--workspace")
     p.set_defaults(func=cmd_providers_remove)
+
+    aliases = sub.add_parser("aliases", help="workspace model aliases and their fallbacks").add_subparsers(
+        dest="action", required=True)
+    p = aliases.add_parser("set", help="NAME -> provider/model, with ordered fallbacks on 429/5xx/timeouts")
+    p.add_argument("name")
+    p.add_argument("model")
+    p.add_argument("--fallbacks", help="comma-separated provider/model list, tried in order")
+    p.add_argument("--workspace")
+    p.set_defaults(func=cmd_aliases_set)
+    p = aliases.add_parser("list")
+    p.add_argument("--workspace")
+    p.set_defaults(func=cmd_aliases_list)
+    p = aliases.add_parser("remove")
+    p.add_argument("name")
+    p.add_argument("--workspace")
+    p.set_defaults(func=cmd_aliases_remove)
 
     prices = sub.add_parser("prices", help="pricing catalog and overrides").add_subparsers(
         dest="action", required=True)
@@ -357,6 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = prices.add_parser("show")
     p.add_argument("model")
     p.set_defaults(func=cmd_prices_show)
+
+    budget_commands.register(sub)
 
     spend = sub.add_parser("spend", help="spend by attribution dimension")
     spend.add_argument("--by", default="feature", choices=[d for d in DIMENSIONS if d != "session"])

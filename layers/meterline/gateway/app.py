@@ -1,4 +1,6 @@
-"""The data plane: an OpenAI-compatible FastAPI app.
+"""The data plane: OpenAI-compatible (`/v1/chat/completions`, `/v1/responses`, `/v1/embeddings`,
+`/v1/models`) and Anthropic-compatible (`/v1/messages`, `/v1/messages/count_tokens`) FastAPI app.
+Errors come back in the dialect of the endpoint called.
 
 On Lambda it runs under uvicorn behind the AWS Lambda Web Adapter (response streaming); locally
 under `meterline dev`; in tests on uvicorn over loopback. `create_app` builds everything lazily.
@@ -16,9 +18,17 @@ from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
 from meterline.config import Settings
-from meterline.errors import GatewayError, NotFoundError, PayloadTooLargeError, openai_error_body
+from meterline.errors import (
+    GatewayError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UpstreamUnavailable,
+    anthropic_error_body,
+    openai_error_body,
+)
 from meterline.gateway import proxy, routing
 from meterline.gateway.context import RequestContext
+from meterline.gateway.enforcement import EnforcementStage
 from meterline.gateway.pipeline import (
     AuthenticateStage,
     CredentialsStage,
@@ -28,7 +38,14 @@ from meterline.gateway.pipeline import (
     RouteStage,
 )
 from meterline.gateway.services import Services
-from meterline.gateway.validation import validate_chat
+from meterline.gateway.validation import (
+    validate_chat,
+    validate_count_tokens,
+    validate_embeddings,
+    validate_messages,
+    validate_responses,
+)
+from meterline.logs import configure as configure_logging
 from meterline.telemetry import record_request
 
 log = logging.getLogger("meterline.gateway")
@@ -46,13 +63,21 @@ async def read_limited(ctx: RequestContext, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+ANTHROPIC_ENDPOINTS = ("messages", "messages.count_tokens")
+VALIDATORS = {"chat.completions": validate_chat, "messages": validate_messages, "responses": validate_responses,
+              "embeddings": validate_embeddings, "messages.count_tokens": validate_count_tokens}
+
+
 def error_response(ctx: RequestContext) -> JSONResponse:
     error = ctx.error or GatewayError("Internal error.")
     headers = {**error.headers, "meterline-request-id": ctx.request_id}
+    if ctx.endpoint in ANTHROPIC_ENDPOINTS:
+        return JSONResponse(anthropic_error_body(error), status_code=error.status, headers=headers)
     return JSONResponse(openai_error_body(error), status_code=error.status, headers=headers)
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    configure_logging("gateway")
     state: dict[str, Services] = {}
 
     @asynccontextmanager
@@ -69,38 +94,40 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
-    def chat_pipeline(svc: Services) -> Pipeline:
-        return Pipeline([
-            LedgerStage(svc),
+    def build_pipeline(svc: Services, endpoint: str) -> Pipeline:
+        stages = [
             AuthenticateStage(svc),
-            ReadBodyStage(svc, read_limited, validate_chat),
+            ReadBodyStage(svc, read_limited, VALIDATORS[endpoint]),
             RouteStage(),
             CredentialsStage(svc),
-        ])
+        ]
+        if endpoint != "messages.count_tokens":  # token counting is not spend: no ledger record, no budget
+            stages.insert(0, LedgerStage(svc))
+            stages.insert(len(stages) - 1, EnforcementStage(svc))  # after route, before credentials
+        return Pipeline(stages)
 
-    pipelines: dict[int, Pipeline] = {}
+    pipelines: dict[tuple[int, str], Pipeline] = {}
 
-    def pipeline_for(svc: Services) -> Pipeline:
-        found = pipelines.get(id(svc))
+    def pipeline_for(svc: Services, endpoint: str = "chat.completions") -> Pipeline:
+        found = pipelines.get((id(svc), endpoint))
         if found is None:
-            found = pipelines[id(svc)] = chat_pipeline(svc)
+            found = pipelines[(id(svc), endpoint)] = build_pipeline(svc, endpoint)
         return found
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        svc = state["services"]
-        ctx = RequestContext(endpoint="chat.completions", headers=dict(request.headers),
+    def new_context(request: Request, endpoint: str) -> RequestContext:
+        ctx = RequestContext(endpoint=endpoint, headers=dict(request.headers),
                              client_ip=request.client.host if request.client else None)
         ctx.extra["request"] = request
-        pipeline = pipeline_for(svc)
+        return ctx
+
+    async def metered(request: Request, endpoint: str) -> Response:
+        svc = state["services"]
+        ctx = new_context(request, endpoint)
+        pipeline = pipeline_for(svc, endpoint)
         ran = await pipeline.enter(ctx)
         try:
             if ctx.error is None:
-                response = await proxy.open_upstream(ctx, svc)
+                response = await proxy.open_with_fallbacks(ctx, svc)
                 if response is not None:
                     if ctx.stream:
                         stream = proxy.MeteredStream(ctx, response, pipeline, ran)
@@ -118,6 +145,51 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             if not ctx.stream or ctx.error is not None:
                 record_request(ctx)
 
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await metered(request, "chat.completions")
+
+    @app.post("/v1/responses")
+    async def responses(request: Request) -> Response:
+        return await metered(request, "responses")
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        return await metered(request, "embeddings")
+
+    @app.post("/v1/messages")
+    async def messages(request: Request) -> Response:
+        return await metered(request, "messages")
+
+    @app.post("/v1/messages/count_tokens")
+    async def count_tokens(request: Request) -> Response:
+        """Authenticated and forwarded to the workspace's Anthropic provider; not metered as spend."""
+        svc = state["services"]
+        ctx = new_context(request, "messages.count_tokens")
+        pipeline = pipeline_for(svc, "messages.count_tokens")
+        ran = await pipeline.enter(ctx)
+        try:
+            if ctx.error is None:
+                response = await proxy.open_upstream(ctx, svc)
+                if response is not None:
+                    try:
+                        raw = await response.aread()
+                    except Exception:
+                        ctx.error = UpstreamUnavailable("The provider sent an unreadable response.")
+                    finally:
+                        await response.aclose()
+                    if ctx.error is None:
+                        return Response(raw, status_code=response.status_code,
+                                        headers={"content-type": "application/json",
+                                                 "meterline-request-id": ctx.request_id})
+            return error_response(ctx)
+        finally:
+            await asyncio.shield(pipeline.unwind(ctx, ran))
+
     @app.get("/v1/models")
     async def list_models(request: Request) -> Response:
         svc = state["services"]
@@ -130,7 +202,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         catalog = ctx.extra["catalog"]
         data = []
         entries = [routing.SIM_ENTRY, *ctx.workspace.providers.values()]
+        for alias in ctx.workspace.aliases:
+            if routing.allowed(ctx.key, alias) or routing.allowed(ctx.key, ctx.workspace.aliases[alias].model):
+                data.append({"id": alias, "object": "model", "created": 0, "owned_by": "alias"})
         for entry in entries:
+            deployments = entry.options.get("deployments") or {}
+            if deployments:  # Azure: the deployments are the models
+                data.extend({"id": f"{entry.name}/{d}", "object": "model", "created": 0, "owned_by": entry.name}
+                            for d in sorted(deployments) if routing.allowed(ctx.key, f"{entry.name}/{d}"))
+                continue
             for model_id in catalog.model_ids():
                 namespace, name = model_id.split("/", 1)
                 if entry.name != routing.SIM and namespace != entry.catalog:
@@ -152,7 +232,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @app.exception_handler(Exception)
     async def unhandled(request: Request, exc: Exception) -> Response:
         log.exception("unhandled_error")
-        body = openai_error_body(GatewayError("Internal error."))
+        error = GatewayError("Internal error.")
+        body = anthropic_error_body(error) if request.url.path.startswith("/v1/messages") else openai_error_body(error)
         return JSONResponse(body, status_code=500)
 
     return app

@@ -42,7 +42,8 @@ class RequestContext:
     model_id: str | None = None  # catalog id the request is priced as
     pricing: ModelPricing | None = None
     translator: Translator | None = None
-    # upstream
+    # upstream: attempt n of the request's routes (fallbacks); each attempt has its own ledger record
+    attempt: int = 1
     reached_provider: bool = False
     upstream_status: int | None = None
     first_byte_ms: float | None = None

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from meterline.gateway.context import RequestContext
 from meterline.pricing.cost import price_request
-from meterline.usage import Usage, estimate_chat_prompt_tokens
+from meterline.usage import Usage, estimate_request_prompt_tokens
 
 
 def periods(ts_ms: int, timezone: str) -> tuple[str, str]:
@@ -22,7 +22,7 @@ def periods(ts_ms: int, timezone: str) -> tuple[str, str]:
 
 
 def estimate_usage(ctx: RequestContext) -> Usage:
-    prompt = estimate_chat_prompt_tokens((ctx.body or {}).get("messages"))
+    prompt = estimate_request_prompt_tokens(ctx.body)
     output = ctx.translator.stream_output_units if ctx.translator is not None else 0
     return Usage(input_uncached=prompt, output=output, estimated=True)
 
@@ -46,13 +46,21 @@ def meter(ctx: RequestContext) -> None:
         ctx.unpriced = True
 
 
-def ledger_record(ctx: RequestContext) -> dict[str, Any]:
+def attempt_request_id(request_id: str, attempt: int) -> str:
+    """The ledger id of a failed-over attempt; the attempt that answers keeps the request's own id."""
+    return f"{request_id}.{attempt}"
+
+
+def ledger_record(ctx: RequestContext, request_id: str | None = None) -> dict[str, Any]:
+    """The request's ledger record; `request_id` names a failed-over attempt's record instead."""
     assert ctx.key is not None and ctx.workspace is not None
     day, month = periods(ctx.started_wall_ms, ctx.workspace.timezone)
     usage = ctx.usage or Usage()
     target = ctx.target
     record: dict[str, Any] = {
-        "request_id": ctx.request_id,
+        "request_id": request_id or ctx.request_id,
+        "parent_request_id": ctx.request_id,
+        "attempt": ctx.attempt,
         "ts": ctx.started_wall_ms,
         "day": day,
         "month": month,
@@ -83,4 +91,5 @@ def ledger_record(ctx: RequestContext) -> dict[str, Any]:
         "latency_ms": int(ctx.elapsed_ms()),
         "ttfb_ms": int(ctx.first_byte_ms) if ctx.first_byte_ms is not None else None,
     }
+    record.update(ctx.extra.get("ledger_extra", {}))  # policy decisions (budget scope, clamp, ...)
     return {k: v for k, v in record.items() if v is not None}

@@ -27,11 +27,12 @@ from meterline.gateway.context import RequestContext
 from meterline.gateway.metering import ledger_record, meter
 from meterline.gateway.services import Services
 from meterline.gateway.validation import parse_json_object
-from meterline.translators.base import Target
-from meterline.translators.openai_openai import OpenAIChatToOpenAI
+from meterline.translators import registry
+from meterline.translators.base import Target, Translator
 from meterline.vault import VaultError
 
 log = logging.getLogger("meterline.gateway")
+STREAMING_ENDPOINTS = ("chat.completions", "messages", "responses")
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,11 @@ class LedgerStage(BaseStage):
             return  # unauthenticated requests are counted in metrics, not in a tenant's ledger
         meter(ctx)
         record = ledger_record(ctx)
+        # Budget settlements started by later stages' `after` run concurrently with this write:
+        # one round trip after the last upstream byte, and all durable before the response ends.
+        pending = ctx.extra.pop("pending", [])
         try:
-            await asyncio.to_thread(self.services.ledger.put, record)
+            await asyncio.gather(self.services.ledger.put_async(record, self.services.dynamo), *pending)
             self.services.calls.after_upstream += 1
         except Exception:
             # The provider has answered (and billed): never drop the record. The structured log line
@@ -150,28 +154,55 @@ class ReadBodyStage(BaseStage):
         except GatewayError as exc:
             return Decision.deny(exc)
         ctx.body = body
-        ctx.stream = bool(body.get("stream"))
+        ctx.stream = bool(body.get("stream")) and ctx.endpoint in STREAMING_ENDPOINTS
         ctx.requested_model = str(body.get("model"))
         return None
 
 
 class RouteStage(BaseStage):
-    """Resolves provider and model, the price it is metered at, and the key's model allowlist."""
+    """Resolves provider and model (and the ordered fallbacks), the price each is metered at, and
+    the key's model allowlist."""
 
     name = "route"
 
     async def before(self, ctx: RequestContext) -> Decision | None:
         assert ctx.workspace and ctx.key and ctx.requested_model
         try:
-            route = routing.resolve(ctx.requested_model, ctx.workspace, ctx.extra["catalog"])
-            routing.check_allowed(ctx.key, route, ctx.requested_model)
+            routes = routing.plan(ctx.requested_model, ctx.workspace, ctx.extra["catalog"], ctx.key, ctx.endpoint)
         except GatewayError as exc:
             ctx.model_id = None
             return Decision.deny(exc)
-        ctx.model_id = route.model_id
-        ctx.pricing = route.pricing
-        ctx.extra["route"] = route
+        ctx.extra["routes"] = routes
+        apply_route(ctx, routes[0])
         return None
+
+
+def apply_route(ctx: RequestContext, route: routing.Route) -> None:
+    ctx.model_id = route.model_id
+    ctx.pricing = route.pricing
+    ctx.extra["route"] = route
+
+
+async def prepare_target(ctx: RequestContext, services: Services, route: routing.Route) -> tuple[Target, Translator]:
+    """The provider key (vault, cached) and a fresh translator for one route. Raises GatewayError."""
+    entry = route.provider
+    api_key = None
+    if entry.ciphertext:
+        assert ctx.workspace
+        try:
+            api_key = await asyncio.to_thread(
+                services.secrets.get, entry.ciphertext, ctx.workspace.workspace, entry.name
+            )
+        except VaultError as exc:
+            raise GatewayError(
+                f"The stored key for provider `{entry.name}` cannot be used; store it again.",
+                code="provider_key_invalid", status=500) from exc
+        except Exception as exc:
+            raise ServiceUnavailable("The key vault is unavailable; try again shortly.") from exc
+    max_out = route.pricing.max_output_tokens if route.pricing else None
+    target = Target(provider=entry.name, kind=entry.kind, base_url=entry.base_url, model=route.model,
+                    api_key=api_key, options=entry.options, max_output_tokens=max_out or None)
+    return target, registry.translator_for(ctx.endpoint, entry.kind, ctx.headers)
 
 
 class CredentialsStage(BaseStage):
@@ -184,22 +215,12 @@ class CredentialsStage(BaseStage):
 
     async def before(self, ctx: RequestContext) -> Decision | None:
         route: routing.Route = ctx.extra["route"]
-        entry = route.provider
-        api_key = None
-        if entry.ciphertext:
-            try:
-                api_key = await asyncio.to_thread(
-                    self.services.secrets.get, entry.ciphertext, ctx.workspace.workspace, entry.name
-                )
-            except VaultError:
-                return Decision.deny(GatewayError(
-                    f"The stored key for provider `{entry.name}` cannot be used; store it again.",
-                    code="provider_key_invalid", status=500))
-            except Exception as exc:
-                raise ServiceUnavailable("The key vault is unavailable; try again shortly.") from exc
-        ctx.target = Target(provider=entry.name, kind=entry.kind, base_url=entry.base_url,
-                            model=route.model, api_key=api_key)
-        ctx.translator = OpenAIChatToOpenAI()
+        try:
+            ctx.target, ctx.translator = await prepare_target(ctx, self.services, route)
+        except ServiceUnavailable:
+            raise
+        except GatewayError as exc:
+            return Decision.deny(exc)
         return None
 
 

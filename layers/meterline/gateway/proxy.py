@@ -1,4 +1,11 @@
-"""The upstream step: send, then meter; for streams, forward event by event.
+"""The upstream step: send (failing over to the next route on 429/5xx/timeouts), then meter; for
+streams, forward event by event.
+
+Fallbacks: each attempt that fails over gets its own ledger record (request id `<id>.<n>`, the same
+`parent_request_id`, its `attempt` number, its own provider, model, outcome and cost) written
+here, before the next attempt; the attempt that answers (or fails last) is the request's own record,
+written once by the ledger stage when the pipeline unwinds — stages' `after` hooks run once per
+request, not per attempt.
 
 A stream's ledger record is written (by unwinding the pipeline) after the provider's last event
 and before the final `data: [DONE]` the client sees. If the client disconnects or the provider
@@ -9,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,16 +27,19 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from meterline.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from meterline.eventstream import EventStreamDecodeError, EventStreamDecoder
 from meterline.gateway.context import RequestContext
-from meterline.gateway.metering import meter
-from meterline.gateway.pipeline import Pipeline, Stage
+from meterline.gateway.metering import attempt_request_id, ledger_record, meter
+from meterline.gateway.pipeline import Pipeline, Stage, apply_route, prepare_target
 from meterline.gateway.services import Services
 from meterline.money import micros_to_usd
 from meterline.providers.base import UpstreamResponse
 from meterline.sse import SSEParser
 from meterline.telemetry import record_request
+from meterline.translators.base import AWS_EVENTSTREAM
 
-PASS_HEADERS = ("x-request-id", "openai-processing-ms", "openai-version")
+log = logging.getLogger("meterline.gateway")
+PASS_HEADERS = ("x-request-id", "openai-processing-ms", "openai-version", "request-id", "x-amzn-requestid")
 MAX_ERROR_BODY = 64 * 1024
 
 
@@ -43,7 +54,11 @@ def _outcome_of(error: GatewayError) -> str:
 async def open_upstream(ctx: RequestContext, services: Services) -> UpstreamResponse | None:
     """Send the request. Returns the open response, or None with ctx.error set."""
     assert ctx.translator and ctx.target and ctx.body is not None
-    request = ctx.translator.build_request(ctx.body, ctx.target)
+    try:
+        request = ctx.translator.build_request(ctx.body, ctx.target)
+    except GatewayError as exc:  # a request this provider cannot express: nothing was sent
+        ctx.error, ctx.outcome = exc, "rejected"
+        return None
     upstream = services.upstream_for(ctx.target.kind)
     ctx.reached_provider = True
     try:
@@ -69,6 +84,48 @@ async def open_upstream(ctx: RequestContext, services: Services) -> UpstreamResp
         ctx.outcome = "upstream_error"
         return None
     return response
+
+
+def retryable(error: GatewayError | None) -> bool:
+    """Worth another route: rate limited, provider-side failure, or no answer in time."""
+    if isinstance(error, UpstreamTimeout | UpstreamUnavailable):
+        return True
+    return isinstance(error, UpstreamError) and (error.status == 429 or error.status >= 500)
+
+
+async def open_with_fallbacks(ctx: RequestContext, services: Services) -> UpstreamResponse | None:
+    """Send to the primary route, then to each fallback while the failure is retryable."""
+    response = await open_upstream(ctx, services)
+    fallbacks = list(ctx.extra.get("routes", [])[1:])
+    while response is None and fallbacks and retryable(ctx.error):
+        route = fallbacks.pop(0)
+        try:
+            target, translator = await prepare_target(ctx, services, route)
+        except GatewayError:
+            continue  # this fallback is unusable (its key cannot be read): try the next one
+        await record_attempt(ctx, services)
+        apply_route(ctx, route)
+        ctx.target, ctx.translator = target, translator
+        ctx.attempt += 1
+        response = await open_upstream(ctx, services)
+    return response
+
+
+async def record_attempt(ctx: RequestContext, services: Services) -> None:
+    """Meter and record a failed-over attempt, then clear what belongs to that attempt only."""
+    meter(ctx)
+    if ctx.cost is not None:
+        # Budgets settle on everything the request spent, failed-over attempts included.
+        ctx.extra["prior_attempts_micros"] = ctx.extra.get("prior_attempts_micros", 0) + ctx.cost.micros
+    record = ledger_record(ctx, attempt_request_id(ctx.request_id, ctx.attempt))
+    try:
+        await services.ledger.put_async(record, services.dynamo)
+        services.calls.after_upstream += 1
+    except Exception:
+        log.error("ledger_write_failed", extra={"ledger_record": record})
+    ctx.error, ctx.outcome, ctx.usage, ctx.cost, ctx.unpriced = None, "ok", None, None, False
+    ctx.upstream_status = ctx.first_byte_ms = ctx.response_model = ctx.service_tier = None
+    ctx.reached_provider = False
 
 
 def passthrough_headers(response: UpstreamResponse) -> dict[str, str]:
@@ -103,7 +160,7 @@ async def complete(ctx: RequestContext, response: UpstreamResponse, services: Se
 
 
 def result_headers(ctx: RequestContext) -> dict[str, str]:
-    headers = {"meterline-request-id": ctx.request_id}
+    headers = {**ctx.extra.get("response_headers", {}), "meterline-request-id": ctx.request_id}
     if ctx.cost is not None:
         headers["meterline-cost-usd"] = micros_to_usd(ctx.cost.micros)
         if ctx.usage and ctx.usage.estimated:
@@ -142,14 +199,15 @@ class MeteredStream:
     async def body(self) -> AsyncIterator[bytes]:
         ctx, translator = self.ctx, self.ctx.translator
         assert translator
-        parser = SSEParser()
+        framing = getattr(translator, "stream_framing", None)
+        parser: SSEParser | EventStreamDecoder = EventStreamDecoder() if framing == AWS_EVENTSTREAM else SSEParser()
         broken: str | None = None
         try:
             async for chunk in self.response.aiter_bytes():
                 for event in parser.feed(chunk):
                     for out in translator.stream_event(event):
                         yield out
-        except httpx.HTTPError:
+        except (httpx.HTTPError, EventStreamDecodeError):
             broken = "The provider's stream was interrupted."
             ctx.outcome = "upstream_break"
         except BaseException:
@@ -189,6 +247,7 @@ class MeteredStreamingResponse(StreamingResponse):
 
 def stream_headers(ctx: RequestContext, response: UpstreamResponse) -> dict[str, str]:
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no", **passthrough_headers(response)}
+    headers.update(ctx.extra.get("response_headers", {}))
     headers["meterline-request-id"] = ctx.request_id
     return headers
 

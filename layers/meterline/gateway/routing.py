@@ -1,18 +1,29 @@
-"""Model addressing: `provider/model`, a bare model on the workspace's default provider, or
-`sim/<model>`. Pure: decides from the workspace config and the catalog, no I/O."""
+"""Model addressing: `provider/model`, a workspace alias, a bare model on the workspace's default
+provider (on `/v1/messages`: on the workspace's Anthropic provider), or `sim/<model>`; plus the
+ordered fallbacks tried when a provider answers 429/5xx or times out. Pure: decides from the
+workspace config and the catalog, no I/O.
+
+Fallbacks come from the alias the request named (`meterline aliases set fast <model> --fallbacks
+a,b`), then from the virtual key (`meterline keys fallbacks <key id> a,b`), in that order, without
+duplicates. A fallback the key may not use, that does not resolve, or whose provider cannot serve
+the endpoint is skipped (the primary model's errors are the caller's to see; a fallback's are not).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from meterline.errors import NotFoundError, PermissionDeniedError
+from meterline.errors import GatewayError, NotFoundError, PermissionDeniedError
 from meterline.pricing.catalog import Catalog, ModelPricing
 from meterline.store.keys import KeyRecord
 from meterline.store.workspaces import ProviderEntry, WorkspaceConfig
+from meterline.translators import registry
 
 SIM = "sim"
 SIM_ENTRY = ProviderEntry(name=SIM, kind=SIM, base_url="sim://local", ciphertext=None, catalog=SIM)
+ANTHROPIC_ENDPOINTS = ("messages", "messages.count_tokens")
+MAX_ATTEMPTS = 4
 
 
 @dataclass(frozen=True)
@@ -23,11 +34,24 @@ class Route:
     pricing: ModelPricing | None  # None: unpriced (only when the workspace forwards those)
 
 
-def resolve(requested: str, workspace: WorkspaceConfig, catalog: Catalog) -> Route:
-    if "/" in requested:
-        provider_name, model = requested.split("/", 1)
+def _anthropic_entry(workspace: WorkspaceConfig) -> ProviderEntry | None:
+    entry = workspace.providers.get("anthropic")
+    if entry is not None and entry.kind == "anthropic":
+        return entry
+    return next((e for e in workspace.providers.values() if e.kind == "anthropic"), None)
+
+
+def resolve(requested: str, workspace: WorkspaceConfig, catalog: Catalog, endpoint: str = "chat.completions") -> Route:
+    alias = workspace.aliases.get(requested)
+    target = alias.model if alias else requested
+    entry: ProviderEntry | None
+    if "/" in target:
+        provider_name, model = target.split("/", 1)
+    elif endpoint in ANTHROPIC_ENDPOINTS:
+        found = _anthropic_entry(workspace)
+        provider_name, model = (found.name if found else "anthropic"), target
     else:
-        provider_name, model = (workspace.default_provider or "openai"), requested
+        provider_name, model = (workspace.default_provider or "openai"), target
     if not model:
         raise NotFoundError(f"The model `{requested}` does not exist.", param="model")
     if provider_name == SIM:
@@ -41,7 +65,9 @@ def resolve(requested: str, workspace: WorkspaceConfig, catalog: Catalog) -> Rou
                 f"this workspace (add one with `meterline providers add {provider_name}`).",
                 code="model_not_found", param="model",
             )
-        pricing = catalog.resolve(f"{entry.catalog}/{model}")
+        pricing = catalog.resolve(entry.catalog_model(model))
+    if not registry.supports(endpoint, entry.kind):
+        raise registry.unsupported(endpoint, entry.kind)
     if pricing is None and workspace.unpriced != "forward":
         raise NotFoundError(
             f"The model `{requested}` has no price in the catalog, so its cost cannot be metered. Add a "
@@ -49,6 +75,26 @@ def resolve(requested: str, workspace: WorkspaceConfig, catalog: Catalog) -> Rou
             code="model_not_priced", param="model",
         )
     return Route(provider=entry, model=model, model_id=f"{entry.name}/{model}", pricing=pricing)
+
+
+def plan(requested: str, workspace: WorkspaceConfig, catalog: Catalog, key: KeyRecord,
+         endpoint: str = "chat.completions") -> list[Route]:
+    """The primary route (errors raised: the caller asked for it) then usable fallbacks, in order."""
+    primary = resolve(requested, workspace, catalog, endpoint)
+    check_allowed(key, primary, requested)
+    routes = [primary]
+    alias = workspace.aliases.get(requested)
+    candidates = [*(alias.fallbacks if alias else ()), *workspace.key_fallbacks.get(key.key_id, ())]
+    for candidate in candidates:
+        if len(routes) >= MAX_ATTEMPTS:
+            break
+        try:
+            route = resolve(candidate, workspace, catalog, endpoint)
+        except GatewayError:
+            continue
+        if allowed(key, route.model_id) and all(r.model_id != route.model_id for r in routes):
+            routes.append(route)
+    return routes
 
 
 def allowed(key: KeyRecord, model_id: str) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from meterline.budgets.model import Enforcement
 from meterline.config import Settings
 from meterline.errors import ServiceUnavailable
 from meterline.gateway.cache import RefreshingCache
@@ -15,6 +16,8 @@ from meterline.pricing.catalog import Catalog, default_catalog
 from meterline.providers.base import Upstream
 from meterline.providers.http import HttpUpstream
 from meterline.providers.sim import SimUpstream
+from meterline.store.budgets import BudgetStore
+from meterline.store.ddb_http import DynamoHttp
 from meterline.store.keys import KeyRecord, KeyStore
 from meterline.store.ledger import LedgerStore
 from meterline.store.workspaces import WorkspaceConfig, WorkspaceStore
@@ -46,14 +49,21 @@ class Services:
     secrets: SecretCache
     http: Upstream
     sim: Upstream
+    dynamo: DynamoHttp
     key_cache: RefreshingCache[str, KeyRecord | None] = field(init=False)
     workspace_cache: RefreshingCache[str, WorkspaceView | None] = field(init=False)
+    budgets: BudgetStore = field(init=False)
+    enforcement_cache: RefreshingCache[str, Enforcement] = field(init=False)
     calls: AwsCallCounter = field(default_factory=AwsCallCounter)
+    _bedrock: Upstream | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         ttl = self.settings.key_cache_ttl_s
         self.key_cache = RefreshingCache(self._load_key, ttl=ttl)
         self.workspace_cache = RefreshingCache(self._load_workspace, ttl=ttl)
+        self.budgets = BudgetStore(self.settings)
+        # Budget and limit definitions change rarely: cached like the workspace config.
+        self.enforcement_cache = RefreshingCache(self._load_enforcement, ttl=ttl)
 
     async def _load_key(self, key_hash: str) -> KeyRecord | None:
         try:
@@ -70,12 +80,28 @@ class Services:
             return None
         return WorkspaceView(config, default_catalog().with_overrides(config.price_overrides))
 
+    async def _load_enforcement(self, workspace: str) -> Enforcement:
+        try:
+            return await asyncio.to_thread(self.budgets.definitions, workspace)
+        except Exception as exc:
+            raise ServiceUnavailable("The budget store is unavailable; try again shortly.",
+                                     code="budget_store_unavailable") from exc
+
     def upstream_for(self, kind: str) -> Upstream:
-        return self.sim if kind == "sim" else self.http
+        if kind == "sim":
+            return self.sim
+        if kind == "bedrock":
+            if self._bedrock is None:
+                from meterline.providers.bedrock import SigV4Upstream
+
+                self._bedrock = SigV4Upstream(self.http)
+            return self._bedrock
+        return self.http
 
     async def aclose(self) -> None:
         await self.http.aclose()
         await self.sim.aclose()
+        await self.dynamo.aclose()
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -93,4 +119,5 @@ class Services:
                 transport=settings.upstream_transport,
             ),
             sim=SimUpstream(),
+            dynamo=DynamoHttp(settings),
         )

@@ -1,5 +1,6 @@
-"""Request validation for the OpenAI-compatible endpoints. Pure; raises InvalidRequestError with
-the offending `param`, as OpenAI does, so SDKs surface a precise BadRequestError."""
+"""Request validation for each endpoint (OpenAI chat, responses and embeddings; Anthropic messages).
+Pure; raises InvalidRequestError with the offending `param`, as OpenAI does, so SDKs surface a
+precise BadRequestError. Only what the gateway itself relies on is checked: providers validate the rest."""
 
 from __future__ import annotations
 
@@ -54,3 +55,63 @@ def validate_chat(body: dict[str, Any]) -> None:
                                   param="stream_options")
     for name in ("max_tokens", "max_completion_tokens", "n"):
         _positive_int(body, name)
+
+
+def _model(body: dict[str, Any]) -> None:
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequestError("Missing required parameter: 'model'.", code="missing_required_parameter",
+                                  param="model")
+
+
+def _stream_flag(body: dict[str, Any]) -> None:
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequestError("Invalid 'stream': expected a boolean.", code="invalid_type", param="stream")
+
+
+def _anthropic_messages(body: dict[str, Any]) -> None:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError("messages: Field required (a non-empty array).", code="missing_required_parameter",
+                                  param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise InvalidRequestError(f"messages.{i}.role: Input should be 'user' or 'assistant'.",
+                                      code="invalid_value", param=f"messages[{i}].role")
+
+
+def validate_messages(body: dict[str, Any]) -> None:
+    """Anthropic `POST /v1/messages`."""
+    _model(body)
+    _anthropic_messages(body)
+    if body.get("max_tokens") is None:
+        raise InvalidRequestError("max_tokens: Field required.", code="missing_required_parameter", param="max_tokens")
+    _positive_int(body, "max_tokens")
+    _stream_flag(body)
+
+
+def validate_count_tokens(body: dict[str, Any]) -> None:
+    """Anthropic `POST /v1/messages/count_tokens`."""
+    _model(body)
+    _anthropic_messages(body)
+
+
+def validate_responses(body: dict[str, Any]) -> None:
+    """OpenAI `POST /v1/responses`."""
+    _model(body)
+    value = body.get("input")
+    if value is not None and not isinstance(value, str | list):
+        raise InvalidRequestError("Invalid 'input': expected a string or an array.", code="invalid_type",
+                                  param="input")
+    _stream_flag(body)
+    _positive_int(body, "max_output_tokens")
+
+
+def validate_embeddings(body: dict[str, Any]) -> None:
+    """OpenAI `POST /v1/embeddings`."""
+    _model(body)
+    value = body.get("input")
+    if not isinstance(value, str | list) or not value:
+        raise InvalidRequestError("Missing required parameter: 'input'.", code="missing_required_parameter",
+                                  param="input")

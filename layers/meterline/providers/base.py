@@ -21,6 +21,8 @@ class UpstreamRequest:
     stream: bool
     # Secrets in this request (provider key): redacted from anything passed back to a caller.
     secrets: tuple[str, ...] = field(default_factory=tuple)
+    # (service, region) when the request must be signed with AWS SigV4 (Bedrock): the upstream signs it.
+    signing: tuple[str, str] | None = None
 
 
 class UpstreamResponse(Protocol):

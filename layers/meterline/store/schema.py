@@ -8,6 +8,7 @@ Each table's key layout and access patterns are owned by its data-access module:
     keys        -> meterline.store.keys         (virtual keys, by hash; by workspace via GSI)
     ledger      -> meterline.store.ledger       (one record per request; stream feeds rollups)
     rollups     -> meterline.store.rollups      (spend counters per scope and period)
+    budgets     -> meterline.store.budgets      (budgets, rate limits, reservations, alert markers)
 
 This module is pure data: no boto3 import.
 """
@@ -118,7 +119,16 @@ ROLLUPS = TableSpec(
     description="Spend counters per attribution scope and period, aggregated from the ledger stream.",
 )
 
-ALL_TABLES: tuple[TableSpec, ...] = (WORKSPACES, KEYS, LEDGER, ROLLUPS)
+BUDGETS = TableSpec(
+    logical_name="budgets",
+    partition_key=PK,  # "<workspace>" (definitions) | "<workspace>#<scope>" (counters) | ... see store/budgets.py
+    sort_key=SK,
+    ttl_attribute="expires_at",
+    retain=True,
+    description="Budget and rate-limit definitions, atomic spend/reservation counters, windows, alert markers.",
+)
+
+ALL_TABLES: tuple[TableSpec, ...] = (WORKSPACES, KEYS, LEDGER, ROLLUPS, BUDGETS)
 
 # The KMS key that wraps provider credentials. Encryption context on every ciphertext:
 # {"meterline:purpose": "provider-key", "workspace": <id>, "provider": <name>}.

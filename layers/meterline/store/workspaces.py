@@ -3,10 +3,13 @@
 Keys (see schema.WORKSPACES):
     pk = <workspace id>, sk = "settings"           workspace settings
     pk = <workspace id>, sk = "provider#<name>"    provider entry + KMS ciphertext of its key
+    pk = <workspace id>, sk = "alias#<name>"       model alias: target model + ordered fallbacks
+    pk = <workspace id>, sk = "keyroute#<key id>"  a virtual key's ordered fallbacks
 
 Access patterns:
     load(workspace)          Query pk = workspace  -> settings + all providers, one round trip
-    put_settings / put_provider / delete_provider   (control plane / CLI only)
+    put_settings / put_provider / delete_provider / put_alias / delete_alias /
+    put_key_fallbacks                                 (control plane / CLI only)
     list_workspaces          Scan of "settings" items (CLI, small)
 
 The data plane only reads this table; writes are the control plane's (IAM enforces it on AWS).
@@ -26,17 +29,36 @@ from meterline.store.schema import WORKSPACES
 
 SETTINGS_SK = "settings"
 PROVIDER_PREFIX = "provider#"
-PROVIDER_KINDS = ("openai", "openai_compatible")
+ALIAS_PREFIX = "alias#"
+KEYROUTE_PREFIX = "keyroute#"
+PROVIDER_KINDS = ("openai", "openai_compatible", "anthropic", "gemini", "bedrock", "azure")
 
 
 @dataclass(frozen=True)
 class ProviderEntry:
     name: str
-    kind: str  # "openai" | "openai_compatible"
+    kind: str  # one of PROVIDER_KINDS
     base_url: str
     ciphertext: bytes | None
     # Catalog namespace used to price this provider's models (e.g. "openai", or the entry name).
     catalog: str
+    # Kind-specific settings: Azure {"api_version", "deployments": {deployment: catalog model}},
+    # Bedrock {"region"}.
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def catalog_model(self, model: str) -> str:
+        """The catalog model a provider model is priced as (an Azure deployment maps to its model)."""
+        deployments = self.options.get("deployments") or {}
+        return f"{self.catalog}/{deployments.get(model, model)}"
+
+
+@dataclass(frozen=True)
+class Alias:
+    """`model` for requests naming the alias; `fallbacks` tried in order on 429, 5xx and timeouts."""
+
+    name: str
+    model: str
+    fallbacks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +72,9 @@ class WorkspaceConfig:
     price_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     alert_recipients: tuple[str, ...] = ()
     providers: dict[str, ProviderEntry] = field(default_factory=dict)
+    aliases: dict[str, Alias] = field(default_factory=dict)
+    # Per virtual key (key id): ordered fallback models for any request made with that key.
+    key_fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class WorkspaceStore:
@@ -78,7 +103,7 @@ class WorkspaceStore:
         settings = next((i for i in items if i["sk"] == SETTINGS_SK), None)
         if settings is None:
             return None
-        providers = {}
+        providers, aliases, key_fallbacks = {}, {}, {}
         for item in items:
             if item["sk"].startswith(PROVIDER_PREFIX):
                 name = item["sk"][len(PROVIDER_PREFIX):]
@@ -88,7 +113,13 @@ class WorkspaceStore:
                     base_url=item["base_url"],
                     ciphertext=item.get("ciphertext"),
                     catalog=item.get("catalog", name),
+                    options=json.loads(item.get("options") or "{}"),
                 )
+            elif item["sk"].startswith(ALIAS_PREFIX):
+                name = item["sk"][len(ALIAS_PREFIX):]
+                aliases[name] = Alias(name, item["model"], tuple(item.get("fallbacks") or ()))
+            elif item["sk"].startswith(KEYROUTE_PREFIX):
+                key_fallbacks[item["sk"][len(KEYROUTE_PREFIX):]] = tuple(item.get("fallbacks") or ())
         return WorkspaceConfig(
             workspace=workspace,
             name=settings.get("name", workspace),
@@ -98,6 +129,8 @@ class WorkspaceStore:
             price_overrides=json.loads(settings.get("price_overrides", "{}")),
             alert_recipients=tuple(settings.get("alert_recipients", [])),
             providers=providers,
+            aliases=aliases,
+            key_fallbacks=key_fallbacks,
         )
 
     def create(self, workspace: str, name: str, *, default_provider: str | None = None,
@@ -135,12 +168,28 @@ class WorkspaceStore:
             Item=to_item({
                 "pk": workspace, "sk": PROVIDER_PREFIX + entry.name, "kind": entry.kind,
                 "base_url": entry.base_url, "ciphertext": entry.ciphertext, "catalog": entry.catalog,
-                "updated_at": int(time.time()),
+                "options": json.dumps(entry.options, sort_keys=True), "updated_at": int(time.time()),
             }),
         )
 
     def delete_provider(self, workspace: str, name: str) -> None:
         self._ddb.delete_item(TableName=self.table, Key=to_item({"pk": workspace, "sk": PROVIDER_PREFIX + name}))
+
+    def put_alias(self, workspace: str, alias: Alias) -> None:
+        self._ddb.put_item(TableName=self.table, Item=to_item({
+            "pk": workspace, "sk": ALIAS_PREFIX + alias.name, "model": alias.model,
+            "fallbacks": list(alias.fallbacks), "updated_at": int(time.time())}))
+
+    def delete_alias(self, workspace: str, name: str) -> None:
+        self._ddb.delete_item(TableName=self.table, Key=to_item({"pk": workspace, "sk": ALIAS_PREFIX + name}))
+
+    def put_key_fallbacks(self, workspace: str, key_id: str, fallbacks: tuple[str, ...]) -> None:
+        key = {"pk": workspace, "sk": KEYROUTE_PREFIX + key_id}
+        if not fallbacks:
+            self._ddb.delete_item(TableName=self.table, Key=to_item(key))
+            return
+        self._ddb.put_item(TableName=self.table, Item=to_item({
+            **key, "fallbacks": list(fallbacks), "updated_at": int(time.time())}))
 
     def list_workspaces(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

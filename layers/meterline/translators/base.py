@@ -1,10 +1,19 @@
 """Translator interface: one implementation per (input API, provider) pair, created per request
 so that stream state lives on it. Translators map requests, responses, stream events and usage;
-they never compute money (that happens once, after translation, in meterline.gateway.metering)."""
+they never compute money (that happens once, after translation, in meterline.gateway.metering).
+
+Streams: the proxy decodes the provider's framing into `Event`s and feeds them one by one. Most
+providers speak SSE; a translator whose provider does not (Bedrock's AWS event stream) says so in
+`stream_framing`, and each decoded message arrives as an Event whose `event` is the message's
+`:event-type` (or `exception:<type>`) and whose `data` is its JSON payload.
+
+Requests a translator cannot express for its provider raise `InvalidRequestError` from
+`build_request` (a clear 400 in the caller's dialect, nothing sent).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from meterline.providers.base import UpstreamRequest
@@ -21,6 +30,10 @@ class Target:
     base_url: str
     model: str  # the model name the provider expects
     api_key: str | None
+    # Provider-specific settings from the provider entry (Azure api_version, Bedrock region, ...).
+    options: dict[str, Any] = field(default_factory=dict)
+    # The model's maximum output from the catalog, for APIs that require a max (Anthropic).
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -31,7 +44,13 @@ class Translated:
     service_tier: str | None
 
 
+SSE = "sse"
+AWS_EVENTSTREAM = "aws-eventstream"
+
+
 class Translator(Protocol):
+    # Optional attribute `stream_framing` (SSE when absent): how the provider frames its stream.
+
     def build_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest: ...
 
     def translate_response(self, raw: bytes) -> Translated: ...

@@ -1,4 +1,7 @@
-"""OpenAI Chat Completions in, OpenAI(-compatible) Chat Completions out.
+"""OpenAI Chat Completions in, OpenAI(-compatible) or Azure OpenAI Chat Completions out.
+
+The host decides only the URL and the auth header (translators/openai_hosts.py): Azure OpenAI
+speaks the same wire format on `/openai/deployments/<deployment>/chat/completions?api-version=`.
 
 Requests pass through with two changes: the model loses its `provider/` prefix, and streaming
 requests get `stream_options.include_usage` so the provider reports usage. If the client did not
@@ -16,6 +19,7 @@ from meterline.errors import redact
 from meterline.providers.base import UpstreamRequest
 from meterline.sse import Event, encode
 from meterline.translators.base import Target, Translated
+from meterline.translators.openai_hosts import endpoint
 from meterline.usage import Usage, from_openai_chat
 
 _USAGE_MARK = '"usage"'
@@ -46,15 +50,15 @@ class OpenAIChatToOpenAI:
             self._client_wants_usage = bool(options.get("include_usage"))
             options["include_usage"] = True
             out["stream_options"] = options
-        headers = {"content-type": "application/json", "accept": "application/json"}
+        url, auth = endpoint(target, "chat/completions")
+        headers = {"content-type": "application/json", "accept": "application/json", **auth}
         if out.get("stream"):
             headers["accept"] = "text/event-stream"
         if target.api_key:
-            headers["authorization"] = f"Bearer {target.api_key}"
             self._secrets = (target.api_key,)
         return UpstreamRequest(
             method="POST",
-            url=target.base_url.rstrip("/") + "/chat/completions",
+            url=url,
             headers=headers,
             body=json.dumps(out, separators=(",", ":")).encode(),
             stream=bool(out.get("stream")),

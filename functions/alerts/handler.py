@@ -1,0 +1,23 @@
+"""Scheduled (EventBridge) budget maintenance: send pending alert e-mails with SES, release expired
+reservation leases. Safe to run repeatedly and concurrently."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from meterline.budgets.alerts import send_pending_alerts, sweep_expired_leases
+from meterline.config import Settings
+from meterline.logs import configure
+from meterline.store import aws
+
+configure("alerts")
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
+    settings = Settings.from_env()
+    sender = os.environ.get("METERLINE_ALERT_SENDER", "")
+    recipients = [r for r in os.environ.get("METERLINE_ALERT_RECIPIENTS", "").split(",") if r]
+    sent = send_pending_alerts(settings, aws.client("sesv2", settings), sender, recipients)
+    released = sweep_expired_leases(settings)
+    return {"alerts_sent": sent, "leases_released": released}

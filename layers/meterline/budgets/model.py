@@ -1,0 +1,88 @@
+"""Budgets, rate limits and the workspace's enforcement policy, as values. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SCOPE_TYPES = ("workspace", "key", "member", "department", "agent", "feature", "customer")
+STRATEGIES = ("alert-only", "throttle", "reject")
+LIMIT_SUBJECTS = ("key", "member", "agent")
+DEFAULT_ALERTS = (50, 75, 90, 100)
+# Every key gets this many requests per minute unless the workspace owner sets a limit explicitly.
+DEFAULT_KEY_RPM = 100
+
+
+@dataclass(frozen=True)
+class Budget:
+    scope_type: str
+    scope_value: str
+    monthly_micros: int | None = None
+    daily_micros: int | None = None
+    alerts: tuple[int, ...] = DEFAULT_ALERTS
+    throttle_at: int | None = None  # percent of the monthly (else daily) cap
+    throttle_rpm: int | None = None
+    on_exhaust: str = "reject"  # alert-only | throttle | reject
+    clamp: bool = False  # clamp max output tokens to what the remaining budget pays for
+
+    @property
+    def scope(self) -> str:
+        return f"{self.scope_type}:{self.scope_value}"
+
+    @property
+    def hard(self) -> bool:
+        """Reservations must fit under the caps (otherwise they are only counted)."""
+        return self.on_exhaust == "reject"
+
+    def validate(self) -> None:
+        if self.scope_type not in SCOPE_TYPES:
+            raise ValueError(f"scope must be one of {SCOPE_TYPES}")
+        if not self.scope_value:
+            raise ValueError("scope needs a value, e.g. feature:search")
+        if self.on_exhaust not in STRATEGIES:
+            raise ValueError(f"on_exhaust must be one of {STRATEGIES}")
+        if self.monthly_micros is None and self.daily_micros is None:
+            raise ValueError("a budget needs a monthly or a daily cap")
+        for cap in (self.monthly_micros, self.daily_micros):
+            if cap is not None and cap <= 0:
+                raise ValueError("caps must be positive")
+        if any(not 0 < a <= 100 for a in self.alerts):
+            raise ValueError("alert thresholds are percentages in (0, 100]")
+        if (self.throttle_at is None) != (self.throttle_rpm is None):
+            raise ValueError("--throttle-at and --throttle-rpm go together")
+        if self.throttle_at is not None and not 0 < self.throttle_at <= 100:
+            raise ValueError("throttle_at is a percentage in (0, 100]")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    subject_type: str  # key | member | agent
+    subject_value: str  # a key id, member name, agent name, or "*" (workspace default for that type)
+    rpm: int | None = None
+    rph: int | None = None
+    burst: int | None = None  # requests per second
+    tpm: int | None = None  # tokens per minute (estimated input + max output, as OpenAI counts)
+
+    @property
+    def subject(self) -> str:
+        return f"{self.subject_type}:{self.subject_value}"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Workspace-wide enforcement settings."""
+
+    fail_open: bool = False  # when the budget store is unavailable: False = 503, True = forward and flag
+    loop_throttle_after: int = 8  # near-identical requests per session and window before throttling
+    loop_reject_after: int = 20  # ... before rejecting
+    loop_window_s: int = 600
+    loop_throttle_interval_s: int = 10  # while throttled, one request per interval passes
+    key_rpm_default: int = DEFAULT_KEY_RPM
+
+
+@dataclass(frozen=True)
+class Enforcement:
+    """Everything enforcement needs for one workspace (cached with the workspace config)."""
+
+    budgets: tuple[Budget, ...] = ()
+    limits: dict[str, RateLimit] = field(default_factory=dict)  # by subject
+    policy: Policy = field(default_factory=Policy)

@@ -1,0 +1,269 @@
+"""The enforcement stage: rate limits, budgets and the agent-loop breaker, in one round trip.
+
+Before the call, all of these single-item conditional writes go out concurrently (one round trip
+of latency, the only one before the first upstream byte on a warm request):
+    - a reservation of the request's worst-case cost on every matching budget (all must fit),
+    - a count in the minute window of every rate-limited subject (key, member, agent),
+    - a count for the session's request fingerprint (agent-loop breaker), when a session is named.
+If anything refuses, the reservations that did succeed are released by this stage's `after` (the
+pipeline unwinds every stage that ran), and the caller gets a 429 that says which limit.
+After the call, `after` settles each reservation to the actual cost; the settlement runs
+concurrently with the ledger write (one round trip after the last upstream byte).
+
+Store unavailable: fail closed (503) unless the workspace chose fail-open; either way the ledger
+record says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from typing import Any
+
+from meterline.budgets import policy
+from meterline.budgets.model import Enforcement
+from meterline.errors import GatewayError, ServiceUnavailable
+from meterline.gateway.context import RequestContext
+from meterline.gateway.metering import periods
+from meterline.gateway.pipeline import BaseStage, Decision
+from meterline.gateway.services import Services
+from meterline.money import micros_to_usd
+from meterline.store.budgets import Refused, Reservation
+from meterline.store.ddb_http import DynamoError
+
+log = logging.getLogger("meterline.enforcement")
+LEASE_S = 900  # longer than the longest call the data plane allows (Lambda's 15 minutes)
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+def _reset(seconds: float) -> str:
+    return f"{max(seconds, 0.001):.3f}s".replace(".000s", "s")
+
+
+class EnforcementStage(BaseStage):
+    name = "enforce"
+
+    def __init__(self, services: Services):
+        self.services = services
+        self.store = services.budgets
+
+    async def before(self, ctx: RequestContext) -> Decision | None:
+        assert ctx.workspace and ctx.key and ctx.body is not None
+        try:
+            enforcement: Enforcement = await self.services.enforcement_cache.get(ctx.workspace.workspace)
+        except GatewayError as exc:
+            return self._unavailable(ctx, None, exc)
+        attribution = {"workspace": ctx.workspace.workspace, "key": ctx.key.key_id, "member": ctx.key.member,
+                       "department": ctx.key.department, **ctx.tags}
+        now = time.time()
+        day, month = periods(ctx.started_wall_ms, ctx.workspace.timezone)
+        budgets = policy.matching_budgets(enforcement, attribution)
+        limits = policy.limits_for(enforcement, attribution)
+        # With fallbacks, any route in the plan may be the one that answers: reserve for the dearest.
+        routes = ctx.extra.get("routes") or []
+        pricings = [r.pricing for r in routes if getattr(r, "pricing", None) is not None] or [ctx.pricing]
+        worst, ctx.extra["worst_pricing"] = max(((policy.worst_case(ctx.body, p), p) for p in pricings),
+                                                key=lambda candidate: candidate[0].micros)
+        tokens = worst.input_tokens + worst.output_tokens
+        client = self.services.dynamo
+        ws = ctx.workspace.workspace
+
+        session = ctx.tags.get("session")
+        fingerprint = policy.loop_fingerprint(ctx.body) if session else None
+        calls: list[Any] = [self.store.reserve(client, ws, b, month, day, ctx.request_id, worst.micros, LEASE_S, now)
+                            for b in budgets]
+        calls += [self.store.rate_window(client, ws, limit, tokens, now) for limit in limits]
+        if session and fingerprint:
+            calls.append(self.store.loop_count(client, ws, session, fingerprint, enforcement.policy.loop_window_s, now))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        budget_results = results[: len(budgets)]
+        rate_results = results[len(budgets): len(budgets) + len(limits)]
+        loop_result = results[len(budgets) + len(limits)] if session else None
+
+        reservations = [r for r in budget_results if isinstance(r, Reservation)]
+        ctx.extra["reservations"] = reservations  # `after` settles or releases every one of them
+        ctx.extra["worst_case_micros"] = worst.micros
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            return self._unavailable(ctx, enforcement, failures[0])
+
+        headers = self._rate_headers(limits, rate_results, now)
+        ctx.extra["response_headers"] = {**ctx.extra.get("response_headers", {}), **headers}
+        for limit, (allowed, state) in zip(limits, rate_results, strict=True):
+            if not allowed:
+                retry = 3600 - now % 3600 if state.get("hour_limited") else 60 - now % 60
+                return Decision.deny(RateLimited(
+                    f"Rate limit reached for {limit.subject_type} {limit.subject_value}: "
+                    f"{self._limit_text(limit, state)}. Retry after {math.ceil(retry)} s.",
+                    headers={**headers, "retry-after": str(math.ceil(retry))}))
+
+        refused = [r for r in budget_results if isinstance(r, Refused)]
+        if refused:
+            clamped = await self._try_clamp(ctx, refused, reservations, worst, month, day, now)
+            if clamped is None:
+                return Decision.deny(self._budget_error(ctx, refused[0], worst.micros, headers))
+
+        throttled = [r for r in ctx.extra["reservations"] if r.budget.throttle_rpm and
+                     (r.state.get("thr_M") or r.state.get(f"thr_{day}"))]
+        if throttled:
+            passes = await asyncio.gather(*(self.store.throttle_window(client, ws, r.budget.scope,
+                                                                       r.budget.throttle_rpm, now)
+                                            for r in throttled), return_exceptions=True)
+            for r, ok in zip(throttled, passes, strict=True):
+                if ok is not True:
+                    retry = math.ceil(60 - now % 60)
+                    ctx.extra["ledger_extra"] = {"budget_scope": r.budget.scope}
+                    return Decision.deny(RateLimited(
+                        f"Budget {r.budget.scope} is in its throttle stage ({r.budget.throttle_at}% spent): "
+                        f"{r.budget.throttle_rpm} requests per minute.", code="budget_throttled",
+                        headers={**headers, "retry-after": str(retry)}))
+
+        if isinstance(loop_result, dict) and session and fingerprint:
+            count = int(loop_result.get("n", 0))
+            pol = enforcement.policy
+            if count > pol.loop_reject_after:
+                ctx.extra["ledger_extra"] = {"loop_count": count}
+                return Decision.deny(RateLimited(
+                    f"Session {session} repeated a near-identical request {count} times: stopped as an agent loop.",
+                    code="agent_loop_detected",
+                    headers={"retry-after": str(math.ceil(pol.loop_window_s - now % pol.loop_window_s))}))
+            if count > pol.loop_throttle_after and not await self.store.loop_pass(
+                    client, ws, session, fingerprint, pol.loop_window_s, pol.loop_throttle_interval_s, now):
+                ctx.extra["ledger_extra"] = {"loop_count": count}
+                return Decision.deny(RateLimited(
+                    f"Session {session} repeated a near-identical request {count} times: throttled to one request "
+                    f"per {pol.loop_throttle_interval_s} s.", code="agent_loop_throttled",
+                    headers={"retry-after": str(pol.loop_throttle_interval_s)}))
+        return None
+
+    async def _try_clamp(self, ctx: RequestContext, refused: list[Refused], reservations: list[Reservation],
+                         worst: policy.WorstCase, month: str, day: str, now: float) -> int | None:
+        """Where every refusing budget allows clamping: shrink max output tokens to what the tightest
+        budget still pays for, release, and reserve again with the smaller worst case."""
+        if not all(r.budget.clamp for r in refused):
+            return None
+        remaining = min(r.cap - r.committed for r in refused)
+        for r in reservations:
+            cap = r.budget.monthly_micros if r.budget.monthly_micros is not None else r.budget.daily_micros
+            if r.budget.hard and cap is not None:
+                remaining = min(remaining, cap - (int(r.state.get("committed", 0)) - r.worst))
+        max_output = policy.clamp_output(worst, remaining)
+        if max_output is None:
+            return None
+        await self._release(ctx, reservations)
+        new_worst = policy.worst_case(ctx.body, ctx.extra.get("worst_pricing"), output_tokens=max_output)
+        budgets = [r.budget for r in reservations] + [r.budget for r in refused]
+        results = await asyncio.gather(*(self.store.reserve(self.services.dynamo, ctx.workspace.workspace, b, month,
+                                                            day, ctx.request_id, new_worst.micros, LEASE_S, now)
+                                         for b in budgets), return_exceptions=True)
+        ctx.extra["reservations"] = [r for r in results if isinstance(r, Reservation)]
+        if any(not isinstance(r, Reservation) for r in results):
+            return None
+        field = "max_completion_tokens" if "max_completion_tokens" in ctx.body else "max_tokens"
+        ctx.body[field] = max_output
+        ctx.extra["worst_case_micros"] = new_worst.micros
+        ctx.extra.setdefault("response_headers", {})["meterline-max-tokens-clamped"] = str(max_output)
+        ctx.extra["ledger_extra"] = {"clamped_max_tokens": max_output}
+        return max_output
+
+    def _unavailable(self, ctx: RequestContext, enforcement: Enforcement | None, exc: BaseException) -> Decision | None:
+        log.warning("enforcement_store_unavailable", extra={"request_id": ctx.request_id,
+                                                           "error": type(exc).__name__})
+        if enforcement is not None and enforcement.policy.fail_open:
+            ctx.extra["ledger_extra"] = {"enforcement": "unchecked"}
+            return None
+        ctx.extra["ledger_extra"] = {"enforcement": "unavailable"}
+        return Decision.deny(ServiceUnavailable(
+            "Budgets and rate limits cannot be checked right now (store unavailable); the request was not "
+            "forwarded. Retry shortly.", code="budget_store_unavailable", headers={"retry-after": "1"}))
+
+    def _budget_error(self, ctx: RequestContext, refused: Refused, worst: int, headers: dict[str, str]) -> GatewayError:
+        b = refused.budget
+        ctx.extra["ledger_extra"] = {"budget_scope": b.scope, "budget_period": refused.period,
+                                     "budget_committed": refused.committed, "budget_cap": refused.cap,
+                                     "worst_case_micros": worst}
+        retry = "3600" if refused.period == "day" else "86400"
+        return RateLimited(
+            f"Budget exceeded for {b.scope} ({'daily' if refused.period == 'day' else 'monthly'} cap "
+            f"${micros_to_usd(refused.cap)}): ${micros_to_usd(refused.committed)} is spent or reserved and this "
+            f"request may cost up to ${micros_to_usd(worst)}.", code="budget_exceeded", param=b.scope,
+            headers={**headers, "retry-after": retry})
+
+    @staticmethod
+    def _limit_text(limit: Any, state: dict[str, Any]) -> str:
+        if state.get("hour_limited"):
+            return f"{limit.rph} requests per hour"
+        parts = [f"{limit.rpm} requests per minute" if limit.rpm else None,
+                 f"{limit.tpm} tokens per minute" if limit.tpm else None,
+                 f"{limit.burst} requests per second" if limit.burst else None]
+        return ", ".join(p for p in parts if p)
+
+    @staticmethod
+    def _rate_headers(limits: list[Any], results: list[Any], now: float) -> dict[str, str]:
+        """OpenAI-style x-ratelimit-* headers for the key's own limit."""
+        for limit, result in zip(limits, results, strict=True):
+            if limit.subject_type != "key" or isinstance(result, BaseException):
+                continue
+            _, state = result
+            reset = _reset(60 - now % 60)
+            headers = {}
+            if limit.rpm is not None:
+                headers |= {"x-ratelimit-limit-requests": str(limit.rpm),
+                            "x-ratelimit-remaining-requests": str(max(limit.rpm - int(state.get("n", 0)), 0)),
+                            "x-ratelimit-reset-requests": reset}
+            if limit.tpm is not None:
+                headers |= {"x-ratelimit-limit-tokens": str(limit.tpm),
+                            "x-ratelimit-remaining-tokens": str(max(limit.tpm - int(state.get("tk", 0)), 0)),
+                            "x-ratelimit-reset-tokens": reset}
+            return headers
+        return {}
+
+    async def _release(self, ctx: RequestContext, reservations: list[Reservation]) -> None:
+        await asyncio.gather(*(self.store.settle(self.services.dynamo, ctx.workspace.workspace, r, ctx.request_id, 0)
+                               for r in reservations), return_exceptions=True)
+        ctx.extra["reservations"] = []
+
+    async def after(self, ctx: RequestContext) -> None:
+        reservations: list[Reservation] = ctx.extra.pop("reservations", [])
+        if not reservations:
+            return
+        actual = ctx.cost.micros if (ctx.cost is not None and ctx.reached_provider) else 0
+        actual += ctx.extra.get("prior_attempts_micros", 0)
+        # Settled concurrently with the ledger write (the ledger stage awaits everything pending).
+        ctx.extra.setdefault("pending", []).append(asyncio.ensure_future(self._settle_all(ctx, reservations, actual)))
+
+    async def _settle_all(self, ctx: RequestContext, reservations: list[Reservation], actual: int) -> None:
+        client, ws = self.services.dynamo, ctx.workspace.workspace
+        results = await asyncio.gather(*(self.store.settle(client, ws, r, ctx.request_id, actual)
+                                         for r in reservations), return_exceptions=True)
+        follow_ups = []
+        for r, state in zip(reservations, results, strict=True):
+            if isinstance(state, BaseException):
+                # The lease expires and the sweeper releases it; the spend is in the ledger regardless.
+                log.error("budget_settle_failed", extra={"request_id": ctx.request_id, "scope": r.budget.scope})
+                continue
+            b = r.budget
+            for period, cap, spent in (("M#" + r.month, b.monthly_micros, int(state.get("spent", 0))),
+                                       ("D#" + r.day, b.daily_micros, int(state.get(f"ds_{r.day}", 0)))):
+                if cap is None or actual <= 0:
+                    continue
+                for threshold in policy.crossed_thresholds(spent - actual, spent, cap, b.alerts):
+                    follow_ups.append(self.store.record_alert(client, ws, b, period, threshold, spent, cap))
+                flag = "thr_M" if period.startswith("M#") else f"thr_{r.day}"
+                if policy.throttle_reached(spent, cap, b.throttle_at) and not state.get(flag):
+                    follow_ups.append(self.store.mark_throttled(client, ws, b.scope, r.month, flag))
+        if follow_ups:
+            for outcome in await asyncio.gather(*follow_ups, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    log.error("budget_follow_up_failed", extra={"request_id": ctx.request_id,
+                                                                "error": type(outcome).__name__})
+
+
+__all__ = ["DynamoError", "EnforcementStage", "RateLimited"]

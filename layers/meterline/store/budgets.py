@@ -1,0 +1,424 @@
+"""Budgets table: definitions, atomic counters, rate windows, loop counters and alert markers.
+
+Keys (see schema.BUDGETS):
+    pk = <ws>                       sk = "budget#<scope>" | "limit#<subject>" | "policy"   definitions
+    pk = <ws>#budget#<scope>        sk = "M#<yyyy-mm>"        spend counter for a budget and month:
+        committed (= spent + reserved), reserved, spent, requests (micro-dollars / counts),
+        dc_<yyyy-mm-dd> / ds_<yyyy-mm-dd>   the day's committed / spent (daily caps, same item),
+        l_<request id> = {w, exp, day}      one lease per in-flight reservation,
+        thr_<M|yyyy-mm-dd>                  set once the throttle threshold is reached
+    pk = <ws>#budget#<scope>        sk = "T#<epoch minute>"   throttle-stage request window (TTL)
+    pk = <ws>#rl#<subject>          sk = "m#<epoch minute>" | "h#<epoch hour>"   rate windows (TTL):
+        n (requests), tk (tokens), s_<second> (burst)
+    pk = <ws>#loop#<session>        sk = "<fingerprint>#<window>"   agent-loop counter (TTL)
+    pk = "alert"                    sk = "<ws>#<scope>#<period>#<threshold>"   alert outbox:
+        status pending | claimed | sent, claimed_until, spent, cap, created_at
+
+Access patterns:
+    definitions(ws)        Query pk=<ws>                       (cached per workspace with the config)
+    reserve                UpdateItem ADD ..., SET lease, condition committed <= cap - worst (per cap)
+                           - DynamoDB conditions cannot add, so `committed` carries spent + reserved and
+                           the caller passes cap - worst; a missing item is the same as zero, so a
+                           budget's first concurrent requests are bound exactly like the later ones.
+    settle / release       UpdateItem REMOVE lease ADD delta, condition the lease exists (exactly once)
+    sweep                  UpdateItem REMOVE expired leases ADD -amounts, condition they all still exist
+    rate / loop windows    UpdateItem ADD n, condition n < limit
+    alerts                 PutItem (condition: new) | Query pk="alert" | UpdateItem claim (condition)
+
+Every hot-path operation is a single-item conditional write: DynamoDB serializes those per item
+without the conflict errors that transactions on a hot item produce under heavy concurrency.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from meterline.budgets.model import Budget, Enforcement, Policy, RateLimit
+from meterline.config import Settings
+from meterline.store import aws
+from meterline.store.codec import from_item, to_item
+from meterline.store.ddb_http import DynamoError, DynamoHttp
+from meterline.store.schema import BUDGETS
+
+LEASE_PREFIX = "l_"
+ALERT_PK = "alert"
+
+
+def counter_key(workspace: str, scope: str, month: str) -> dict[str, Any]:
+    return {"pk": {"S": f"{workspace}#budget#{scope}"}, "sk": {"S": f"M#{month}"}}
+
+
+def _n(value: int) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def _budget_item(workspace: str, budget: Budget) -> dict[str, Any]:
+    return {"pk": workspace, "sk": f"budget#{budget.scope}", "scope_type": budget.scope_type,
+            "scope_value": budget.scope_value, "monthly_micros": budget.monthly_micros,
+            "daily_micros": budget.daily_micros, "alerts": list(budget.alerts), "throttle_at": budget.throttle_at,
+            "throttle_rpm": budget.throttle_rpm, "on_exhaust": budget.on_exhaust, "clamp": budget.clamp}
+
+
+def _budget_from(item: dict[str, Any]) -> Budget:
+    return Budget(item["scope_type"], item["scope_value"], item.get("monthly_micros"), item.get("daily_micros"),
+                  tuple(item.get("alerts", [])), item.get("throttle_at"), item.get("throttle_rpm"),
+                  item.get("on_exhaust", "reject"), bool(item.get("clamp", False)))
+
+
+@dataclass(frozen=True)
+class Reservation:
+    budget: Budget
+    worst: int
+    month: str
+    day: str
+    state: dict[str, Any]  # the counter item after the reservation
+
+
+@dataclass(frozen=True)
+class Refused:
+    budget: Budget
+    period: str  # "month" | "day"
+    committed: int  # what was committed (spent + reserved) when it was refused
+    cap: int
+
+
+class BudgetStore:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.table = settings.table(BUDGETS)
+
+    @property
+    def _ddb(self) -> Any:
+        return aws.client("dynamodb", self.settings)
+
+    # -- definitions (control plane; boto3) ------------------------------------------------------
+    def put_budget(self, workspace: str, budget: Budget) -> None:
+        budget.validate()
+        self._ddb.put_item(TableName=self.table, Item=to_item(_budget_item(workspace, budget)))
+
+    def delete_budget(self, workspace: str, scope: str) -> None:
+        self._ddb.delete_item(TableName=self.table, Key=to_item({"pk": workspace, "sk": f"budget#{scope}"}))
+
+    def put_limit(self, workspace: str, limit: RateLimit) -> None:
+        self._ddb.put_item(TableName=self.table, Item=to_item({
+            "pk": workspace, "sk": f"limit#{limit.subject}", "subject_type": limit.subject_type,
+            "subject_value": limit.subject_value, "rpm": limit.rpm, "rph": limit.rph, "burst": limit.burst,
+            "tpm": limit.tpm}))
+
+    def put_policy(self, workspace: str, policy: Policy) -> None:
+        self._ddb.put_item(TableName=self.table, Item=to_item({
+            "pk": workspace, "sk": "policy", "policy": json.dumps(policy.__dict__, sort_keys=True)}))
+
+    def definitions(self, workspace: str) -> Enforcement:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": self.table, "KeyConditionExpression": "pk = :ws",
+                                  "ExpressionAttributeValues": {":ws": {"S": workspace}}, "ConsistentRead": True}
+        while True:
+            page = self._ddb.query(**kwargs)
+            items.extend(from_item(i) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        budgets = tuple(_budget_from(i) for i in items if i["sk"].startswith("budget#"))
+        limits = {}
+        for i in items:
+            if i["sk"].startswith("limit#"):
+                limit = RateLimit(i["subject_type"], i["subject_value"], i.get("rpm"), i.get("rph"), i.get("burst"),
+                                  i.get("tpm"))
+                limits[limit.subject] = limit
+        policy_item = next((i for i in items if i["sk"] == "policy"), None)
+        policy = Policy(**json.loads(policy_item["policy"])) if policy_item else Policy()
+        return Enforcement(budgets, limits, policy)
+
+    def counter(self, workspace: str, scope: str, month: str) -> dict[str, Any]:
+        item = self._ddb.get_item(TableName=self.table, Key=counter_key(workspace, scope, month),
+                                  ConsistentRead=True).get("Item")
+        return from_item(item) if item else {}
+
+    # -- reservations (data plane; lean async client) --------------------------------------------
+    async def reserve(self, client: DynamoHttp, workspace: str, budget: Budget, month: str, day: str,
+                      request_id: str, worst: int, lease_s: int, now: float) -> Reservation | Refused:
+        names = {"#lease": LEASE_PREFIX + request_id, "#dc": f"dc_{day}"}
+        values: dict[str, Any] = {
+            ":w": _n(worst), ":one": _n(1),
+            ":lease": {"M": {"w": _n(worst), "exp": _n(int(now) + lease_s), "day": {"S": day}}},
+        }
+        conditions = []
+        if budget.hard:
+            caps = (("month", budget.monthly_micros, "committed"), ("day", budget.daily_micros, "#dc"))
+            for period, cap, attr in caps:
+                if cap is None:
+                    continue
+                if worst > cap:
+                    return Refused(budget, period, 0, cap)
+                values[f":lim_{period}"] = _n(cap - worst)
+                conditions.append(f"(attribute_not_exists({attr}) OR {attr} <= :lim_{period})")
+        request = {
+            "TableName": self.table, "Key": counter_key(workspace, budget.scope, month),
+            "UpdateExpression": "SET #lease = :lease ADD committed :w, reserved :w, #dc :w, requests :one",
+            "ExpressionAttributeNames": names, "ExpressionAttributeValues": values, "ReturnValues": "ALL_NEW",
+        }
+        if conditions:
+            request["ConditionExpression"] = " AND ".join(conditions)
+            request["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        for attempt in (1, 2):
+            try:
+                result = await client.call("UpdateItem", request)
+                return Reservation(budget, worst, month, day, from_item(result.get("Attributes", {})))
+            except DynamoError as exc:
+                if exc.code != "ConditionalCheckFailedException":
+                    raise
+                old = from_item(exc.body.get("Item", {}))
+                # A crashed call's lease may be what blocks us: release expired leases, then retry once.
+                if attempt == 1 and await self._sweep(client, workspace, budget.scope, month, old, now):
+                    continue
+                return self._refusal(budget, old, day, worst)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _refusal(budget: Budget, old: dict[str, Any], day: str, worst: int) -> Refused:
+        monthly = int(old.get("committed", 0))
+        if budget.monthly_micros is not None and monthly + worst > budget.monthly_micros:
+            return Refused(budget, "month", monthly, budget.monthly_micros)
+        return Refused(budget, "day", int(old.get(f"dc_{day}", 0)), budget.daily_micros or 0)
+
+    async def settle(self, client: DynamoHttp, workspace: str, reservation: Reservation, request_id: str,
+                     actual: int) -> dict[str, Any]:
+        """Replace a reservation by the actual cost (0 = release). Exactly once per lease; if the lease
+        was already swept (the call outlived it), the actual spend is still added."""
+        delta = actual - reservation.worst
+        names = {"#lease": LEASE_PREFIX + request_id, "#dc": f"dc_{reservation.day}", "#ds": f"ds_{reservation.day}"}
+        key = counter_key(workspace, reservation.budget.scope, reservation.month)
+        try:
+            result = await client.call("UpdateItem", {
+                "TableName": self.table, "Key": key,
+                "UpdateExpression": "REMOVE #lease ADD committed :delta, reserved :negw, spent :a, #dc :delta, #ds :a",
+                "ConditionExpression": "attribute_exists(#lease)",
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": {":delta": _n(delta), ":negw": _n(-reservation.worst), ":a": _n(actual)},
+                "ReturnValues": "ALL_NEW",
+            })
+        except DynamoError as exc:
+            if exc.code != "ConditionalCheckFailedException":
+                raise
+            names.pop("#lease")
+            result = await client.call("UpdateItem", {
+                "TableName": self.table, "Key": key,
+                "UpdateExpression": "ADD committed :a, spent :a, #dc :a, #ds :a",
+                "ExpressionAttributeNames": names, "ExpressionAttributeValues": {":a": _n(actual)},
+                "ReturnValues": "ALL_NEW",
+            })
+        return from_item(result.get("Attributes", {}))
+
+    async def _sweep(self, client: DynamoHttp, workspace: str, scope: str, month: str, item: dict[str, Any],
+                     now: float) -> bool:
+        expired = {k: v for k, v in item.items() if k.startswith(LEASE_PREFIX) and int(v["exp"]) < now}
+        if not expired:
+            return False
+        await self.release_leases(client, workspace, scope, month, expired)
+        return True
+
+    async def release_leases(self, client: DynamoHttp, workspace: str, scope: str, month: str,
+                             leases: dict[str, dict[str, Any]]) -> None:
+        names, removes, conditions = {}, [], []
+        per_day: dict[str, int] = {}
+        total = 0
+        for i, (attr, lease) in enumerate(leases.items()):
+            names[f"#l{i}"] = attr
+            removes.append(f"#l{i}")
+            conditions.append(f"attribute_exists(#l{i})")
+            total += int(lease["w"])
+            per_day[lease["day"]] = per_day.get(lease["day"], 0) + int(lease["w"])
+        values = {":neg": _n(-total)}
+        adds = ["committed :neg", "reserved :neg"]
+        for j, (day, amount) in enumerate(per_day.items()):
+            names[f"#d{j}"] = f"dc_{day}"
+            values[f":d{j}"] = _n(-amount)
+            adds.append(f"#d{j} :d{j}")
+        try:
+            await client.call("UpdateItem", {
+                "TableName": self.table, "Key": counter_key(workspace, scope, month),
+                "UpdateExpression": f"REMOVE {', '.join(removes)} ADD {', '.join(adds)}",
+                "ConditionExpression": " AND ".join(conditions),
+                "ExpressionAttributeNames": names, "ExpressionAttributeValues": values,
+            })
+        except DynamoError as exc:
+            if exc.code != "ConditionalCheckFailedException":
+                raise  # someone else settled or swept one of them first: nothing to do
+
+    async def mark_throttled(self, client: DynamoHttp, workspace: str, scope: str, month: str, flag: str) -> None:
+        await client.call("UpdateItem", {
+            "TableName": self.table, "Key": counter_key(workspace, scope, month),
+            "UpdateExpression": "SET #f = :t", "ExpressionAttributeNames": {"#f": flag},
+            "ExpressionAttributeValues": {":t": {"BOOL": True}},
+        })
+
+    async def throttle_window(self, client: DynamoHttp, workspace: str, scope: str, rpm: int, now: float) -> bool:
+        """One more request in the budget's throttle-stage minute window, if under `rpm`."""
+        minute = int(now // 60)
+        try:
+            await client.call("UpdateItem", {
+                "TableName": self.table,
+                "Key": {"pk": {"S": f"{workspace}#budget#{scope}"}, "sk": {"S": f"T#{minute}"}},
+                "UpdateExpression": "ADD n :one SET expires_at = :ttl",
+                "ConditionExpression": "attribute_not_exists(n) OR n < :rpm",
+                "ExpressionAttributeValues": {":one": _n(1), ":rpm": _n(rpm), ":ttl": _n((minute + 2) * 60)},
+            })
+            return True
+        except DynamoError as exc:
+            if exc.code != "ConditionalCheckFailedException":
+                raise
+            return False
+
+    # -- rate windows and loop counters ----------------------------------------------------------
+    async def rate_window(self, client: DynamoHttp, workspace: str, limit: RateLimit, tokens: int,
+                          now: float) -> tuple[bool, dict[str, Any]]:
+        """Count one request (and its tokens) in the subject's minute window; (allowed, window state)."""
+        minute = int(now // 60)
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":one": _n(1), ":tk": _n(tokens), ":ttl": _n((minute + 2) * 60)}
+        adds = ["n :one", "tk :tk"]
+        conditions = []
+        if limit.rpm is not None:
+            values[":rpm"] = _n(limit.rpm)
+            conditions.append("(attribute_not_exists(n) OR n < :rpm)")
+        if limit.tpm is not None:
+            if tokens > limit.tpm:
+                return False, {"n": 0, "tk": 0}
+            values[":tpm"] = _n(limit.tpm - tokens)
+            conditions.append("(attribute_not_exists(tk) OR tk <= :tpm)")
+        if limit.burst is not None:
+            names["#s"] = f"s_{int(now) % 60}"
+            values[":burst"] = _n(limit.burst)
+            adds.append("#s :one")
+            conditions.append("(attribute_not_exists(#s) OR #s < :burst)")
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": {"pk": {"S": f"{workspace}#rl#{limit.subject}"}, "sk": {"S": f"m#{minute}"}},
+            "UpdateExpression": f"ADD {', '.join(adds)} SET expires_at = :ttl",
+            "ExpressionAttributeValues": values, "ReturnValues": "ALL_NEW",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if names:
+            request["ExpressionAttributeNames"] = names
+        if conditions:
+            request["ConditionExpression"] = " AND ".join(conditions)
+        allowed, state = await self._counted(client, request)
+        if allowed and limit.rph is not None:
+            hour = int(now // 3600)
+            allowed, hour_state = await self._counted(client, {
+                "TableName": self.table,
+                "Key": {"pk": {"S": f"{workspace}#rl#{limit.subject}"}, "sk": {"S": f"h#{hour}"}},
+                "UpdateExpression": "ADD n :one SET expires_at = :ttl",
+                "ConditionExpression": "attribute_not_exists(n) OR n < :rph",
+                "ExpressionAttributeValues": {":one": _n(1), ":rph": _n(limit.rph), ":ttl": _n((hour + 2) * 3600)},
+                "ReturnValues": "ALL_NEW", "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            })
+            state = {**state, "hour_n": hour_state.get("n", 0), "hour_limited": not allowed}
+        return allowed, state
+
+    async def loop_count(self, client: DynamoHttp, workspace: str, session: str, fingerprint: str,
+                         window_s: int, now: float) -> dict[str, Any]:
+        window = int(now // window_s)
+        result = await client.call("UpdateItem", {
+            "TableName": self.table,
+            "Key": {"pk": {"S": f"{workspace}#loop#{session}"}, "sk": {"S": f"{fingerprint}#{window}"}},
+            "UpdateExpression": "ADD n :one SET expires_at = :ttl",
+            "ExpressionAttributeValues": {":one": _n(1), ":ttl": _n((window + 2) * window_s)},
+            "ReturnValues": "ALL_NEW",
+        })
+        return from_item(result.get("Attributes", {}))
+
+    async def loop_pass(self, client: DynamoHttp, workspace: str, session: str, fingerprint: str, window_s: int,
+                        interval_s: int, now: float) -> bool:
+        """While a session is throttled, let one request through per interval."""
+        window = int(now // window_s)
+        try:
+            await client.call("UpdateItem", {
+                "TableName": self.table,
+                "Key": {"pk": {"S": f"{workspace}#loop#{session}"}, "sk": {"S": f"{fingerprint}#{window}"}},
+                "UpdateExpression": "SET last_pass = :now",
+                "ConditionExpression": "attribute_not_exists(last_pass) OR last_pass <= :since",
+                "ExpressionAttributeValues": {":now": _n(int(now)), ":since": _n(int(now) - interval_s)},
+            })
+            return True
+        except DynamoError as exc:
+            if exc.code != "ConditionalCheckFailedException":
+                raise
+            return False
+
+    @staticmethod
+    async def _counted(client: DynamoHttp, request: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+        try:
+            result = await client.call("UpdateItem", request)
+            return True, from_item(result.get("Attributes", {}))
+        except DynamoError as exc:
+            if exc.code != "ConditionalCheckFailedException":
+                raise
+            return False, from_item(exc.body.get("Item", {}))
+
+    # -- alert outbox ----------------------------------------------------------------------------
+    async def record_alert(self, client: DynamoHttp, workspace: str, budget: Budget, period: str, threshold: int,
+                           spent: int, cap: int) -> None:
+        """Durably note a threshold crossing, once per budget, period and threshold."""
+        try:
+            await client.call("PutItem", {
+                "TableName": self.table,
+                "Item": {"pk": {"S": ALERT_PK}, "sk": {"S": f"{workspace}#{budget.scope}#{period}#{threshold}"},
+                         "workspace": {"S": workspace}, "scope": {"S": budget.scope}, "period": {"S": period},
+                         "threshold": _n(threshold), "spent": _n(spent), "cap": _n(cap),
+                         "status": {"S": "pending"}, "created_at": _n(int(time.time())),
+                         "expires_at": _n(int(time.time()) + 120 * 86400)},
+                "ConditionExpression": "attribute_not_exists(sk)",
+            })
+        except DynamoError as exc:
+            if exc.code != "ConditionalCheckFailedException":
+                raise
+
+    def pending_alerts(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": self.table, "KeyConditionExpression": "pk = :a",
+                                  "FilterExpression": "#s <> :sent", "ExpressionAttributeNames": {"#s": "status"},
+                                  "ExpressionAttributeValues": {":a": {"S": ALERT_PK}, ":sent": {"S": "sent"}},
+                                  "ConsistentRead": True}
+        while True:
+            page = self._ddb.query(**kwargs)
+            out.extend(from_item(i) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def claim_alert(self, sk: str, now: int, claim_s: int = 300) -> bool:
+        """Only one sender (of any number running at once) wins an alert; a crashed claim expires."""
+        try:
+            self._ddb.update_item(
+                TableName=self.table, Key={"pk": {"S": ALERT_PK}, "sk": {"S": sk}},
+                UpdateExpression="SET #s = :claimed, claimed_until = :until",
+                ConditionExpression="#s = :pending OR (#s = :claimed AND claimed_until < :now)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":claimed": {"S": "claimed"}, ":pending": {"S": "pending"},
+                                           ":until": _n(now + claim_s), ":now": _n(now)})
+            return True
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            return False
+
+    def mark_alert_sent(self, sk: str, message_id: str) -> None:
+        self._ddb.update_item(
+            TableName=self.table, Key={"pk": {"S": ALERT_PK}, "sk": {"S": sk}},
+            UpdateExpression="SET #s = :sent, message_id = :m", ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":sent": {"S": "sent"}, ":m": {"S": message_id}})
+
+    def counters_with_leases(self) -> list[dict[str, Any]]:
+        """Counter items holding leases (the scheduled sweeper; a scan of a small table)."""
+        out: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": self.table, "FilterExpression": "reserved > :z",
+                                  "ExpressionAttributeValues": {":z": _n(0)}}
+        while True:
+            page = self._ddb.scan(**kwargs)
+            out.extend(from_item(i) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -1,0 +1,110 @@
+"""OpenAI Responses API in, OpenAI(-compatible) or Azure OpenAI Responses API out.
+
+The body passes through (model without its `provider/` prefix). Usage is the response's `usage`
+(input_tokens includes cached; output_tokens includes reasoning). A stream's usage arrives in the
+terminal event (`response.completed`, `response.incomplete` or `response.failed`), which is held back
+and sent after the ledger record is durable; every other event passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from meterline.errors import redact
+from meterline.providers.base import UpstreamRequest
+from meterline.sse import Event, encode
+from meterline.translators.base import Target, Translated
+from meterline.translators.openai_hosts import endpoint
+from meterline.usage import Usage, from_openai_responses
+
+TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+
+
+def openai_error_text(raw: bytes) -> str:
+    try:
+        payload = json.loads(raw)
+        error = payload["error"]
+        message = error["message"] if isinstance(error, dict) else error
+    except Exception:
+        message = raw[:500].decode("utf-8", errors="replace")
+    return str(message)
+
+
+class ResponsesToOpenAI:
+    def __init__(self, headers: dict[str, str] | None = None) -> None:
+        self._secrets: tuple[str, ...] = ()
+        self._usage: Usage | None = None
+        self._model: str | None = None
+        self._service_tier: str | None = None
+        self._terminal: list[bytes] = []
+        self._deltas = 0
+
+    def build_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        out = dict(body)
+        out["model"] = target.model
+        url, auth = endpoint(target, "responses")
+        stream = bool(out.get("stream"))
+        headers = {"content-type": "application/json", "accept": "text/event-stream" if stream else "application/json",
+                   **auth}
+        self._secrets = (target.api_key,) if target.api_key else ()
+        return UpstreamRequest("POST", url, headers, json.dumps(out, separators=(",", ":")).encode(), stream,
+                               self._secrets)
+
+    def translate_response(self, raw: bytes) -> Translated:
+        payload = json.loads(raw)
+        if not isinstance(payload, dict):
+            raise ValueError("provider response is not a JSON object")
+        return Translated(raw, from_openai_responses(payload.get("usage")), payload.get("model"),
+                          payload.get("service_tier"))
+
+    def error_message(self, raw: bytes) -> str:
+        return redact(openai_error_text(raw), *self._secrets) or "The provider returned an error."
+
+    def stream_event(self, event: Event) -> list[bytes]:
+        kind = event.event
+        if kind is None and event.data and '"type"' in event.data:
+            try:
+                kind = json.loads(event.data).get("type")
+            except ValueError:
+                kind = None
+        if kind == "response.output_text.delta":
+            self._deltas += 1
+        if kind in TERMINAL and event.data:
+            try:
+                response = json.loads(event.data).get("response") or {}
+            except ValueError:
+                response = {}
+            self._usage = from_openai_responses(response.get("usage"))
+            self._model = response.get("model") or self._model
+            self._service_tier = response.get("service_tier") or self._service_tier
+            self._terminal.append(event.raw)
+            return []  # held back: sent after the ledger record is durable
+        return [event.raw]
+
+    @property
+    def stream_usage(self) -> Usage | None:
+        return self._usage
+
+    @property
+    def stream_output_units(self) -> int:
+        return self._deltas
+
+    @property
+    def stream_model(self) -> str | None:
+        return self._model
+
+    @property
+    def stream_service_tier(self) -> str | None:
+        return self._service_tier
+
+    @property
+    def stream_complete(self) -> bool:
+        return bool(self._terminal)
+
+    def stream_final(self) -> list[bytes]:
+        return list(self._terminal)
+
+    def stream_error(self, message: str, code: str) -> bytes:
+        # The OpenAI SDKs raise APIError on an `error` event of a Responses stream.
+        return encode(json.dumps({"type": "error", "code": code, "message": message, "param": None}), "error")
