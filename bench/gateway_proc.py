@@ -10,6 +10,7 @@ import signal
 import sys
 
 import uvicorn
+
 from meterline.config import Settings
 from meterline.gateway.app import create_app
 from meterline.gateway.services import Services

@@ -14,7 +14,8 @@ Failure handling, so that no ledger record is lost or counted twice:
                                  of records that still failed (alarmed in monitoring.py)
 
 Permissions (role of this function only): read the ledger stream; UpdateItem / PutItem /
-ConditionCheckItem on rollups; SendMessage to its dead-letter queue.
+ConditionCheckItem on rollups; SendMessage to its dead-letter queue. Environment: the rollups
+table name only.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
-from meterline.store import schema
 
 from infra_cdk import constants as c
 from infra_cdk.function import Shared, make_function
 from infra_cdk.nag import acknowledge
+from meterline.store import schema
 
 
 class Aggregation(Construct):
@@ -64,6 +65,8 @@ class Aggregation(Construct):
             description="Meterline rollup: ledger stream -> spend counters per scope and period",
             memory_mb=c.ROLLUP_MEMORY_MB,
             timeout_s=c.ROLLUP_TIMEOUT_S,
+            # The stream is delivered by the event source mapping: only the rollups table is named.
+            tables=(schema.ROLLUPS,),
         )
         self.function.add_event_source(
             sources.DynamoEventSource(

@@ -44,18 +44,24 @@ ADMIN_ASSET = FUNCTIONS_DIR / "admin"
 ADMIN_HANDLER = "handler.handler"  # a Mangum handler
 ROLLUP_ASSET = FUNCTIONS_DIR / "rollup"
 ROLLUP_HANDLER = "handler.handler"  # DynamoDB stream batch handler (partial batch responses)
+ALERTS_ASSET = FUNCTIONS_DIR / "alerts"
+ALERTS_HANDLER = "handler.handler"  # scheduled: budget alert e-mails (SES) + expired lease sweep
 
 GATEWAY_TIMEOUT_S = 900  # streamed responses may run long; the app bounds upstream time itself
 ADMIN_MEMORY_MB = 512
 ADMIN_TIMEOUT_S = 60
 ROLLUP_MEMORY_MB = 512
 ROLLUP_TIMEOUT_S = 120
+ALERTS_MEMORY_MB = 512
+ALERTS_TIMEOUT_S = 300  # composing an alert reads up to a month of the workspace's ledger
+ALERTS_SCHEDULE_MINUTES = 5  # EventBridge rule rate(5 minutes)
 LOG_RETENTION_DAYS = 30  # = logs.RetentionDays.ONE_MONTH in function.py (CloudWatch allows fixed values)
 LOG_LEVEL = "INFO"
 
 SERVICE_GATEWAY = "gateway"
 SERVICE_ADMIN = "admin"
 SERVICE_ROLLUP = "rollup"
+SERVICE_ALERTS = "alerts"
 METRICS_NAMESPACE = "Meterline"
 GATEWAY_ALIAS = "live"
 # Encryption context key every vault ciphertext carries (see meterline.store.schema); IAM conditions
@@ -100,6 +106,9 @@ def table_output_key(logical_name: str) -> str:
 # --- Parameters -----------------------------------------------------------------------------------
 PARAM_ALERT_SENDER = "AlertSender"
 PARAM_ALERT_RECIPIENTS = "AlertRecipients"
+# ...and the environment variables functions/alerts/handler.py reads them from.
+ENV_ALERT_SENDER = "METERLINE_ALERT_SENDER"
+ENV_ALERT_RECIPIENTS = "METERLINE_ALERT_RECIPIENTS"
 EMAIL_PATTERN = r"[^@\s,]+@[^@\s,]+\.[^@\s,]+"
 
 # --- Alarm thresholds -----------------------------------------------------------------------------

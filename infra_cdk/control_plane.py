@@ -7,11 +7,16 @@ on this function (the `meterline` CLI signs its requests with SigV4) can call it
 Permissions (role of this function only):
     workspaces, keys (+ by_workspace index)  read and write (Scan on workspaces: listing them)
     rollups, ledger                          GetItem / Query / BatchGetItem (reports)
+    budgets                                  GetItem / Query / PutItem / UpdateItem / DeleteItem
+                                             (budget, limit and policy definitions; the spend
+                                             counters `budgets list` shows). No Scan.
     vault key                                kms:GenerateDataKey + kms:Encrypt, only with encryption
                                              context meterline:purpose=provider-key (the
                                              aws-encryption-sdk KMS keyring calls GenerateDataKey to
                                              encrypt). No kms:Decrypt: the control plane stores
                                              provider keys but can never read one back.
+
+Environment: every table's name (it touches all of them) and the vault key ARN.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from __future__ import annotations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
-from meterline.store import schema
 
 from infra_cdk import constants as c
 from infra_cdk.function import Shared, make_function
+from meterline.store import schema
 
+TABLES = (schema.WORKSPACES, schema.KEYS, schema.LEDGER, schema.ROLLUPS, schema.BUDGETS)
 READ = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"]
 WRITE = [
     "dynamodb:PutItem",
@@ -48,6 +54,8 @@ class ControlPlane(Construct):
             description="Meterline admin API (Mangum, buffered, IAM-authenticated)",
             memory_mb=c.ADMIN_MEMORY_MB,
             timeout_s=c.ADMIN_TIMEOUT_S,
+            tables=TABLES,
+            vault_key=True,
         )
         self.url = self.function.add_function_url(
             auth_type=lambda_.FunctionUrlAuthType.AWS_IAM,
@@ -81,6 +89,19 @@ class ControlPlane(Construct):
                     tables[schema.ROLLUPS.logical_name].table_arn,
                     tables[schema.LEDGER.logical_name].table_arn,
                 ],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ManageBudgets",
+                actions=[
+                    "dynamodb:GetItem",
+                    "dynamodb:Query",
+                    "dynamodb:PutItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:DeleteItem",
+                ],
+                resources=[tables[schema.BUDGETS.logical_name].table_arn],
             )
         )
         fn.add_to_role_policy(

@@ -13,21 +13,35 @@ fully-imported uvicorn instead of booting one. See constants.py for why this wor
 Permissions (role of this function only):
     workspaces, keys (+ by_workspace index)  GetItem / Query / BatchGetItem      (read only)
     ledger                                   PutItem                            (append only)
+    budgets                                  Query / GetItem (definitions), UpdateItem (reservations,
+                                             settle/release, rate and loop windows, inline lease
+                                             sweep), PutItem (alert outbox, conditional on new)
     vault key                                kms:Decrypt, only for ciphertexts whose encryption
                                              context says meterline:purpose=provider-key
-Nothing else: it cannot write the vault, cannot encrypt, cannot read the ledger back.
+    bedrock                                  InvokeModel / InvokeModelWithResponseStream (Converse,
+                                             ConverseStream) on foundation models and this account's
+                                             inference profiles: Bedrock needs no stored key
+Nothing else: it cannot write the vault, cannot encrypt, cannot read the ledger back, cannot Scan
+or delete budget items (the lease sweeper and the alert sender are the alerts function's job).
+The hot path calls DynamoDB through the lean SigV4 client (meterline.store.ddb_http) as well as
+boto3; both sign with this role, so the same IAM actions apply.
+
+Environment: the workspaces, keys, ledger and budgets table names and the vault key ARN.
 """
 
 from __future__ import annotations
 
-from aws_cdk import Stack
+from aws_cdk import Stack, Token
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
-from meterline.store import schema
 
 from infra_cdk import constants as c
 from infra_cdk.function import Shared, make_function
+from infra_cdk.nag import acknowledge
+from meterline.store import schema
+
+TABLES = (schema.WORKSPACES, schema.KEYS, schema.LEDGER, schema.BUDGETS)
 
 
 def lwa_layer_arn(region: str, architecture: str) -> str:
@@ -64,6 +78,8 @@ class DataPlane(Construct):
             description="Meterline gateway: OpenAI/Anthropic-compatible proxy (uvicorn behind LWA, streamed)",
             memory_mb=settings.memory_mb,
             timeout_s=c.GATEWAY_TIMEOUT_S,
+            tables=TABLES,
+            vault_key=True,
             environment=lwa_environment(),
             extra_layers=(web_adapter,),
             snap_start=settings.snapstart,
@@ -91,6 +107,7 @@ class DataPlane(Construct):
         workspaces = tables[schema.WORKSPACES.logical_name]
         keys = tables[schema.KEYS.logical_name]
         ledger = tables[schema.LEDGER.logical_name]
+        budgets = tables[schema.BUDGETS.logical_name]
         key_indexes = [f"{keys.table_arn}/index/{index.name}" for index in schema.KEYS.indexes]
         fn.add_to_role_policy(
             iam.PolicyStatement(
@@ -104,6 +121,40 @@ class DataPlane(Construct):
                 sid="AppendLedger", actions=["dynamodb:PutItem"], resources=[ledger.table_arn]
             )
         )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="EnforceBudgets",
+                actions=["dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"],
+                resources=[budgets.table_arn],
+            )
+        )
+        stack = Stack.of(self)
+        # Cross-region inference profiles (us., eu., global.) route to foundation models in several
+        # regions, so the model ARNs carry a region wildcard; profiles are this account's only.
+        bedrock_resources = [
+            f"arn:{stack.partition}:bedrock:*::foundation-model/*",
+            f"arn:{stack.partition}:bedrock:*:{stack.account}:inference-profile/*",
+        ]
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="InvokeBedrockModels",
+                actions=["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"],
+                resources=bedrock_resources,
+            )
+        )
+        role = fn.role
+        assert role is not None
+        account = "<AWS::AccountId>" if Token.is_unresolved(stack.account) else stack.account
+        partition = "<AWS::Partition>" if Token.is_unresolved(stack.partition) else stack.partition
+        for finding in (f"arn:{partition}:bedrock:*::foundation-model/*",
+                        f"arn:{partition}:bedrock:*:{account}:inference-profile/*"):
+            acknowledge(
+                role,
+                f"AwsSolutions-IAM5[Resource::{finding}]",
+                "Bedrock models are chosen per request by the workspace (bedrock/<model or profile>), and "
+                "cross-region inference profiles invoke foundation models in several regions; the actions "
+                "are limited to model invocation and profiles to this account.",
+            )
         fn.add_to_role_policy(
             iam.PolicyStatement(
                 sid="DecryptProviderKeys",

@@ -2,11 +2,13 @@
 
 Each function gets a dedicated IAM role that starts empty (no managed policy) and receives only
 what its construct grants: writing to its own log group here, table and key access in the
-data/control/aggregation constructs.
+data/control/aggregation/alerts constructs. Likewise its environment names only the tables (and
+the vault key) that construct uses.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +17,14 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
-from meterline.store import schema
 
 from infra_cdk import constants as c
 from infra_cdk.layer import architecture, runtime
 from infra_cdk.nag import acknowledge
 from infra_cdk.settings import DeploySettings
 from infra_cdk.storage import Storage
+from meterline.store import schema
+from meterline.store.schema import TableSpec
 
 
 @dataclass(frozen=True)
@@ -33,10 +36,15 @@ class Shared:
     layers: tuple[lambda_.ILayerVersion, ...]
 
 
-def base_environment(shared: Shared, service: str) -> dict[str, str]:
-    env = shared.storage.table_env()
-    # A key ARN, not a bare id: aws-encryption-sdk's KMS keyring can only decrypt with key ARNs.
-    env[schema.KMS_KEY_ENV_VAR] = shared.storage.vault_key.key_arn
+def base_environment(
+    shared: Shared, service: str, tables: Sequence[TableSpec], vault_key: bool
+) -> dict[str, str]:
+    """Names of the tables the function uses (and only those), the vault key if it uses it, and the
+    Powertools settings every function shares."""
+    env = shared.storage.table_env(tables)
+    if vault_key:
+        # A key ARN, not a bare id: aws-encryption-sdk's KMS keyring can only decrypt with key ARNs.
+        env[schema.KMS_KEY_ENV_VAR] = shared.storage.vault_key.key_arn
     env["POWERTOOLS_SERVICE_NAME"] = service
     env["POWERTOOLS_METRICS_NAMESPACE"] = c.METRICS_NAMESPACE
     env["LOG_LEVEL"] = c.LOG_LEVEL
@@ -55,11 +63,17 @@ def make_function(
     description: str,
     memory_mb: int,
     timeout_s: int,
+    tables: Sequence[TableSpec],
+    vault_key: bool = False,
     environment: dict[str, str] | None = None,
     extra_layers: tuple[lambda_.ILayerVersion, ...] = (),
     snap_start: bool = False,
 ) -> lambda_.Function:
-    """A function over `asset` (a folder under functions/) whose entry point file is `entrypoint`."""
+    """A function over `asset` (a folder under functions/) whose entry point file is `entrypoint`.
+
+    `tables` are the tables whose names the function gets (`METERLINE_TABLE_<NAME>`): those its
+    construct grants access to. `vault_key`: whether it gets the vault key ARN (gateway, admin).
+    """
     if not asset.is_dir():
         raise FileNotFoundError(f"function asset {asset} is missing (it holds the {service} entry point)")
     if not (asset / entrypoint).is_file():
@@ -89,7 +103,7 @@ def make_function(
         )
     )
 
-    env = base_environment(shared, service)
+    env = base_environment(shared, service, tables, vault_key)
     env.update(environment or {})
     fn = lambda_.Function(
         scope,

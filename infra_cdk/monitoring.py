@@ -21,6 +21,8 @@ the dashboard's alarm widget):
     GatewayUpstreamErrorRate  provider errors per request
     RollupDeadLetters         a ledger record could not be aggregated (spend counters are short)
     RollupIteratorAge         aggregation is falling behind the ledger
+    BudgetAlertsErrors        the scheduled alerts function failed in 2 of 3 runs (alert e-mails
+                              and the lease sweep are not happening)
 """
 
 from __future__ import annotations
@@ -65,14 +67,17 @@ class Monitoring(Construct):
         gateway: lambda_.Function,
         admin: lambda_.Function,
         rollup: lambda_.Function,
+        alerts: lambda_.Function,
         dead_letters: sqs.Queue,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.alarms = self._alarms(gateway, rollup, dead_letters)
+        self.alarms = self._alarms(gateway, rollup, alerts, dead_letters)
         self.dashboard = cw.Dashboard(self, "Dashboard", default_interval=Duration.hours(6))
-        self._widgets(gateway, admin, rollup, dead_letters)
+        self._widgets(gateway, admin, rollup, alerts, dead_letters)
 
-    def _alarms(self, gateway: lambda_.Function, rollup: lambda_.Function, dlq: sqs.Queue) -> list[cw.Alarm]:
+    def _alarms(
+        self, gateway: lambda_.Function, rollup: lambda_.Function, alerts: lambda_.Function, dlq: sqs.Queue
+    ) -> list[cw.Alarm]:
         error_rate = cw.MathExpression(
             expression="IF(invocations > 0, 100 * errors / invocations, 0)",
             using_metrics={
@@ -142,10 +147,27 @@ class Monitoring(Construct):
                 comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
                 treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
             ),
+            # One run per five minutes: 2 failed periods of 3 is a broken job, not a blip.
+            alerts.metric_errors(period=FIVE_MINUTES, statistic="Sum").create_alarm(
+                self,
+                "BudgetAlertsErrors",
+                alarm_description="The scheduled budget-alerts function failed in 2 of 3 five-minute "
+                "periods: alert e-mails are not sent and expired reservation leases are not released",
+                threshold=1,
+                evaluation_periods=3,
+                datapoints_to_alarm=2,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ),
         ]
 
     def _widgets(
-        self, gateway: lambda_.Function, admin: lambda_.Function, rollup: lambda_.Function, dlq: sqs.Queue
+        self,
+        gateway: lambda_.Function,
+        admin: lambda_.Function,
+        rollup: lambda_.Function,
+        alerts: lambda_.Function,
+        dlq: sqs.Queue,
     ) -> None:
         def graph(title: str, left: list[cw.IMetric], **kwargs: object) -> cw.GraphWidget:
             return cw.GraphWidget(title=title, left=left, width=8, height=6, **kwargs)  # type: ignore[arg-type]
@@ -216,10 +238,11 @@ class Monitoring(Construct):
         self.dashboard.add_widgets(
             graph("Requests by endpoint", [by_endpoint]),
             graph(
-                "Admin and rollup errors",
+                "Admin, rollup and alerts errors",
                 [
                     admin.metric_errors(period=FIVE_MINUTES, statistic="Sum", label="Admin Errors"),
                     rollup.metric_errors(period=FIVE_MINUTES, statistic="Sum", label="Rollup Errors"),
+                    alerts.metric_errors(period=FIVE_MINUTES, statistic="Sum", label="Alerts Errors"),
                 ],
             ),
             graph(

@@ -5,6 +5,7 @@
     DataPlane     the gateway: uvicorn behind LWA, streaming function URL (public; virtual keys)
     ControlPlane  the admin API: Mangum, buffered function URL (AWS_IAM)
     Aggregation   ledger stream -> rollups, with a dead-letter queue
+    BudgetAlerts  every 5 minutes: budget alert e-mails (SES) and the expired-lease sweep
     Monitoring    dashboard + alarms
 
 Outputs are what the `meterline` CLI reads with `describe-stacks` (keys in constants.py).
@@ -19,6 +20,7 @@ from constructs import Construct
 
 from infra_cdk import constants as c
 from infra_cdk.aggregation import Aggregation
+from infra_cdk.alerts import BudgetAlerts
 from infra_cdk.control_plane import ControlPlane
 from infra_cdk.data_plane import DataPlane
 from infra_cdk.function import Shared
@@ -41,8 +43,8 @@ class MeterlineStack(Stack):
                 "Do not deploy this synth.",
             )
 
-        # Parameters for budget alert e-mails (SES). Used by the alerting function of a later
-        # issue; for now only echoed as outputs. Empty = alerts off.
+        # Parameters for budget alert e-mails (SES), passed to the BudgetAlerts function and echoed
+        # as outputs. Empty sender = no e-mail is sent (the lease sweep still runs).
         self.alert_sender = CfnParameter(
             self,
             c.PARAM_ALERT_SENDER,
@@ -74,12 +76,20 @@ class MeterlineStack(Stack):
         self.data_plane = DataPlane(self, "DataPlane", shared=shared)
         self.control_plane = ControlPlane(self, "ControlPlane", shared=shared)
         self.aggregation = Aggregation(self, "Aggregation", shared=shared)
+        self.budget_alerts = BudgetAlerts(
+            self,
+            "BudgetAlerts",
+            shared=shared,
+            sender=self.alert_sender.value_as_string,
+            recipients=self.alert_recipients.value_as_string,
+        )
         self.monitoring = Monitoring(
             self,
             "Monitoring",
             gateway=self.data_plane.function,
             admin=self.control_plane.function,
             rollup=self.aggregation.function,
+            alerts=self.budget_alerts.function,
             dead_letters=self.aggregation.dead_letters,
         )
         self._outputs()

@@ -12,10 +12,13 @@ context `meterline:purpose=provider-key`); rotation is on.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_kms as kms
 from constructs import Construct
+
 from meterline.store import schema
 from meterline.store.schema import KeyAttr, TableSpec
 
@@ -85,6 +88,11 @@ class Storage(Construct):
             )
         return table
 
-    def table_env(self) -> dict[str, str]:
-        """Environment for the functions: `METERLINE_TABLE_<NAME>` = physical table name."""
-        return {spec.env_var: self.tables[name].table_name for name, spec in self.specs.items()}
+    def table_env(self, specs: Iterable[TableSpec]) -> dict[str, str]:
+        """Environment naming the given tables: `METERLINE_TABLE_<NAME>` = physical table name.
+
+        A function only gets the tables it is granted access to: the application falls back to a
+        default name (`meterline-<name>`) for a missing variable, so a table a role cannot reach
+        should not be named to it either.
+        """
+        return {spec.env_var: self.tables[spec.logical_name].table_name for spec in specs}

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
+
 from meterline.config import Settings
 from meterline.devenv import EmbeddedAws, provision, start_moto
 from meterline.gateway.app import create_app
@@ -21,7 +22,6 @@ from meterline.store.schema import LEDGER
 from meterline.store.workspaces import ProviderEntry, WorkspaceStore
 from meterline.vault import Vault
 from meterline.vkeys import generate, hash_key
-
 from tests.fakes.openai_server import FakeOpenAI, build_app
 from tests.servers import ServerThread
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mangum import Mangum
+
 from meterline.admin.app import create_admin_app
 from meterline.logs import configure
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +24,26 @@ FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "meterline-dev", "AWS_SECRET_ACCESS_KEY
 @dataclass
 class EmbeddedAws:
     server: Any
+    thread: threading.Thread
     endpoint: str
 
     def stop(self) -> None:
-        self.server.stop()
+        self.server.shutdown()
+        self.thread.join(timeout=10)
+
+
+class _Atomic:
+    """Applies one AWS request at a time. moto's threaded server otherwise runs concurrent writes to
+    one DynamoDB item interleaved (a conditional update can race, or crash on a dict mutated under
+    iteration); real DynamoDB serializes writes per item, and the budget invariants rely on that."""
+
+    def __init__(self, app: Any):
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        with self.lock:
+            return list(self.app(environ, start_response))
 
 
 def start_moto(host: str = "127.0.0.1", port: int = 0) -> EmbeddedAws:
@@ -34,14 +51,16 @@ def start_moto(host: str = "127.0.0.1", port: int = 0) -> EmbeddedAws:
         os.environ.setdefault(name, value)
     import logging
 
-    from moto.server import ThreadedMotoServer
+    from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per AWS call is noise
-
-    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
-    server.start()
-    bound_host, bound_port = server.get_host_and_port()
-    return EmbeddedAws(server, f"http://{bound_host}:{bound_port}")
+    app = _Atomic(DomainDispatcherApplication(create_backend_app))
+    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, name="meterline-embedded-aws", daemon=True)
+    thread.start()
+    bound_host, bound_port = server.server_address[:2]
+    return EmbeddedAws(server, thread, f"http://{bound_host}:{bound_port}")
 
 
 def provision(endpoint: str, region: str = "us-east-1", prefix: str = "meterline") -> Settings:

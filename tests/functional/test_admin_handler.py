@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from meterline.store.keys import KeyStore
 from meterline.vkeys import hash_key
 

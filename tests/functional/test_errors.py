@@ -10,8 +10,8 @@ import time
 import httpx
 import openai
 import pytest
-from meterline.store.keys import KeyStore
 
+from meterline.store.keys import KeyStore
 from tests.conftest import PROVIDER_SECRET, ledger_items, make_tenant, wait_for_ledger
 
 MESSAGES = [{"role": "user", "content": "hi"}]

@@ -6,10 +6,10 @@ import importlib.util
 from pathlib import Path
 
 import openai
+
 from meterline.rollup import StreamPoller
 from meterline.store import aws
 from meterline.store.rollups import RollupStore
-
 from tests.conftest import wait_for_ledger
 from tests.oracle import openai_cost_micros
 

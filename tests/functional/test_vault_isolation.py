@@ -7,9 +7,9 @@ import logging
 
 import openai
 import pytest
+
 from meterline.store.workspaces import ProviderEntry, WorkspaceStore
 from meterline.vault import Vault, VaultError
-
 from tests.conftest import PROVIDER_SECRET, ledger_items, make_tenant, wait_for_ledger
 
 MESSAGES = [{"role": "user", "content": "hi"}]

@@ -1,4 +1,6 @@
-"""The three functions: runtime, entry points, URLs, streaming, SnapStart, layers, the stream mapping."""
+"""The four functions: runtime, entry points, URLs, streaming, SnapStart, layers, the stream mapping.
+
+The alerts function's schedule and permissions are in test_cdk_alerts.py."""
 
 from __future__ import annotations
 
@@ -87,7 +89,7 @@ def test_x86_without_snapstart_in_a_pinned_region(synth_x86):
     assert "Qualifier" not in url["Properties"]
     for layer in synth_x86.of_type("AWS::Lambda::LayerVersion").values():
         assert layer["Properties"]["CompatibleArchitectures"] == ["x86_64"]
-    for service in ("admin", "rollup"):  # one dependency layer: every function on its architecture
+    for service in ("admin", "rollup", "alerts"):  # one dependency layer: every function on its arch
         assert synth_x86.function(service)[1]["Properties"]["Architectures"] == ["x86_64"]
 
 
@@ -141,7 +143,7 @@ def test_rollup_consumes_the_ledger_stream_safely(synth):
 # --- all functions --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("service", ["gateway", "admin", "rollup"])
+@pytest.mark.parametrize("service", ["gateway", "admin", "rollup", "alerts"])
 def test_powertools_environment_and_logs(synth, service):
     _, fn = synth.function(service)
     env = _env(fn)
@@ -153,8 +155,8 @@ def test_powertools_environment_and_logs(synth, service):
 
 
 def test_each_function_has_its_own_role(synth):
-    roles = {synth.role_of(service) for service in ("gateway", "admin", "rollup")}
-    assert len(roles) == 3
+    roles = {synth.role_of(service) for service in ("gateway", "admin", "rollup", "alerts")}
+    assert len(roles) == 4
     for role_id in roles:
         role = synth.resources[role_id]["Properties"]
         assert "ManagedPolicyArns" not in role
@@ -197,9 +199,12 @@ def test_gateway_entrypoint_contract():
     assert "PORT" in text and "/opt/python" in text
 
 
-@pytest.mark.parametrize("asset", [c.ADMIN_ASSET, c.ROLLUP_ASSET])
-def test_python_entrypoints_define_handler(asset):
-    module, attr = c.ADMIN_HANDLER.split(".") if asset == c.ADMIN_ASSET else c.ROLLUP_HANDLER.split(".")
+@pytest.mark.parametrize(
+    ("asset", "handler"),
+    [(c.ADMIN_ASSET, c.ADMIN_HANDLER), (c.ROLLUP_ASSET, c.ROLLUP_HANDLER), (c.ALERTS_ASSET, c.ALERTS_HANDLER)],
+)
+def test_python_entrypoints_define_handler(asset, handler):
+    module, attr = handler.split(".")
     assert attr in _top_level_names(asset / f"{module}.py")
 
 

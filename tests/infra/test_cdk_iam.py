@@ -56,14 +56,17 @@ def actions_on(synth, service: str, resource: Any) -> set[str]:
     return {a for a, r, _ in grants(synth, service) if r == resource}
 
 
+SERVICES = ("gateway", "admin", "rollup", "alerts")
+
+
 def test_no_role_has_a_wildcard_action(synth):
-    for service in ("gateway", "admin", "rollup"):
+    for service in SERVICES:
         for action, _, _ in grants(synth, service):
             assert "*" not in action, (service, action)
 
 
 def test_only_liststreams_uses_a_star_resource(synth):
-    for service in ("gateway", "admin", "rollup"):
+    for service in SERVICES:
         starred = {a for a, r, _ in grants(synth, service) if r == "*"}
         assert starred <= {"dynamodb:ListStreams"}, (service, starred)
     assert ("dynamodb:ListStreams", "*", None) in grants(synth, "rollup")
@@ -82,6 +85,18 @@ def test_gateway_reads_workspaces_and_keys(synth):
 def test_gateway_only_appends_to_the_ledger(synth):
     assert actions_on(synth, "gateway", table_arn(synth, "ledger")) == {"dynamodb:PutItem"}
     assert actions_on(synth, "gateway", table_arn(synth, "rollups")) == set()
+
+
+def test_gateway_enforces_budgets_without_scan_or_delete(synth):
+    # Query/GetItem: definitions; UpdateItem: reservations, windows, inline sweep; PutItem: outbox.
+    assert actions_on(synth, "gateway", table_arn(synth, "budgets")) == {
+        "dynamodb:Query",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:PutItem",
+    }
+    everything = {a for a, _, _ in grants(synth, "gateway")}
+    assert not everything & {"dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
 
 
 def test_gateway_cannot_write_the_vault_or_keys(synth):
@@ -123,6 +138,16 @@ def test_admin_only_reads_reports(synth):
         }, name
 
 
+def test_admin_manages_budget_definitions(synth):
+    assert actions_on(synth, "admin", table_arn(synth, "budgets")) == {
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+    }
+
+
 def test_admin_encrypts_but_never_decrypts(synth):
     kms = {(a, str(r), str(cond)) for a, r, cond in grants(synth, "admin") if a.startswith("kms:")}
     expected = {
@@ -144,7 +169,7 @@ def test_rollup_reads_the_stream_and_writes_rollups_only(synth):
         "dynamodb:PutItem",
         "dynamodb:ConditionCheckItem",
     }
-    for name in ("workspaces", "keys", "ledger"):
+    for name in ("workspaces", "keys", "ledger", "budgets"):
         assert actions_on(synth, "rollup", table_arn(synth, name)) == set(), name
     assert not [a for a, _, _ in grants(synth, "rollup") if a.startswith("kms:")]
 
@@ -154,7 +179,48 @@ def test_rollup_can_dead_letter(synth):
     assert "sqs:SendMessage" in actions_on(synth, "rollup", {"Fn::GetAtt": [dlq_id, "Arn"]})
 
 
-@pytest.mark.parametrize("service", ["gateway", "admin", "rollup"])
+# --- budget alerts --------------------------------------------------------------------------------
+
+
+def test_alerts_reads_outbox_and_sweeps_leases(synth):
+    assert actions_on(synth, "alerts", table_arn(synth, "budgets")) == {
+        "dynamodb:Query",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:Scan",
+    }
+    for name in ("workspaces", "ledger"):
+        assert actions_on(synth, "alerts", table_arn(synth, name)) == {"dynamodb:Query"}, name
+    for name in ("keys", "rollups"):
+        assert actions_on(synth, "alerts", table_arn(synth, name)) == set(), name
+    assert not [a for a, _, _ in grants(synth, "alerts") if a.startswith("kms:")]
+
+
+def test_alerts_sends_email_only_from_the_sender(synth):
+    ses = [(a, cond) for a, _, cond in grants(synth, "alerts") if a.startswith("ses:")]
+    assert ses == [("ses:SendEmail", {"StringEquals": {"ses:FromAddress": {"Ref": "AlertSender"}}})]
+    for service in ("gateway", "admin", "rollup"):
+        assert not [a for a, _, _ in grants(synth, service) if a.startswith("ses:")], service
+
+
+# --- all functions --------------------------------------------------------------------------------
+
+
+def test_table_names_only_where_granted(synth):
+    """A function's environment names exactly the tables its role can use (table-level grants)."""
+    for service in SERVICES:
+        _, fn = synth.function(service)
+        env = fn["Properties"]["Environment"]["Variables"]
+        named = {spec.logical_name for spec in schema.ALL_TABLES if spec.env_var in env}
+        granted = {
+            spec.logical_name
+            for spec in schema.ALL_TABLES
+            if actions_on(synth, service, table_arn(synth, spec.logical_name))
+        }
+        assert named == granted, service
+
+
+@pytest.mark.parametrize("service", SERVICES)
 def test_logs_only_to_own_group(synth, service):
     _, fn = synth.function(service)
     group_id = fn["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
@@ -163,3 +229,11 @@ def test_logs_only_to_own_group(synth, service):
         [(a, {"Fn::GetAtt": [group_id, "Arn"]}) for a in ("logs:CreateLogStream", "logs:PutLogEvents")],
         key=str,
     )
+
+
+
+def test_gateway_may_invoke_bedrock_models_and_nothing_else_of_bedrock(synth):
+    bedrock = {a for a, _, _ in grants(synth, "gateway") if a.startswith("bedrock:")}
+    assert bedrock == {"bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"}
+    for service in ("admin", "rollup", "alerts"):
+        assert not [a for a, _, _ in grants(synth, service) if a.startswith("bedrock:")], service

@@ -8,9 +8,8 @@ import pytest
 
 pytest.importorskip("aws_cdk", reason="aws-cdk-lib is not installed (pip install -e '.[cdk]')")
 
-from meterline.store import schema
-
 from infra_cdk import constants as c
+from meterline.store import schema
 
 
 def test_outputs_let_a_cli_find_everything(synth):
@@ -90,6 +89,8 @@ def test_every_resource_is_cost_tagged(synth):
         "AWS::SQS::Queue",
         "AWS::KMS::Key",
         "AWS::IAM::Role",
+        "AWS::Events::Rule",
+        "AWS::CloudWatch::Alarm",
     )
     for cfn_type in taggable:
         for lid, resource in synth.of_type(cfn_type).items():

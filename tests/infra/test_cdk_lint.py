@@ -52,6 +52,13 @@ def test_no_unacknowledged_cdk_nag_findings(synth):
     assert synth.synth_error is None, synth.synth_error
 
 
+def test_pinned_environment_synth_is_nag_clean_too(synth_x86):
+    # Acknowledgments naming an ARN (the SES identities) must follow literal account/region values.
+    violations = _nag_violations(synth_x86.validation_report)
+    assert not violations, "\n".join(violations)
+    assert synth_x86.synth_error is None, synth_x86.synth_error
+
+
 def test_cfn_lint(synth):
     from cfnlint.api import ManualArgs, lint_file
 

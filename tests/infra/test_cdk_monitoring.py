@@ -107,3 +107,16 @@ def test_pipeline_alarms(synth):
     rollup_id, _ = synth.function("rollup")
     lag = _alarm(synth, {"IteratorAge"})
     assert lag["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": rollup_id}}]
+
+
+def test_alerts_errors_are_alarmed_and_graphed(dashboard, synth):
+    alerts_id, _ = synth.function("alerts")
+    rows = _named(_metric_rows(dashboard), "AWS/Lambda")
+    assert any(row[1] == "Errors" and row[2:4] == ["FunctionName", f"<Ref:{alerts_id}>"] for row in rows)
+    alarms = [
+        a["Properties"]
+        for a in synth.of_type("AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("Dimensions") == [{"Name": "FunctionName", "Value": {"Ref": alerts_id}}]
+    ]
+    assert len(alarms) == 1 and alarms[0]["MetricName"] == "Errors"
+    assert alarms[0]["EvaluationPeriods"] == 3 and alarms[0]["DatapointsToAlarm"] == 2

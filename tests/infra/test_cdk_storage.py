@@ -86,12 +86,36 @@ def test_vault_key(synth):
     assert alias["Properties"]["TargetKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
 
 
-def test_every_function_gets_table_names_and_key(synth):
+# Tables each function is given the name of (and may use): see test_cdk_iam for the grants.
+FUNCTION_TABLES = {
+    "gateway": {"workspaces", "keys", "ledger", "budgets"},
+    "admin": {"workspaces", "keys", "ledger", "rollups", "budgets"},
+    "rollup": {"rollups"},
+    "alerts": {"budgets", "workspaces", "ledger"},
+}
+KEY_USERS = {"gateway", "admin"}
+
+
+@pytest.mark.parametrize("service", sorted(FUNCTION_TABLES))
+def test_functions_get_the_table_names_they_use(synth, service):
+    _, fn = synth.function(service)
+    env = fn["Properties"]["Environment"]["Variables"]
+    for name in FUNCTION_TABLES[service]:
+        assert env[SPECS[name].env_var] == {"Ref": synth.table_id(name)}, (service, name)
+    table_vars = {k for k in env if k.startswith("METERLINE_TABLE_")}
+    assert table_vars == {SPECS[name].env_var for name in FUNCTION_TABLES[service]}
+
+
+def test_every_table_is_used_by_some_function():
+    assert set().union(*FUNCTION_TABLES.values()) == set(SPECS)
+
+
+@pytest.mark.parametrize("service", sorted(FUNCTION_TABLES))
+def test_only_key_users_get_the_vault_key(synth, service):
     key_id, _ = synth.one("AWS::KMS::Key")
-    for service in ("gateway", "admin", "rollup"):
-        _, fn = synth.function(service)
-        env = fn["Properties"]["Environment"]["Variables"]
-        for name, spec in SPECS.items():
-            assert env[spec.env_var] == {"Ref": synth.table_id(name)}, (service, spec.env_var)
+    env = synth.function(service)[1]["Properties"]["Environment"]["Variables"]
+    if service in KEY_USERS:
         # A key ARN: the encryption SDK's KMS keyring decrypts only with key ARNs.
         assert env[schema.KMS_KEY_ENV_VAR] == {"Fn::GetAtt": [key_id, "Arn"]}
+    else:
+        assert schema.KMS_KEY_ENV_VAR not in env

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+
 from meterline.config import Settings
 from meterline.store.keys import KeyRecord, KeyStore
 from meterline.store.workspaces import Alias, ProviderEntry, WorkspaceStore
 from meterline.vault import Vault
 from meterline.vkeys import generate, hash_key
-
 from tests.fakes import anthropic_server, bedrock_server, gemini_server, openai_more
 from tests.servers import ServerThread
 

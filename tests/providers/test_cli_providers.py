@@ -6,6 +6,7 @@ import io
 import sys
 
 import pytest
+
 from meterline.cli import target
 from meterline.cli.main import main
 from meterline.store.workspaces import WorkspaceStore

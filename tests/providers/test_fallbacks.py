@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import openai
 import pytest
+
 from meterline.gateway.pipeline import Pipeline
 from meterline.store.workspaces import Alias
-
 from tests.conftest import wait_for_ledger
 from tests.oracle import anthropic_cost_micros, openai_cost_micros
 from tests.providers.conftest import make_world

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from meterline.attribution import from_headers
 from meterline.errors import InvalidRequestError, redact
 from meterline.sse import SSEParser

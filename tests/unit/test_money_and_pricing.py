@@ -9,6 +9,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
+
 from meterline.money import MoneyFormatError, micros_to_usd, round_scaled, usd_to_micros
 from meterline.pricing.catalog import Catalog, CatalogError, default_catalog
 from meterline.pricing.cost import cost_of, price_request

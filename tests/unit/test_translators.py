@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from meterline.errors import InvalidRequestError
 from meterline.eventstream import EventStreamDecoder
 from meterline.sse import SSEParser
@@ -18,7 +19,6 @@ from meterline.translators.openai_gemini import OpenAIChatToGemini, gemini_url
 from meterline.translators.openai_hosts import endpoint
 from meterline.translators.responses_openai import ResponsesToOpenAI
 from meterline.usage import Usage
-
 from tests.fakes.bedrock_server import event as bedrock_event
 from tests.fakes.bedrock_server import exception as bedrock_exception
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from meterline.usage import (
     Usage,
     from_anthropic,

@@ -249,6 +249,9 @@ class Pipeline:
         return ran
 
     async def unwind(self, ctx: RequestContext, ran: list[Stage]) -> None:
+        # meter -> settle -> ledger: usage and cost are final (estimated if the call was cut) before
+        # any `after` runs, so a budget settles exactly what the ledger records.
+        meter(ctx)
         for stage in reversed(ran):
             try:
                 await stage.after(ctx)
