@@ -26,6 +26,7 @@ def main() -> None:
             "workspace_misses": services.workspace_cache.misses,
             "workspace_refreshes": services.workspace_cache.refreshes,
             "kms_decrypts": services.secrets.kms_decrypts, "ledger_writes": services.calls.after_upstream,
+            "dynamo_calls": services.dynamo.calls, "enforcement_misses": services.enforcement_cache.misses,
         }
         with open(stats_path, "w") as f:
             json.dump(stats, f)

@@ -84,6 +84,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--budgets", action="store_true",
+                        help="3 budgets (workspace, member, feature) and a key rate limit active")
     args = parser.parse_args()
 
     from meterline.devenv import FAKE_CREDENTIALS, provision
@@ -94,7 +96,7 @@ def main() -> None:
     procs: list[subprocess.Popen] = []
     try:
         moto_port, up_port = free_port(), free_port()
-        procs.append(subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+        procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench/aws_proc.py"), str(moto_port)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench/upstream.py"), str(up_port)]))
         endpoint = f"http://127.0.0.1:{moto_port}"
@@ -109,10 +111,23 @@ def main() -> None:
         WorkspaceStore(settings).put_provider("demo", ProviderEntry(
             "openai", "openai", upstream, Vault(settings).encrypt("sk-bench-key", "demo", "openai"), "openai"))
 
-        mode = "stream" if args.stream else "non-stream"
+        from meterline.budgets.model import Budget, RateLimit
+        from meterline.store.budgets import BudgetStore
+
+        budgets = BudgetStore(settings)
+        # Every key has a 100 RPM floor by default; the benchmark sets its key's limit explicitly (one
+        # rate-window write per request either way).
+        budgets.put_limit("demo", RateLimit("key", demo["key_id"], rpm=10**6, tpm=10**9))
+        if args.budgets:
+            for budget in (Budget("workspace", "demo", monthly_micros=10**12),
+                           Budget("member", "demo-user", monthly_micros=10**12, daily_micros=10**11),
+                           Budget("feature", "bench", monthly_micros=10**12, throttle_at=95, throttle_rpm=10**6)):
+                budgets.put_budget("demo", budget)
+        mode = ("stream" if args.stream else "non-stream") + (", 3 budgets + key rate limit" if args.budgets else "")
         print(f"Meterline overhead ({mode}, {args.requests} requests per row, 2-core machine, loopback)\n")
         print(f"{'transport':9} {'conc':>4} | {'direct p50':>10} {'p99':>7} | {'gateway p50':>11} {'p99':>7} | "
-              f"{'added p50':>9} {'p99':>7} | {'CPU/req':>8} | AWS/req before  after  background")
+              f"{'added p50':>9} {'p99':>7} | {'CPU/req':>8} | AWS/req before  after  background"
+              "   enforcement writes/req (concurrent: 1 round trip before, settles beside the ledger write)")
         for transport in ("aiohttp", "httpx"):
             gw_port = free_port()
             stats_file = Path(tempfile.mkdtemp()) / "stats.json"
@@ -136,19 +151,24 @@ def main() -> None:
                 after_stats = json.loads(stats_file.read_text())
                 delta = {k: after_stats[k] - before_stats[k] for k in after_stats}
                 n = args.requests
-                before = (delta["key_misses"] + delta["workspace_misses"] + delta["kms_decrypts"]) / n
+                before = (delta["key_misses"] + delta["workspace_misses"] + delta["kms_decrypts"]
+                          + delta["enforcement_misses"]) / n
+                # Budget reservations and rate windows: concurrent single-item writes (one round trip).
+                enforce = (delta["dynamo_calls"] - delta["ledger_writes"]) / n
                 background = (delta["key_refreshes"] + delta["workspace_refreshes"]) / n
                 after = delta["ledger_writes"] / n
                 d50, d99 = statistics.median(direct), pct(direct, 0.99)
                 g50, g99 = statistics.median(through), pct(through, 0.99)
                 print(f"{transport:9} {concurrency:>4} | {d50:8.2f}ms {d99:5.2f}ms | {g50:9.2f}ms {g99:5.2f}ms | "
                       f"{g50 - d50:7.2f}ms {g99 - d99:5.2f}ms | {(cpu1 - cpu0) / n * 1000:6.2f}ms | "
-                      f"        {before:6.3f} {after:6.3f} {background:8.3f}")
+                      f"        {before:6.3f} {after:6.3f} {background:8.3f}   {enforce:5.2f}")
             gw.terminate()
             gw.wait(timeout=10)
         print("\nAWS calls/request: 'before' = store/KMS round trips a request waited for before its first upstream "
               "byte (0 when warm); 'after' = the ledger write after the last upstream byte; 'background' = "
-              "refresh-ahead cache reloads off the request path. Rollups cost no request-path call (ledger stream).")
+              "refresh-ahead cache reloads off the request path. Rollups cost no request-path call (ledger stream). "
+              "Enforcement writes: budget reservations + rate windows sent concurrently before the upstream "
+              "(one round trip), settlements sent concurrently with the ledger write after it.")
     finally:
         for proc in procs:
             proc.terminate()

@@ -120,6 +120,7 @@ def test_overlapping_budgets_all_hold(gateway, settings, small_usage):
         assert int(counter.get("reserved", 0)) == 0, scope
     for record in records:
         if record["outcome"] == "rejected":
+            assert record.get("error_code") == "budget_exceeded", record
             assert record["budget_committed"] + record["worst_case_micros"] > record["budget_cap"]
     assert sum(r.status_code == 200 for r in responses) == len(ok) <= 40_000 // 525
 
@@ -328,3 +329,38 @@ def test_alert_emails_exactly_once_per_threshold_under_repeated_and_concurrent_r
     assert "Top contributors" in body and "by member: alice" in body and "Projection" in body
     assert sent[0].destinations["ToAddresses"] == ["finance@example.com"]
     assert sweep_expired_leases(settings) == 0
+
+
+def test_retried_reserve_and_settle_apply_once(settings):
+    """The lean client retries a write whose response was lost; the write may already have applied."""
+    from datetime import UTC, datetime
+
+    from meterline.store.budgets import Reservation
+    from meterline.store.ddb_http import DynamoHttp
+
+    store = BudgetStore(settings)
+    budget = Budget("workspace", "ws_retry", monthly_micros=10_000)
+    month, day = datetime.now(UTC).strftime("%Y-%m"), datetime.now(UTC).strftime("%Y-%m-%d")
+
+    async def run() -> None:
+        client = DynamoHttp(settings)
+        now = time.time()
+        first = await store.reserve(client, "ws_retry", budget, month, day, "req_a", 700, 900, now)
+        again = await store.reserve(client, "ws_retry", budget, month, day, "req_a", 700, 900, now)  # the retry
+        assert isinstance(first, Reservation) and isinstance(again, Reservation)
+        assert int(store.counter("ws_retry", budget.scope, month)["reserved"]) == 700
+        await store.settle(client, "ws_retry", first, "req_a", 400)
+        await store.settle(client, "ws_retry", first, "req_a", 400)  # the retry
+        counter = store.counter("ws_retry", budget.scope, month)
+        assert (int(counter["spent"]), int(counter["reserved"]), int(counter["committed"])) == (400, 0, 400)
+        # A call that outlived its lease (swept meanwhile) still adds what it spent, once.
+        late = await store.reserve(client, "ws_retry", budget, month, day, "req_b", 500, 1, now - 10)
+        assert await store.reserve(client, "ws_retry", budget, month, day, "req_c", 9_500, 900, now) is not None
+        counter = store.counter("ws_retry", budget.scope, month)
+        assert "l_req_b" not in counter  # the expired lease was swept to make room for req_c
+        await store.settle(client, "ws_retry", late, "req_b", 300, now=now)
+        counter = store.counter("ws_retry", budget.scope, month)
+        assert int(counter["spent"]) == 700 and int(counter["reserved"]) == 9_500
+        await client.aclose()
+
+    asyncio.run(run())

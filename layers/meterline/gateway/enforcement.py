@@ -174,8 +174,8 @@ class EnforcementStage(BaseStage):
         return max_output
 
     def _unavailable(self, ctx: RequestContext, enforcement: Enforcement | None, exc: BaseException) -> Decision | None:
-        log.warning("enforcement_store_unavailable", extra={"request_id": ctx.request_id,
-                                                           "error": type(exc).__name__})
+        log.warning("enforcement_store_unavailable: %s: %s", type(exc).__name__, str(exc)[:200],
+                    extra={"request_id": ctx.request_id})
         if enforcement is not None and enforcement.policy.fail_open:
             ctx.extra["ledger_extra"] = {"enforcement": "unchecked"}
             return None

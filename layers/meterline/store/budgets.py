@@ -75,6 +75,7 @@ class Reservation:
     month: str
     day: str
     state: dict[str, Any]  # the counter item after the reservation
+    lease_expires: int = 0
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,8 @@ class BudgetStore:
             ":w": _n(worst), ":one": _n(1),
             ":lease": {"M": {"w": _n(worst), "exp": _n(int(now) + lease_s), "day": {"S": day}}},
         }
-        conditions = []
+        # Idempotent under the client's retries: a retry of an applied reservation finds its own lease.
+        conditions = ["attribute_not_exists(#lease)"]
         if budget.hard:
             caps = (("month", budget.monthly_micros, "committed"), ("day", budget.daily_micros, "#dc"))
             for period, cap, attr in caps:
@@ -156,22 +158,23 @@ class BudgetStore:
                     return Refused(budget, period, 0, cap)
                 values[f":lim_{period}"] = _n(cap - worst)
                 conditions.append(f"(attribute_not_exists({attr}) OR {attr} <= :lim_{period})")
+        expires = int(now) + lease_s
         request = {
             "TableName": self.table, "Key": counter_key(workspace, budget.scope, month),
             "UpdateExpression": "SET #lease = :lease ADD committed :w, reserved :w, #dc :w, requests :one",
+            "ConditionExpression": " AND ".join(conditions), "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             "ExpressionAttributeNames": names, "ExpressionAttributeValues": values, "ReturnValues": "ALL_NEW",
         }
-        if conditions:
-            request["ConditionExpression"] = " AND ".join(conditions)
-            request["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
         for attempt in (1, 2):
             try:
                 result = await client.call("UpdateItem", request)
-                return Reservation(budget, worst, month, day, from_item(result.get("Attributes", {})))
+                return Reservation(budget, worst, month, day, from_item(result.get("Attributes", {})), expires)
             except DynamoError as exc:
                 if exc.code != "ConditionalCheckFailedException":
                     raise
                 old = from_item(exc.body.get("Item", {}))
+                if LEASE_PREFIX + request_id in old:
+                    return Reservation(budget, worst, month, day, old, expires)  # our retry: already applied
                 # A crashed call's lease may be what blocks us: release expired leases, then retry once.
                 if attempt == 1 and await self._sweep(client, workspace, budget.scope, month, old, now):
                     continue
@@ -186,9 +189,11 @@ class BudgetStore:
         return Refused(budget, "day", int(old.get(f"dc_{day}", 0)), budget.daily_micros or 0)
 
     async def settle(self, client: DynamoHttp, workspace: str, reservation: Reservation, request_id: str,
-                     actual: int) -> dict[str, Any]:
-        """Replace a reservation by the actual cost (0 = release). Exactly once per lease; if the lease
-        was already swept (the call outlived it), the actual spend is still added."""
+                     actual: int, now: float | None = None) -> dict[str, Any]:
+        """Replace a reservation by the actual cost (0 = release), exactly once per lease. A missing
+        lease means either our own retried settle already applied (while the lease is still valid)
+        or the sweeper released it after it expired (the call outlived its lease): only then is the
+        actual spend added on its own."""
         delta = actual - reservation.worst
         names = {"#lease": LEASE_PREFIX + request_id, "#dc": f"dc_{reservation.day}", "#ds": f"ds_{reservation.day}"}
         key = counter_key(workspace, reservation.budget.scope, reservation.month)
@@ -199,11 +204,13 @@ class BudgetStore:
                 "ConditionExpression": "attribute_exists(#lease)",
                 "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": {":delta": _n(delta), ":negw": _n(-reservation.worst), ":a": _n(actual)},
-                "ReturnValues": "ALL_NEW",
+                "ReturnValues": "ALL_NEW", "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             })
         except DynamoError as exc:
             if exc.code != "ConditionalCheckFailedException":
                 raise
+            if (now if now is not None else time.time()) < reservation.lease_expires:
+                return from_item(exc.body.get("Item", {}))  # our own settle, retried: already applied
             names.pop("#lease")
             result = await client.call("UpdateItem", {
                 "TableName": self.table, "Key": key,

@@ -74,8 +74,10 @@ class DynamoHttp:
         self.host = httpx.URL(self.url).netloc.decode()
         self.max_attempts = max_attempts
         self._credentials: Any = None
-        timeout = httpx.Timeout(connect=2.0, read=5.0, write=5.0, pool=2.0)
-        limits = httpx.Limits(max_connections=128, max_keepalive_connections=64, keepalive_expiry=60)
+        # A short TCP connect timeout, but a long wait for a pooled connection: under a burst, queueing
+        # for a connection is not a store failure (and must not fail a budget check closed).
+        timeout = httpx.Timeout(connect=2.0, read=5.0, write=5.0, pool=30.0)
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=128, keepalive_expiry=60)
         if settings.upstream_transport == "aiohttp":
             # Same measured choice as the upstream client: ~30 % less CPU per call than httpx's default.
             from httpx_aiohttp import AiohttpTransport
