@@ -46,6 +46,13 @@ class _Atomic:
             return list(self.app(environ, start_response))
 
 
+def embedded_app() -> Any:
+    """moto's WSGI app, applying one request at a time (see _Atomic)."""
+    from moto.server import DomainDispatcherApplication, create_backend_app
+
+    return _Atomic(DomainDispatcherApplication(create_backend_app))
+
+
 def start_moto(host: str = "127.0.0.1", port: int = 0) -> EmbeddedAws:
     for name, value in FAKE_CREDENTIALS.items():
         os.environ.setdefault(name, value)
@@ -55,13 +62,8 @@ def start_moto(host: str = "127.0.0.1", port: int = 0) -> EmbeddedAws:
     from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per AWS call is noise
-    class KeepAliveHandler(MotoRequestHandler):
-        # moto's handler speaks HTTP/1.0 (a new TCP connection per AWS call); AWS endpoints keep
-        # connections alive, and so does the embedded one, so local figures are not inflated.
-        protocol_version = "HTTP/1.1"
-
     app = _Atomic(DomainDispatcherApplication(create_backend_app))
-    server = make_server(host, port, app, threaded=True, request_handler=KeepAliveHandler)
+    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
     thread = threading.Thread(target=server.serve_forever, name="meterline-embedded-aws", daemon=True)
     thread.start()
     bound_host, bound_port = server.server_address[:2]

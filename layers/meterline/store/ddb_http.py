@@ -3,8 +3,9 @@
 botocore spends ~1 ms of CPU per call (request serialization, event hooks, signing, response
 parsing: measured in bench/overhead.py) and is synchronous, so each call also costs a thread hop.
 The gateway's hot path makes one DynamoDB call per request, so it speaks DynamoDB's JSON protocol
-directly: SigV4 signing with hmac/hashlib (checked against botocore's signer in the tests), one
-pooled HTTP/1.1 connection set, retries with jittered backoff on throttling and 5xx.
+directly: SigV4 signing with hmac/hashlib (checked against botocore's signer in the tests), a
+minimal pooled HTTP/1.1 client (store/http1.py), retries with jittered backoff on throttling, 5xx
+and transport errors (every request-path write is idempotent, so a retry is safe).
 Credentials come from botocore's provider chain, resolved once and refreshed by botocore when
 they are temporary. Everything off the hot path keeps using boto3.
 """
@@ -19,9 +20,8 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-
 from meterline.config import Settings
+from meterline.store.http1 import Http1Pool, HttpError
 
 SERVICE = "dynamodb"
 RETRYABLE = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
@@ -71,21 +71,10 @@ class DynamoHttp:
     def __init__(self, settings: Settings, max_attempts: int = 4):
         self.settings = settings
         self.url = settings.aws_endpoint or f"https://dynamodb.{settings.region}.amazonaws.com"
-        self.host = httpx.URL(self.url).netloc.decode()
         self.max_attempts = max_attempts
         self._credentials: Any = None
-        # A short TCP connect timeout, but a long wait for a pooled connection: under a burst, queueing
-        # for a connection is not a store failure (and must not fail a budget check closed).
-        timeout = httpx.Timeout(connect=2.0, read=5.0, write=5.0, pool=30.0)
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=128, keepalive_expiry=60)
-        if settings.upstream_transport == "aiohttp":
-            # Same measured choice as the upstream client: ~30 % less CPU per call than httpx's default.
-            from httpx_aiohttp import AiohttpTransport
-
-            self._client = httpx.AsyncClient(transport=AiohttpTransport(limits=limits), timeout=timeout,
-                                             trust_env=False)
-        else:
-            self._client = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+        self._pool = Http1Pool(self.url, max_idle=128)
+        self.host = self._pool.authority
         self.calls = 0
 
     def _creds(self) -> Any:
@@ -106,22 +95,26 @@ class DynamoHttp:
             headers = sign(method="POST", host=self.host, path="/", headers=base, body=body,
                            region=self.settings.region, access_key=creds.access_key, secret_key=creds.secret_key,
                            session_token=creds.token, now=datetime.now(UTC))
+            headers.update(base)
             self.calls += 1
             try:
-                response = await self._client.post(self.url + "/", content=body, headers=headers)
-            except httpx.TransportError as exc:
+                response = await self._pool.post("/", headers, body)
+            except HttpError as exc:
                 if attempt == self.max_attempts:
-                    raise DynamoError("TransportError", str(exc) or type(exc).__name__, 0) from exc
+                    raise DynamoError("TransportError", str(exc), 0) from exc
             else:
-                if response.status_code == 200:
-                    return response.json() if response.content else {}
-                error = response.json() if response.content else {}
+                if response.status == 200:
+                    return json.loads(response.body) if response.body else {}
+                try:
+                    error = json.loads(response.body) if response.body else {}
+                except ValueError:
+                    error = {}
                 code = str(error.get("__type", "Unknown")).rsplit("#", 1)[-1]
-                if (code not in RETRYABLE and response.status_code < 500) or attempt == self.max_attempts:
-                    raise DynamoError(code, error.get("message") or error.get("Message") or "", response.status_code,
+                if (code not in RETRYABLE and response.status < 500) or attempt == self.max_attempts:
+                    raise DynamoError(code, error.get("message") or error.get("Message") or "", response.status,
                                       error)
             await asyncio.sleep(random.uniform(0, 0.025 * 2 ** attempt))  # full jitter
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._pool.aclose()
