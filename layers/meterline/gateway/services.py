@@ -32,11 +32,10 @@ class WorkspaceView:
 
 @dataclass
 class AwsCallCounter:
-    """Counts store calls on the request path (the benchmark reports them per request)."""
+    """Ledger writes after the last upstream byte (the benchmark reports them per request; the calls
+    before the upstream are the caches' `misses`, background ones their `refreshes`)."""
 
-    before_upstream: int = 0
     after_upstream: int = 0
-    background: int = 0
 
 
 @dataclass

@@ -39,7 +39,7 @@ from typing import Any
 from meterline.budgets.model import Budget, Enforcement, Policy, RateLimit
 from meterline.config import Settings
 from meterline.store import aws
-from meterline.store.codec import from_item, to_item
+from meterline.store.codec import from_item, paginate, to_item
 from meterline.store.ddb_http import DynamoError, DynamoHttp
 from meterline.store.schema import BUDGETS
 
@@ -114,15 +114,9 @@ class BudgetStore:
             "pk": workspace, "sk": "policy", "policy": json.dumps(policy.__dict__, sort_keys=True)}))
 
     def definitions(self, workspace: str) -> Enforcement:
-        items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"TableName": self.table, "KeyConditionExpression": "pk = :ws",
                                   "ExpressionAttributeValues": {":ws": {"S": workspace}}, "ConsistentRead": True}
-        while True:
-            page = self._ddb.query(**kwargs)
-            items.extend(from_item(i) for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = list(paginate(self._ddb.query, **kwargs))
         budgets = tuple(_budget_from(i) for i in items if i["sk"].startswith("budget#"))
         limits = {}
         for i in items:
@@ -386,17 +380,11 @@ class BudgetStore:
                 raise
 
     def pending_alerts(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"TableName": self.table, "KeyConditionExpression": "pk = :a",
                                   "FilterExpression": "#s <> :sent", "ExpressionAttributeNames": {"#s": "status"},
                                   "ExpressionAttributeValues": {":a": {"S": ALERT_PK}, ":sent": {"S": "sent"}},
                                   "ConsistentRead": True}
-        while True:
-            page = self._ddb.query(**kwargs)
-            out.extend(from_item(i) for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return out
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return list(paginate(self._ddb.query, **kwargs))
 
     def claim_alert(self, sk: str, now: int, claim_s: int = 300) -> bool:
         """Only one sender (of any number running at once) wins an alert; a crashed claim expires."""
@@ -420,12 +408,6 @@ class BudgetStore:
 
     def counters_with_leases(self) -> list[dict[str, Any]]:
         """Counter items holding leases (the scheduled sweeper; a scan of a small table)."""
-        out: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"TableName": self.table, "FilterExpression": "reserved > :z",
                                   "ExpressionAttributeValues": {":z": _n(0)}}
-        while True:
-            page = self._ddb.scan(**kwargs)
-            out.extend(from_item(i) for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return out
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return list(paginate(self._ddb.scan, **kwargs))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -50,3 +51,14 @@ def from_attr(attr: dict[str, Any]) -> Any:
 
 def from_item(item: dict[str, Any]) -> dict[str, Any]:
     return {k: from_attr(v) for k, v in item.items()}
+
+
+def paginate(call: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    """Every item of a Query or Scan (`call` is the boto3 client method), page after page, decoded."""
+    while True:
+        page = call(**kwargs)
+        for item in page.get("Items", []):
+            yield from_item(item)
+        if "LastEvaluatedKey" not in page:
+            return
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

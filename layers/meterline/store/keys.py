@@ -19,7 +19,7 @@ from typing import Any
 
 from meterline.config import Settings
 from meterline.store import aws
-from meterline.store.codec import from_item, to_item
+from meterline.store.codec import from_item, paginate, to_item
 from meterline.store.schema import KEYS
 
 
@@ -87,19 +87,13 @@ class KeyStore:
         )
 
     def list(self, workspace: str) -> list[KeyRecord]:
-        out: list[KeyRecord] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": "by_workspace",
             "KeyConditionExpression": "workspace = :ws",
             "ExpressionAttributeValues": {":ws": {"S": workspace}},
         }
-        while True:
-            page = self._ddb.query(**kwargs)
-            out.extend(_record(from_item(i)) for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return out
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [_record(item) for item in paginate(self._ddb.query, **kwargs)]
 
     def revoke(self, workspace: str, key_id: str) -> KeyRecord:
         page = self._ddb.query(

@@ -21,7 +21,7 @@ from typing import Any
 
 from meterline.config import Settings
 from meterline.store import aws
-from meterline.store.codec import from_item, to_item
+from meterline.store.codec import paginate, to_item
 from meterline.store.ddb_http import DynamoError, DynamoHttp
 from meterline.store.schema import LEDGER
 
@@ -66,10 +66,4 @@ class LedgerStore:
             "KeyConditionExpression": "pk = :pk",
             "ExpressionAttributeValues": {":pk": {"S": f"{workspace}#{day}"}},
         }
-        while True:
-            page = self._ddb.query(**kwargs)
-            for item in page.get("Items", []):
-                yield from_item(item)
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        yield from paginate(self._ddb.query, **kwargs)

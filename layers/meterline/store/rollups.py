@@ -19,7 +19,7 @@ from typing import Any
 
 from meterline.config import Settings
 from meterline.store import aws
-from meterline.store.codec import from_item
+from meterline.store.codec import paginate
 from meterline.store.schema import ROLLUPS
 
 ROLLUP_DIMENSIONS = ("key", "member", "department", "agent", "feature", "customer", "provider", "model")
@@ -100,18 +100,13 @@ class RollupStore:
 
     def by_dimension(self, workspace: str, period: str, dimension: str) -> list[dict[str, Any]]:
         """period: "D#yyyy-mm-dd" or "M#yyyy-mm"."""
-        out: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
             "ExpressionAttributeValues": {":pk": {"S": f"{workspace}#{period}"}, ":p": {"S": f"{dimension}#"}},
         }
-        while True:
-            page = self._ddb.query(**kwargs)
-            for item in page.get("Items", []):
-                row = from_item(item)
-                row["value"] = row["sk"].split("#", 1)[1]
-                out.append(row)
-            if "LastEvaluatedKey" not in page:
-                return out
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        out = []
+        for row in paginate(self._ddb.query, **kwargs):
+            row["value"] = row["sk"].split("#", 1)[1]
+            out.append(row)
+        return out

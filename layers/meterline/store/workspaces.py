@@ -24,7 +24,7 @@ from typing import Any
 
 from meterline.config import Settings
 from meterline.store import aws
-from meterline.store.codec import from_item, to_item
+from meterline.store.codec import paginate, to_item
 from meterline.store.schema import WORKSPACES
 
 SETTINGS_SK = "settings"
@@ -87,19 +87,13 @@ class WorkspaceStore:
         return aws.client("dynamodb", self.settings)
 
     def load(self, workspace: str) -> WorkspaceConfig | None:
-        items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "pk = :ws",
             "ExpressionAttributeValues": {":ws": {"S": workspace}},
             "ConsistentRead": True,
         }
-        while True:
-            page = self._ddb.query(**kwargs)
-            items.extend(from_item(i) for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = list(paginate(self._ddb.query, **kwargs))
         settings = next((i for i in items if i["sk"] == SETTINGS_SK), None)
         if settings is None:
             return None
@@ -192,15 +186,9 @@ class WorkspaceStore:
             **key, "fallbacks": list(fallbacks), "updated_at": int(time.time())}))
 
     def list_workspaces(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "FilterExpression": "sk = :s",
             "ExpressionAttributeValues": {":s": {"S": SETTINGS_SK}},
         }
-        while True:
-            page = self._ddb.scan(**kwargs)
-            out.extend(from_item(i) for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return out
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return list(paginate(self._ddb.scan, **kwargs))

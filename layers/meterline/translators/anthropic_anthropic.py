@@ -16,7 +16,7 @@ from typing import Any
 from meterline.errors import redact
 from meterline.providers.base import UpstreamRequest
 from meterline.sse import Event, encode
-from meterline.translators.base import Target, Translated
+from meterline.translators.base import StreamTally, Target, Translated
 from meterline.usage import Usage, estimate_tokens, from_anthropic, merge_anthropic_stream
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -42,7 +42,7 @@ def error_text(raw: bytes) -> str:
     return str(message)
 
 
-class AnthropicToAnthropic:
+class AnthropicToAnthropic(StreamTally):
     def __init__(self, headers: dict[str, str] | None = None, *, path: str = "messages") -> None:
         self._headers = headers or {}
         self._path = path  # "messages" or "messages/count_tokens"
@@ -51,7 +51,7 @@ class AnthropicToAnthropic:
         self._delta_usage: dict[str, Any] | None = None
         self._model: str | None = None
         self._done = False
-        self._deltas = 0
+        self._output_units = 0
 
     def build_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         out = dict(body)
@@ -101,7 +101,7 @@ class AnthropicToAnthropic:
             return []  # held back: sent after the ledger record is durable
         if kind == "content_block_delta" and event.data:
             # ~ one token per 4 characters of streamed text: the estimate if usage never arrives.
-            self._deltas += max(1, estimate_tokens(len(event.data) - 60))
+            self._output_units += max(1, estimate_tokens(len(event.data) - 60))
         return [event.raw]
 
     @property
@@ -109,21 +109,9 @@ class AnthropicToAnthropic:
         return merge_anthropic_stream(self._start_usage, self._delta_usage)
 
     @property
-    def stream_output_units(self) -> int:
-        return self._deltas
-
-    @property
-    def stream_model(self) -> str | None:
-        return self._model
-
-    @property
     def stream_service_tier(self) -> str | None:
         usage = self._delta_usage or self._start_usage or {}
         return usage.get("service_tier")
-
-    @property
-    def stream_complete(self) -> bool:
-        return self._done
 
     def stream_final(self) -> list[bytes]:
         return [_MESSAGE_STOP]

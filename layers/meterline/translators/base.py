@@ -78,3 +78,39 @@ class Translator(Protocol):
     def stream_final(self) -> list[bytes]: ...
 
     def stream_error(self, message: str, code: str) -> bytes: ...
+
+
+class StreamTally:
+    """Stream bookkeeping shared by every translator: what the proxy reads once a stream ends.
+
+    Translators set `_usage` (the provider's, when it arrived), `_output_units` (content deltas seen,
+    the estimate's basis if usage never comes), `_model`, `_service_tier` and `_done` (the provider's
+    own end-of-stream event arrived) as events pass, and override a property only where the provider
+    needs more (Anthropic merges message_start with the last message_delta).
+    """
+
+    _usage: Usage | None = None
+    _output_units: int = 0
+    _model: str | None = None
+    _service_tier: str | None = None
+    _done: bool = False
+
+    @property
+    def stream_usage(self) -> Usage | None:
+        return self._usage
+
+    @property
+    def stream_output_units(self) -> int:
+        return self._output_units
+
+    @property
+    def stream_model(self) -> str | None:
+        return self._model
+
+    @property
+    def stream_service_tier(self) -> str | None:
+        return self._service_tier
+
+    @property
+    def stream_complete(self) -> bool:
+        return self._done

@@ -24,7 +24,7 @@ from meterline.providers.base import UpstreamRequest
 from meterline.sse import Event
 from meterline.translators import openai_format as oa
 from meterline.translators.anthropic_anthropic import anthropic_url, error_text
-from meterline.translators.base import Target, Translated
+from meterline.translators.base import StreamTally, Target, Translated
 from meterline.usage import Usage, from_anthropic, merge_anthropic_stream
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -117,7 +117,7 @@ def to_messages_request(body: dict[str, Any], target: Target) -> dict[str, Any]:
     return out
 
 
-class OpenAIChatToAnthropic:
+class OpenAIChatToAnthropic(StreamTally):
     def __init__(self, headers: dict[str, str] | None = None) -> None:
         self._headers = headers or {}
         self._secrets: tuple[str, ...] = ()
@@ -130,7 +130,7 @@ class OpenAIChatToAnthropic:
         self._tool_index: dict[int, int] = {}  # anthropic block index -> openai tool_calls index
         self._finish: str | None = None
         self._done = False
-        self._deltas = 0
+        self._output_units = 0
 
     def build_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         out = to_messages_request(body, target)
@@ -187,20 +187,20 @@ class OpenAIChatToAnthropic:
             block = data.get("content_block") or {}
             if block.get("type") == "tool_use":
                 index = self._tool_index[data.get("index", 0)] = len(self._tool_index)
-                self._deltas += 1
+                self._output_units += 1
                 return [writer.delta({"tool_calls": [oa.tool_call(block.get("id", ""), block.get("name", ""), "",
                                                                   index)]})]
             if block.get("type") == "text" and block.get("text"):
-                self._deltas += 1
+                self._output_units += 1
                 return [writer.delta({"content": block["text"]})]
             return []
         if kind == "content_block_delta":
             delta = data.get("delta") or {}
             if delta.get("type") == "text_delta":
-                self._deltas += 1
+                self._output_units += 1
                 return [writer.delta({"content": delta.get("text", "")})]
             if delta.get("type") == "input_json_delta" and data.get("index") in self._tool_index:
-                self._deltas += 1
+                self._output_units += 1
                 index = self._tool_index[data["index"]]
                 return [writer.delta({"tool_calls": [{"index": index,
                                                       "function": {"arguments": delta.get("partial_json", "")}}]})]
@@ -226,21 +226,9 @@ class OpenAIChatToAnthropic:
         return merge_anthropic_stream(self._start_usage, self._delta_usage)
 
     @property
-    def stream_output_units(self) -> int:
-        return self._deltas
-
-    @property
-    def stream_model(self) -> str | None:
-        return self._model
-
-    @property
     def stream_service_tier(self) -> str | None:
         usage = self._delta_usage or self._start_usage or {}
         return usage.get("service_tier")
-
-    @property
-    def stream_complete(self) -> bool:
-        return self._done
 
     def stream_final(self) -> list[bytes]:
         out = []

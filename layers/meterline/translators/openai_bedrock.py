@@ -23,7 +23,7 @@ from meterline.errors import redact
 from meterline.providers.base import UpstreamRequest
 from meterline.sse import Event
 from meterline.translators import openai_format as oa
-from meterline.translators.base import AWS_EVENTSTREAM, Target, Translated
+from meterline.translators.base import AWS_EVENTSTREAM, StreamTally, Target, Translated
 from meterline.usage import Usage, from_bedrock
 
 FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
@@ -121,7 +121,7 @@ def to_converse_request(body: dict[str, Any], target: Target) -> dict[str, Any]:
     return out
 
 
-class OpenAIChatToBedrock:
+class OpenAIChatToBedrock(StreamTally):
     stream_framing = AWS_EVENTSTREAM
 
     def __init__(self, headers: dict[str, str] | None = None) -> None:
@@ -132,7 +132,7 @@ class OpenAIChatToBedrock:
         self._tool_index: dict[int, int] = {}
         self._stopped = False
         self._finish: str | None = None
-        self._deltas = 0
+        self._output_units = 0
 
     def build_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         out = to_converse_request(body, target)
@@ -195,16 +195,16 @@ class OpenAIChatToBedrock:
             use = (data.get("start") or {}).get("toolUse")
             if use:
                 index = self._tool_index[data.get("contentBlockIndex", 0)] = len(self._tool_index)
-                self._deltas += 1
+                self._output_units += 1
                 return [*first, writer.delta({"tool_calls": [oa.tool_call(use.get("toolUseId", ""),
                                                                           use.get("name", ""), "", index)]})]
         elif kind == "contentBlockDelta":
             delta = data.get("delta") or {}
             if delta.get("text"):
-                self._deltas += 1
+                self._output_units += 1
                 return [*first, writer.delta({"content": delta["text"]})]
             if "toolUse" in delta and data.get("contentBlockIndex") in self._tool_index:
-                self._deltas += 1
+                self._output_units += 1
                 index = self._tool_index[data["contentBlockIndex"]]
                 return [*first, writer.delta({"tool_calls": [{"index": index, "function": {
                     "arguments": (delta.get("toolUse") or {}).get("input", "")}}]})]
@@ -215,22 +215,6 @@ class OpenAIChatToBedrock:
         elif kind == "metadata":
             self._usage = from_bedrock(data.get("usage"))
         return first
-
-    @property
-    def stream_usage(self) -> Usage | None:
-        return self._usage
-
-    @property
-    def stream_output_units(self) -> int:
-        return self._deltas
-
-    @property
-    def stream_model(self) -> str | None:
-        return None
-
-    @property
-    def stream_service_tier(self) -> str | None:
-        return None
 
     @property
     def stream_complete(self) -> bool:

@@ -25,7 +25,7 @@ from meterline.errors import redact
 from meterline.providers.base import UpstreamRequest
 from meterline.sse import Event
 from meterline.translators import openai_format as oa
-from meterline.translators.base import Target, Translated
+from meterline.translators.base import StreamTally, Target, Translated
 from meterline.usage import Usage, from_gemini
 
 FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
@@ -144,7 +144,7 @@ def to_gemini_request(body: dict[str, Any], target: Target) -> dict[str, Any]:
     return out
 
 
-class OpenAIChatToGemini:
+class OpenAIChatToGemini(StreamTally):
     def __init__(self, headers: dict[str, str] | None = None) -> None:
         self._secrets: tuple[str, ...] = ()
         self._client_wants_usage = False
@@ -154,7 +154,7 @@ class OpenAIChatToGemini:
         self._model: str | None = None
         self._tools = 0
         self._finished = False
-        self._deltas = 0
+        self._output_units = 0
 
     def build_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         out = to_gemini_request(body, target)
@@ -235,11 +235,11 @@ class OpenAIChatToGemini:
             if part.get("thought"):
                 continue
             if part.get("text"):
-                self._deltas += 1
+                self._output_units += 1
                 out.append(self._writer.delta({"content": part["text"]}))
             elif "functionCall" in part:
                 call = part["functionCall"]
-                self._deltas += 1
+                self._output_units += 1
                 out.append(self._writer.delta({"tool_calls": [oa.tool_call(
                     call.get("id") or f"call_{self._tools}", call.get("name", ""),
                     json.dumps(call.get("args") or {}, separators=(",", ":")), self._tools)]}))
@@ -252,18 +252,6 @@ class OpenAIChatToGemini:
     @property
     def stream_usage(self) -> Usage | None:
         return self._usage if self._finished else None
-
-    @property
-    def stream_output_units(self) -> int:
-        return self._deltas
-
-    @property
-    def stream_model(self) -> str | None:
-        return self._model
-
-    @property
-    def stream_service_tier(self) -> str | None:
-        return None
 
     @property
     def stream_complete(self) -> bool:

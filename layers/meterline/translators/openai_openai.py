@@ -18,7 +18,7 @@ from typing import Any
 from meterline.errors import redact
 from meterline.providers.base import UpstreamRequest
 from meterline.sse import Event, encode
-from meterline.translators.base import Target, Translated
+from meterline.translators.base import StreamTally, Target, Translated
 from meterline.translators.openai_hosts import endpoint
 from meterline.usage import Usage, from_openai_chat
 
@@ -31,11 +31,11 @@ def _carries_tokens(data: str) -> bool:
     return not any(mark in data for mark in _EMPTY_DELTAS)
 
 
-class OpenAIChatToOpenAI:
+class OpenAIChatToOpenAI(StreamTally):
     def __init__(self) -> None:
         self._client_wants_usage = False
         self._usage: Usage | None = None
-        self._content_chunks = 0
+        self._output_units = 0  # ~one token per content chunk: the estimate when usage never came
         self._model: str | None = None
         self._service_tier: str | None = None
         self._done = False
@@ -94,7 +94,7 @@ class OpenAIChatToOpenAI:
             self._done = True
             return []  # held back: the gateway emits it after the ledger record is durable
         if _USAGE_MARK not in data or '"usage":null' in data:
-            self._content_chunks += _carries_tokens(data)
+            self._output_units += _carries_tokens(data)
             return [event.raw]
         try:
             chunk = json.loads(data)
@@ -102,36 +102,15 @@ class OpenAIChatToOpenAI:
             return [event.raw]
         usage = from_openai_chat(chunk.get("usage")) if isinstance(chunk, dict) else None
         if usage is None:
-            self._content_chunks += _carries_tokens(data)
+            self._output_units += _carries_tokens(data)
             return [event.raw]
         self._usage = usage
         self._model = chunk.get("model") or self._model
         self._service_tier = chunk.get("service_tier") or self._service_tier
         if chunk.get("choices"):
-            self._content_chunks += _carries_tokens(data)
+            self._output_units += _carries_tokens(data)
             return [event.raw]
         return [event.raw] if self._client_wants_usage else []
-
-    @property
-    def stream_usage(self) -> Usage | None:
-        return self._usage
-
-    @property
-    def stream_output_units(self) -> int:
-        # OpenAI streams about one token per content chunk: the estimate when usage never came.
-        return self._content_chunks
-
-    @property
-    def stream_model(self) -> str | None:
-        return self._model
-
-    @property
-    def stream_service_tier(self) -> str | None:
-        return self._service_tier
-
-    @property
-    def stream_complete(self) -> bool:
-        return self._done
 
     def stream_final(self) -> list[bytes]:
         return [b"data: [DONE]\n\n"]

@@ -14,7 +14,7 @@ from typing import Any
 from meterline.errors import redact
 from meterline.providers.base import UpstreamRequest
 from meterline.sse import Event, encode
-from meterline.translators.base import Target, Translated
+from meterline.translators.base import StreamTally, Target, Translated
 from meterline.translators.openai_hosts import endpoint
 from meterline.usage import Usage, from_openai_responses
 
@@ -31,14 +31,14 @@ def openai_error_text(raw: bytes) -> str:
     return str(message)
 
 
-class ResponsesToOpenAI:
+class ResponsesToOpenAI(StreamTally):
     def __init__(self, headers: dict[str, str] | None = None) -> None:
         self._secrets: tuple[str, ...] = ()
         self._usage: Usage | None = None
         self._model: str | None = None
         self._service_tier: str | None = None
         self._terminal: list[bytes] = []
-        self._deltas = 0
+        self._output_units = 0
 
     def build_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         out = dict(body)
@@ -69,7 +69,7 @@ class ResponsesToOpenAI:
             except ValueError:
                 kind = None
         if kind == "response.output_text.delta":
-            self._deltas += 1
+            self._output_units += 1
         if kind in TERMINAL and event.data:
             try:
                 response = json.loads(event.data).get("response") or {}
@@ -81,22 +81,6 @@ class ResponsesToOpenAI:
             self._terminal.append(event.raw)
             return []  # held back: sent after the ledger record is durable
         return [event.raw]
-
-    @property
-    def stream_usage(self) -> Usage | None:
-        return self._usage
-
-    @property
-    def stream_output_units(self) -> int:
-        return self._deltas
-
-    @property
-    def stream_model(self) -> str | None:
-        return self._model
-
-    @property
-    def stream_service_tier(self) -> str | None:
-        return self._service_tier
 
     @property
     def stream_complete(self) -> bool:
