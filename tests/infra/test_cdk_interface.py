@@ -95,3 +95,13 @@ def test_every_resource_is_cost_tagged(synth):
     for cfn_type in taggable:
         for lid, resource in synth.of_type(cfn_type).items():
             assert {"Key": key, "Value": value} in resource["Properties"].get("Tags", []), lid
+
+
+def test_outputs_carry_what_the_cli_reads_with_stack(synth):
+    from infra_cdk.constants import OUT_KMS_KEY_ARN, table_output_key
+    from meterline.store.schema import ALL_TABLES
+
+    outputs = synth.template["Outputs"]
+    for spec in ALL_TABLES:
+        assert table_output_key(spec.logical_name) in outputs
+    assert OUT_KMS_KEY_ARN in outputs

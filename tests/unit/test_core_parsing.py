@@ -59,3 +59,15 @@ def test_redact_removes_the_secret_and_key_shaped_strings():
     text = "bad key sk-live-ABCDEF0123456789 and Bearer abc.def.ghi123 and mine"
     out = redact(text, "mine")
     assert "sk-live" not in out and "abc.def" not in out and "mine" not in out
+
+
+def test_periods_roll_over_in_the_workspace_time_zone():
+    from datetime import UTC, datetime
+
+    from meterline.gateway.metering import periods
+
+    # 2026-11-30 23:30 UTC is already December 1st in Paris, still November 30th in New York.
+    ts = int(datetime(2026, 11, 30, 23, 30, tzinfo=UTC).timestamp() * 1000)
+    assert periods(ts, "UTC") == ("2026-11-30", "2026-11")
+    assert periods(ts, "Europe/Paris") == ("2026-12-01", "2026-12")
+    assert periods(ts, "America/New_York") == ("2026-11-30", "2026-11")
