@@ -60,21 +60,13 @@ def to_messages_request(body: dict[str, Any], target: Target) -> dict[str, Any]:
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
 
-    def add(role: str, blocks: list[dict[str, Any]]) -> None:
-        if not blocks:
-            return
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].extend(blocks)
-        else:
-            messages.append({"role": role, "content": blocks})
-
     for message in body["messages"]:
         role = message.get("role")
         if role in ("system", "developer"):
             system.extend({"type": "text", "text": p.get("text", "")} for p in oa.content_parts(message.get("content"))
                           if p.get("type") == "text")
         elif role == "user":
-            add("user", _user_blocks(message.get("content")))
+            oa.append_turn(messages, "user", _user_blocks(message.get("content")))
         elif role == "assistant":
             blocks: list[dict[str, Any]] = [{"type": "text", "text": t}
                                             for t in [oa.text_of(message.get("content"))] if t]
@@ -82,11 +74,12 @@ def to_messages_request(body: dict[str, Any], target: Target) -> dict[str, Any]:
                 fn = call.get("function") or {}
                 blocks.append({"type": "tool_use", "id": call.get("id"), "name": fn.get("name"),
                                "input": oa.tool_arguments(fn.get("arguments"))})
-            add("assistant", blocks)
+            oa.append_turn(messages, "assistant", blocks)
         elif role in ("tool", "function"):
             content = message.get("content")
             result = content if isinstance(content, str) else oa.text_of(content)
-            add("user", [{"type": "tool_result", "tool_use_id": message.get("tool_call_id"), "content": result}])
+            block = {"type": "tool_result", "tool_use_id": message.get("tool_call_id"), "content": result}
+            oa.append_turn(messages, "user", [block])
     out: dict[str, Any] = {"model": target.model, "messages": messages, "max_tokens": oa.max_tokens(body, target)}
     if system:
         out["system"] = system

@@ -60,31 +60,24 @@ def to_converse_request(body: dict[str, Any], target: Target) -> dict[str, Any]:
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
 
-    def add(role: str, blocks: list[dict[str, Any]]) -> None:
-        if not blocks:
-            return
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].extend(blocks)
-        else:
-            messages.append({"role": role, "content": blocks})
-
     for message in body["messages"]:
         role = message.get("role")
         if role in ("system", "developer"):
             system.extend(b for b in _content(message.get("content")) if "text" in b)
         elif role == "user":
-            add("user", _content(message.get("content")))
+            oa.append_turn(messages, "user", _content(message.get("content")))
         elif role == "assistant":
             blocks = [b for b in _content(message.get("content")) if "text" in b]
             for call in message.get("tool_calls") or []:
                 fn = call.get("function") or {}
                 blocks.append({"toolUse": {"toolUseId": call.get("id"), "name": fn.get("name"),
                                            "input": oa.tool_arguments(fn.get("arguments"))}})
-            add("assistant", blocks)
+            oa.append_turn(messages, "assistant", blocks)
         elif role in ("tool", "function"):
             content = message.get("content")
             text = content if isinstance(content, str) else oa.text_of(content)
-            add("user", [{"toolResult": {"toolUseId": message.get("tool_call_id"), "content": [{"text": text}]}}])
+            block = {"toolResult": {"toolUseId": message.get("tool_call_id"), "content": [{"text": text}]}}
+            oa.append_turn(messages, "user", [block])
     out: dict[str, Any] = {"messages": messages}
     if system:
         out["system"] = system

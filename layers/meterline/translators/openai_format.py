@@ -179,3 +179,14 @@ def error_event(message: str, code: str) -> bytes:
     """The OpenAI SDKs raise APIError on a stream event carrying "error"."""
     return encode(json.dumps({"error": {"message": message, "type": "upstream_error", "code": code,
                                         "param": None}}))
+
+
+def append_turn(turns: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]], field: str = "content") -> None:
+    """Add blocks as a turn, merged into the previous one when the role repeats: Anthropic, Bedrock and
+    Gemini require alternating roles, while OpenAI allows e.g. several tool results in a row."""
+    if not blocks:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1][field].extend(blocks)
+    else:
+        turns.append({"role": role, field: blocks})

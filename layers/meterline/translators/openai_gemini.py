@@ -69,27 +69,19 @@ def to_gemini_request(body: dict[str, Any], target: Target) -> dict[str, Any]:
     contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # tool_call_id -> function name
 
-    def add(role: str, parts: list[dict[str, Any]]) -> None:
-        if not parts:
-            return
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
-
     for message in body["messages"]:
         role = message.get("role")
         if role in ("system", "developer"):
             system.extend(p for p in _parts(message.get("content")) if "text" in p)
         elif role == "user":
-            add("user", _parts(message.get("content")))
+            oa.append_turn(contents, "user", _parts(message.get("content")), field="parts")
         elif role == "assistant":
             parts = [p for p in _parts(message.get("content")) if p.get("text")]
             for call in message.get("tool_calls") or []:
                 fn = call.get("function") or {}
                 names[call.get("id", "")] = fn.get("name", "")
                 parts.append({"functionCall": {"name": fn.get("name"), "args": oa.tool_arguments(fn.get("arguments"))}})
-            add("model", parts)
+            oa.append_turn(contents, "model", parts, field="parts")
         elif role in ("tool", "function"):
             content = message.get("content")
             text = content if isinstance(content, str) else oa.text_of(content)
@@ -100,7 +92,8 @@ def to_gemini_request(body: dict[str, Any], target: Target) -> dict[str, Any]:
             if not isinstance(response, dict):
                 response = {"result": text}
             name = names.get(message.get("tool_call_id", ""), message.get("name", ""))
-            add("user", [{"functionResponse": {"name": name, "response": response}}])
+            part = {"functionResponse": {"name": name, "response": response}}
+            oa.append_turn(contents, "user", [part], field="parts")
     out: dict[str, Any] = {"contents": contents}
     if system:
         out["systemInstruction"] = {"parts": system}
