@@ -2,7 +2,7 @@
 # Smoke-test a deployed Meterline stack: stream one completion through the gateway, then find the
 # ledger record it wrote.
 #
-#   METERLINE_KEY=ml-... scripts/smoke.sh STACK_NAME
+#   METERLINE_KEY=mlk_... scripts/smoke.sh STACK_NAME
 #   scripts/smoke.sh STACK_NAME VIRTUAL_KEY            (the key then shows up in `ps` and history)
 #
 # Needs: aws CLI v2 with credentials for the stack's account and region (cloudformation
