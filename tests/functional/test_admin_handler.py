@@ -115,3 +115,28 @@ def test_bad_admin_input_is_a_clear_4xx(admin):
     assert status == 404 and "nope" in body["error"]["message"]
     status, body = call(admin, "GET", "/workspaces/nope/spend", query="by=session")
     assert status == 400
+
+
+def test_azure_provider_and_aliases_through_the_admin_api(admin, settings):
+    from meterline.store.workspaces import WorkspaceStore
+
+    assert call(admin, "POST", "/workspaces", {"id": "corp", "name": "Corp"})[0] == 201
+    status, body = call(admin, "PUT", "/workspaces/corp/providers/azure", {
+        "api_key": "az-secret-0123456789", "base_url": "https://corp.openai.azure.com",
+        "deployments": {"prod-4o": "gpt-4o"}})
+    assert status == 200 and body["kind"] == "azure" and body["priced_as"] == "openai"
+    assert body["options"] == {"api_version": "2024-10-21", "deployments": {"prod-4o": "gpt-4o"}}
+    status, body = call(admin, "PUT", "/workspaces/corp/providers/azure2", {"kind": "azure",
+                                                                            "base_url": "https://x.openai.azure.com"})
+    assert status == 400 and "deployment" in body["error"]["message"]
+    status, body = call(admin, "PUT", "/workspaces/corp/providers/bedrock", {"api_key": "nope-0123456789"})
+    assert status == 400 and "IAM role" in body["error"]["message"]
+
+    status, body = call(admin, "PUT", "/workspaces/corp/aliases/fast",
+                        {"model": "azure/prod-4o", "fallbacks": ["sim/gpt-4o-mini"]})
+    assert status == 200 and body["fallbacks"] == ["sim/gpt-4o-mini"]
+    assert WorkspaceStore(settings).load("corp").aliases["fast"].model == "azure/prod-4o"
+    assert call(admin, "GET", "/workspaces/corp/aliases")[1]["aliases"][0]["alias"] == "fast"
+    status, body = call(admin, "PUT", "/workspaces/corp/aliases/slow", {"model": "gpt-4o"})
+    assert status == 400 and "provider/model" in body["error"]["message"]
+    assert call(admin, "DELETE", "/workspaces/corp/aliases/fast")[0] == 204

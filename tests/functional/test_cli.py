@@ -64,7 +64,7 @@ def test_price_override_is_validated_and_stored(dev_state, capsys):
     main(["prices", "set", "--model", "groq/llama-3.3-70b", "--input", "0.59", "--output", "0.79"])
     assert WorkspaceStore(dev_state).load("demo").price_overrides == {
         "groq/llama-3.3-70b": {"input": "0.59", "output": "0.79"}}
-    with pytest.raises(ValueError):
+    with pytest.raises(SystemExit, match="invalid price"):
         main(["prices", "set", "--model", "x/y", "--input", "0.0000001", "--output", "1"])
     main(["prices", "show", "openai/gpt-4o"])
     assert "input 2.500000" in capsys.readouterr().out

@@ -82,3 +82,11 @@ def test_aliases_and_key_fallbacks(dev_state, capsys):
     assert config.aliases == {} and config.key_fallbacks == {}
     with pytest.raises(SystemExit):
         main(["aliases", "set", "fast", "claude-haiku-4-5"])  # the target needs provider/model
+
+
+def test_alias_names_and_targets_are_checked(dev_state):
+    with pytest.raises(SystemExit, match="has no '/'"):
+        main(["aliases", "set", "team/fast", "anthropic/claude-haiku-4-5"])
+    with pytest.raises(SystemExit, match="provider/model"):
+        main(["aliases", "set", "fast", "claude-haiku-4-5"])
+    assert load(dev_state).aliases == {}

@@ -39,7 +39,15 @@ class ProviderIn(BaseModel):
     kind: str | None = None
     base_url: str | None = None
     catalog: str | None = None
+    region: str | None = None  # bedrock
+    api_version: str | None = None  # azure
+    deployments: dict[str, str] | None = None  # azure: deployment -> catalog model
     api_key: str | None = Field(default=None, repr=False)  # encrypted with KMS at once; never echoed
+
+
+class AliasIn(BaseModel):
+    model: str
+    fallbacks: list[str] = []
 
 
 class BudgetIn(BaseModel):
@@ -115,7 +123,8 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
     @app.put("/workspaces/{workspace}/providers/{name}")
     def put_provider(workspace: str, name: str, body: ProviderIn, request: Request) -> dict[str, Any]:
         return ops(request).put_provider(workspace, name, secret=body.api_key, kind=body.kind,
-                                         base_url=body.base_url, catalog=body.catalog)
+                                         base_url=body.base_url, catalog=body.catalog, region=body.region,
+                                         api_version=body.api_version, deployments=body.deployments)
 
     @app.get("/workspaces/{workspace}/providers")
     def list_providers(workspace: str, request: Request) -> dict[str, Any]:
@@ -124,6 +133,19 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
     @app.delete("/workspaces/{workspace}/providers/{name}", status_code=204)
     def delete_provider(workspace: str, name: str, request: Request) -> None:
         ops(request).delete_provider(workspace, name)
+
+    @app.put("/workspaces/{workspace}/aliases/{name}")
+    def set_alias(workspace: str, name: str, body: AliasIn, request: Request) -> dict[str, Any]:
+        alias = ops(request).set_alias(workspace, name, body.model, tuple(body.fallbacks))
+        return {"alias": alias.name, "model": alias.model, "fallbacks": list(alias.fallbacks)}
+
+    @app.get("/workspaces/{workspace}/aliases")
+    def list_aliases(workspace: str, request: Request) -> dict[str, Any]:
+        return {"aliases": ops(request).list_aliases(workspace)}
+
+    @app.delete("/workspaces/{workspace}/aliases/{name}", status_code=204)
+    def delete_alias(workspace: str, name: str, request: Request) -> None:
+        ops(request).delete_alias(workspace, name)
 
     @app.put("/workspaces/{workspace}/prices/{model:path}")
     def set_price(workspace: str, model: str, body: PriceIn, request: Request) -> dict[str, str]:

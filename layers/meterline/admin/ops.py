@@ -19,12 +19,18 @@ from meterline.pricing.catalog import validate_override
 from meterline.store.budgets import BudgetStore
 from meterline.store.keys import KeyNotFound, KeyRecord, KeyStore
 from meterline.store.rollups import COUNTERS, RollupStore
-from meterline.store.workspaces import ProviderEntry, WorkspaceStore
+from meterline.store.workspaces import Alias, ProviderEntry, WorkspaceStore
 from meterline.vault import Vault
 from meterline.vkeys import generate, hash_key
 
 audit = logging.getLogger("meterline.audit")
-DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
+PROVIDER_KINDS = ("openai", "openai_compatible", "anthropic", "gemini", "bedrock", "azure")
+DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com",
+                     "gemini": "https://generativelanguage.googleapis.com"}
+# Where each kind's models are priced in the catalog (Azure deployments map onto OpenAI models).
+DEFAULT_CATALOG = {"openai": "openai", "azure": "openai", "anthropic": "anthropic", "gemini": "gemini",
+                   "bedrock": "bedrock"}
+AZURE_API_VERSION = "2024-10-21"
 
 
 class OpError(ValueError):
@@ -61,6 +67,22 @@ class Ops:
         self._audit("workspace.create", workspace)
         return {"workspace": workspace, "name": name}
 
+    def list_workspaces(self) -> list[dict[str, Any]]:
+        return [{"id": w["pk"], "name": w.get("name", ""), "default_provider": w.get("default_provider", ""),
+                 "unpriced": w.get("unpriced", "reject"), "timezone": w.get("timezone", "UTC")}
+                for w in WorkspaceStore(self.settings).list_workspaces()]
+
+    def update_workspace(self, workspace: str, **changes: Any) -> None:
+        if not changes:
+            raise OpError("nothing to change")
+        if changes.get("unpriced") not in (None, "reject", "forward"):
+            raise OpError("unpriced must be 'reject' or 'forward'")
+        if "timezone" in changes:
+            ZoneInfo(changes["timezone"])
+        self._require_workspace(workspace)
+        WorkspaceStore(self.settings).update_settings(workspace, **changes)
+        self._audit("workspace.update", workspace, fields=sorted(changes))
+
     # keys
     def create_key(self, workspace: str, member: str, department: str = "default", models: tuple[str, ...] = (),
                    expires_in_days: float | None = None, name: str = "") -> dict[str, Any]:
@@ -90,26 +112,76 @@ class Ops:
 
     # providers (the vault)
     def put_provider(self, workspace: str, name: str, *, secret: str | None, kind: str | None = None,
-                     base_url: str | None = None, catalog: str | None = None) -> dict[str, Any]:
+                     base_url: str | None = None, catalog: str | None = None, region: str | None = None,
+                     api_version: str | None = None, deployments: dict[str, str] | None = None) -> dict[str, Any]:
+        """Store a provider entry; `secret` (never logged) is KMS-encrypted under {workspace, provider}."""
         self._require_workspace(workspace)
-        kind = kind or ("openai" if name == "openai" else "openai_compatible")
-        base_url = base_url or DEFAULT_BASE_URLS.get(name)
+        kind = kind or (name if name in PROVIDER_KINDS else "openai_compatible")
+        if kind not in PROVIDER_KINDS:
+            raise OpError(f"kind must be one of {PROVIDER_KINDS}")
+        options: dict[str, Any] = {}
+        if kind == "bedrock":
+            options["region"] = region or self.settings.region
+            if secret:
+                raise OpError("bedrock uses the gateway's IAM role (locally your AWS credentials), never a stored key")
+        elif region:
+            raise OpError("region applies to bedrock only")
+        if kind == "azure":
+            options["api_version"] = api_version or AZURE_API_VERSION
+            options["deployments"] = dict(deployments or {})
+            if not options["deployments"]:
+                raise OpError("azure needs at least one deployment NAME=MODEL, the catalog model it runs "
+                              "(CLI --deployment, admin API `deployments`)")
+        elif api_version or deployments:
+            raise OpError("api_version and deployments apply to azure only")
+        base_url = base_url or DEFAULT_BASE_URLS.get(kind)
+        if kind == "bedrock" and not base_url:
+            base_url = f"https://bedrock-runtime.{options['region']}.amazonaws.com"
         if not base_url:
-            raise OpError("base_url is required for this provider")
+            raise OpError("base_url is required for this provider (for azure: https://<resource>.openai.azure.com)")
         ciphertext = Vault(self.settings).encrypt(secret, workspace, name) if secret else None
-        catalog = catalog or ("openai" if kind == "openai" else name)
-        WorkspaceStore(self.settings).put_provider(workspace, ProviderEntry(name, kind, base_url, ciphertext, catalog))
+        catalog = catalog or DEFAULT_CATALOG.get(kind, name)
+        WorkspaceStore(self.settings).put_provider(
+            workspace, ProviderEntry(name, kind, base_url, ciphertext, catalog, options))
         self._audit("provider.put", workspace, provider=name, kind=kind, key_stored=bool(ciphertext))
-        return {"name": name, "kind": kind, "base_url": base_url, "priced_as": catalog, "key_stored": bool(ciphertext)}
+        return {"name": name, "kind": kind, "base_url": base_url, "priced_as": catalog, "key_stored": bool(ciphertext),
+                "options": options}
 
     def list_providers(self, workspace: str) -> list[dict[str, Any]]:
         config = self._require_workspace(workspace)
         return [{"name": p.name, "kind": p.kind, "base_url": p.base_url, "priced_as": p.catalog,
-                 "key_stored": bool(p.ciphertext)} for p in config.providers.values()]
+                 "key_stored": bool(p.ciphertext), "options": p.options} for p in config.providers.values()]
 
     def delete_provider(self, workspace: str, name: str) -> None:
         WorkspaceStore(self.settings).delete_provider(workspace, name)
         self._audit("provider.delete", workspace, provider=name)
+
+    # aliases and fallbacks
+    def set_alias(self, workspace: str, name: str, model: str, fallbacks: tuple[str, ...] = ()) -> Alias:
+        if "/" in name:
+            raise OpError("an alias name has no '/' (it would shadow provider/model addressing)")
+        if "/" not in model:
+            raise OpError("the alias target is provider/model, e.g. anthropic/claude-haiku-4-5")
+        self._require_workspace(workspace)
+        alias = Alias(name, model, tuple(fallbacks))
+        WorkspaceStore(self.settings).put_alias(workspace, alias)
+        self._audit("alias.set", workspace, alias=name, model=model, fallbacks=list(fallbacks))
+        return alias
+
+    def list_aliases(self, workspace: str) -> list[dict[str, Any]]:
+        config = self._require_workspace(workspace)
+        rows = [{"alias": a.name, "model": a.model, "fallbacks": list(a.fallbacks)} for a in config.aliases.values()]
+        rows += [{"alias": f"(key {k})", "model": "*", "fallbacks": list(f)} for k, f in config.key_fallbacks.items()]
+        return rows
+
+    def delete_alias(self, workspace: str, name: str) -> None:
+        WorkspaceStore(self.settings).delete_alias(workspace, name)
+        self._audit("alias.delete", workspace, alias=name)
+
+    def set_key_fallbacks(self, workspace: str, key_id: str, fallbacks: tuple[str, ...]) -> None:
+        self._require_workspace(workspace)
+        WorkspaceStore(self.settings).put_key_fallbacks(workspace, key_id, tuple(fallbacks))
+        self._audit("key.fallbacks", workspace, key_id=key_id, fallbacks=list(fallbacks))
 
     # prices
     def set_price(self, workspace: str, model: str, prices: dict[str, str]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
@@ -13,16 +12,9 @@ from meterline.cli import target
 from meterline.money import MoneyFormatError, micros_to_usd, usd_to_micros
 
 
-def _workspace(args: argparse.Namespace, context: dict[str, Any]) -> str:
-    ws = args.workspace or os.environ.get("METERLINE_WORKSPACE") or context.get("workspace")
-    if not ws:
-        sys.exit("error: --workspace is required (or set METERLINE_WORKSPACE)")
-    return ws
-
-
 def _ops(args: argparse.Namespace) -> tuple[Ops, str]:
-    settings, context = target.resolve(args.stack)
-    return Ops(settings, actor=f"cli:{os.environ.get('USER', 'unknown')}"), _workspace(args, context)
+    ops, context = target.ops(args)
+    return ops, target.workspace_of(args, context)
 
 
 def _usd(value: str | None) -> int | None:

@@ -8,21 +8,12 @@ import json
 import os
 import signal
 import sys
-import time
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from meterline.attribution import DIMENSIONS
 from meterline.cli import budget_commands, target
 from meterline.money import micros_to_usd
-
-
-def _workspace(args: argparse.Namespace, context: dict[str, Any]) -> str:
-    ws = getattr(args, "workspace", None) or os.environ.get("METERLINE_WORKSPACE") or context.get("workspace")
-    if not ws:
-        sys.exit("error: --workspace is required (or set METERLINE_WORKSPACE)")
-    return ws
 
 
 def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -64,91 +55,64 @@ def cmd_dev(args: argparse.Namespace) -> None:
 
 
 # -- workspaces -----------------------------------------------------------------------------------
+def _run(action: Callable[[], Any]) -> Any:
+    """Control-plane refusals (bad input, unknown workspace or key) end as `error: ...`, not a traceback."""
+    from meterline.admin.ops import OpError
+
+    try:
+        return action()
+    except OpError as exc:
+        sys.exit(f"error: {exc}")
+
+
 def cmd_workspaces_create(args: argparse.Namespace) -> None:
     from meterline.devenv import new_workspace_id
-    from meterline.store.workspaces import WorkspaceStore
 
-    settings, _ = target.resolve(args.stack)
+    ops, _ = target.ops(args)
     ws = args.id or new_workspace_id()
-    WorkspaceStore(settings).create(ws, args.name, default_provider=args.default_provider,
-                                    unpriced=args.unpriced, timezone=args.timezone)
+    _run(lambda: ops.create_workspace(ws, args.name, default_provider=args.default_provider, unpriced=args.unpriced,
+                                      timezone=args.timezone))
     print(f"workspace: {ws}")
 
 
 def cmd_workspaces_list(args: argparse.Namespace) -> None:
-    from meterline.store.workspaces import WorkspaceStore
-
-    settings, _ = target.resolve(args.stack)
-    rows = [{"id": w["pk"], "name": w.get("name", ""), "default_provider": w.get("default_provider", ""),
-             "unpriced": w.get("unpriced", "reject"), "timezone": w.get("timezone", "UTC")}
-            for w in WorkspaceStore(settings).list_workspaces()]
-    _print_table(rows, ["id", "name", "default_provider", "unpriced", "timezone"])
+    ops, _ = target.ops(args)
+    _print_table(ops.list_workspaces(), ["id", "name", "default_provider", "unpriced", "timezone"])
 
 
 def cmd_workspaces_set(args: argparse.Namespace) -> None:
-    from meterline.store.workspaces import WorkspaceStore
-
-    settings, context = target.resolve(args.stack)
+    ops, context = target.ops(args)
     changes = {k: v for k, v in {"default_provider": args.default_provider, "unpriced": args.unpriced,
                                  "timezone": args.timezone}.items() if v is not None}
     if args.alert_recipients is not None:
         changes["alert_recipients"] = [r for r in args.alert_recipients.split(",") if r]
-    if not changes:
-        sys.exit("error: nothing to change")
-    WorkspaceStore(settings).update_settings(_workspace(args, context), **changes)
+    _run(lambda: ops.update_workspace(target.workspace_of(args, context), **changes))
     print("updated (gateways pick it up within the cache TTL, 30 s by default)")
 
 
 # -- keys -----------------------------------------------------------------------------------------
 def cmd_keys_create(args: argparse.Namespace) -> None:
-    from meterline.store.keys import KeyRecord, KeyStore
-    from meterline.vkeys import generate, hash_key
-
-    settings, context = target.resolve(args.stack)
-    ws = _workspace(args, context)
-    key, key_id = generate()
-    expires = int(time.time() + args.expires_in_days * 86400) if args.expires_in_days else None
-    models = tuple(m.strip() for m in (args.models or "").split(",") if m.strip())
-    KeyStore(settings).create(KeyRecord(key_hash=hash_key(key), key_id=key_id, workspace=ws, member=args.member,
-                                        department=args.department, models=models, expires_at=expires,
-                                        name=args.name or ""))
-    print(f"key_id: {key_id}")
-    print(f"api_key: {key}")
+    ops, context = target.ops(args)
+    created = _run(lambda: ops.create_key(target.workspace_of(args, context), args.member, args.department,
+                                          _models(args.models), args.expires_in_days, args.name or ""))
+    print(f"key_id: {created['key_id']}")
+    print(f"api_key: {created['api_key']}")
     print("This key is shown once; only its hash is stored.", file=sys.stderr)
 
 
 def cmd_keys_list(args: argparse.Namespace) -> None:
-    from meterline.store.keys import KeyStore
-
-    settings, context = target.resolve(args.stack)
-    rows = []
-    for k in KeyStore(settings).list(_workspace(args, context)):
-        status = "revoked" if k.revoked else ("expired" if not k.usable(time.time()) else "active")
-        rows.append({"key_id": k.key_id, "name": k.name, "member": k.member, "department": k.department,
-                     "models": ",".join(k.models) or "*", "status": status})
+    ops, context = target.ops(args)
+    rows = [{**k, "models": ",".join(k["models"]) or "*"} for k in ops.list_keys(target.workspace_of(args, context))]
     _print_table(rows, ["key_id", "name", "member", "department", "models", "status"])
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> None:
-    from meterline.store.keys import KeyNotFound, KeyStore
-
-    settings, context = target.resolve(args.stack)
-    try:
-        KeyStore(settings).revoke(_workspace(args, context), args.key_id)
-    except KeyNotFound:
-        sys.exit(f"error: no key {args.key_id} in this workspace")
+    ops, context = target.ops(args)
+    _run(lambda: ops.revoke_key(target.workspace_of(args, context), args.key_id))
     print(f"revoked {args.key_id} (stops working within the key cache TTL, 30 s by default)")
 
 
 # -- providers ------------------------------------------------------------------------------------
-DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com",
-                     "gemini": "https://generativelanguage.googleapis.com"}
-KINDS = ("openai", "openai_compatible", "anthropic", "gemini", "bedrock", "azure")
-# Where each kind's models are priced in the catalog (Azure deployments map onto OpenAI models).
-DEFAULT_CATALOG = {"openai": "openai", "azure": "openai", "anthropic": "anthropic", "gemini": "gemini",
-                   "bedrock": "bedrock"}
-
-
 def _read_secret(args: argparse.Namespace) -> str:
     if args.key_env:
         if not args.key_env.replace("_", "a").isalnum() or args.key_env[0].isdigit():
@@ -180,129 +144,78 @@ def _models(value: str | None) -> tuple[str, ...]:
 
 
 def cmd_providers_add(args: argparse.Namespace) -> None:
-    from meterline.store.workspaces import ProviderEntry, WorkspaceStore
-    from meterline.vault import Vault
+    from meterline.admin.ops import PROVIDER_KINDS
 
-    settings, context = target.resolve(args.stack)
-    ws = _workspace(args, context)
-    kind = args.kind or (args.name if args.name in KINDS else "openai_compatible")
-    options: dict[str, Any] = {}
-    if kind == "bedrock":
-        options["region"] = args.region or settings.region
-    elif args.region:
-        sys.exit("error: --region applies to bedrock only")
-    if kind == "azure":
-        options["api_version"] = args.api_version or "2024-10-21"
-        options["deployments"] = _pairs(args.deployment, "--deployment")
-        if not options["deployments"]:
-            sys.exit("error: azure needs at least one --deployment NAME=MODEL (the catalog model it runs)")
-    elif args.api_version or args.deployment:
-        sys.exit("error: --api-version and --deployment apply to azure only")
-    base_url = args.base_url or DEFAULT_BASE_URLS.get(kind)
-    if kind == "bedrock" and not base_url:
-        base_url = f"https://bedrock-runtime.{options['region']}.amazonaws.com"
-    if not base_url:
-        sys.exit("error: --base-url is required for this provider (for azure: https://<resource>.openai.azure.com)")
-    ciphertext = None
-    if kind == "bedrock":
-        if args.key_env:
-            sys.exit("error: bedrock uses the function's IAM role (locally your AWS credentials), never a stored key")
-    elif not args.no_key:
+    ops, context = target.ops(args)
+    ws = target.workspace_of(args, context)
+    kind = args.kind or (args.name if args.name in PROVIDER_KINDS else "openai_compatible")
+    if kind == "bedrock" and args.key_env:
+        sys.exit("error: bedrock uses the function's IAM role (locally your AWS credentials), never a stored key")
+    secret = None
+    if kind != "bedrock" and not args.no_key:
         secret = _read_secret(args)
         if not secret:
             sys.exit("error: empty key (pass it on stdin, at the prompt, or with --key-env VAR)")
-        ciphertext = Vault(settings).encrypt(secret, ws, args.name)
-    catalog = args.catalog or DEFAULT_CATALOG.get(kind, args.name)
-    WorkspaceStore(settings).put_provider(ws, ProviderEntry(args.name, kind, base_url, ciphertext, catalog, options))
-    how = "key encrypted with KMS" if ciphertext else ("AWS credentials of the gateway" if kind == "bedrock"
-                                                        else "no key")
+    stored = _run(lambda: ops.put_provider(ws, args.name, secret=secret, kind=kind, base_url=args.base_url,
+                                           catalog=args.catalog, region=args.region, api_version=args.api_version,
+                                           deployments=_pairs(args.deployment, "--deployment") or None))
+    how = "key encrypted with KMS" if stored["key_stored"] else ("AWS credentials of the gateway" if kind == "bedrock"
+                                                                 else "no key")
     print(f"provider {args.name} ({kind}) stored for workspace {ws} ({how})")
 
 
 def cmd_providers_list(args: argparse.Namespace) -> None:
-    from meterline.store.workspaces import WorkspaceStore
-
-    settings, context = target.resolve(args.stack)
-    config = WorkspaceStore(settings).load(_workspace(args, context))
-    if config is None:
-        sys.exit("error: no such workspace")
-    rows = [{"name": p.name, "kind": p.kind, "base_url": p.base_url, "priced_as": p.catalog,
-             "key": "stored (encrypted)" if p.ciphertext else ("aws credentials" if p.kind == "bedrock" else "none"),
-             "options": ",".join(f"{k}={v}" for k, v in sorted(p.options.items()) if k != "deployments")
-             + "".join(f" {d}->{m}" for d, m in sorted((p.options.get("deployments") or {}).items()))}
-            for p in config.providers.values()]
+    ops, context = target.ops(args)
+    rows = [{**p, "key": "stored (encrypted)" if p["key_stored"] else
+             ("aws credentials" if p["kind"] == "bedrock" else "none"),
+             "options": ",".join(f"{k}={v}" for k, v in sorted(p["options"].items()) if k != "deployments")
+             + "".join(f" {d}->{m}" for d, m in sorted((p["options"].get("deployments") or {}).items()))}
+            for p in _run(lambda: ops.list_providers(target.workspace_of(args, context)))]
     _print_table(rows, ["name", "kind", "base_url", "priced_as", "key", "options"])
 
 
 def cmd_providers_remove(args: argparse.Namespace) -> None:
-    from meterline.store.workspaces import WorkspaceStore
-
-    settings, context = target.resolve(args.stack)
-    WorkspaceStore(settings).delete_provider(_workspace(args, context), args.name)
+    ops, context = target.ops(args)
+    ops.delete_provider(target.workspace_of(args, context), args.name)
     print(f"removed {args.name}")
 
 
 # -- aliases and fallbacks -----------------------------------------------------------------------
 def cmd_aliases_set(args: argparse.Namespace) -> None:
-    from meterline.store.workspaces import Alias, WorkspaceStore
-
-    settings, context = target.resolve(args.stack)
-    if "/" in args.name:
-        sys.exit("error: an alias name has no '/' (it would shadow provider/model addressing)")
-    if "/" not in args.model:
-        sys.exit("error: the alias target is provider/model, e.g. anthropic/claude-haiku-4-5")
-    alias = Alias(args.name, args.model, _models(args.fallbacks))
-    WorkspaceStore(settings).put_alias(_workspace(args, context), alias)
+    ops, context = target.ops(args)
+    alias = _run(lambda: ops.set_alias(target.workspace_of(args, context), args.name, args.model,
+                                       _models(args.fallbacks)))
     chain = " -> ".join([alias.model, *alias.fallbacks])
     print(f"alias {alias.name}: {chain} (gateways pick it up within the cache TTL, 30 s by default)")
 
 
 def cmd_aliases_list(args: argparse.Namespace) -> None:
-    from meterline.store.workspaces import WorkspaceStore
-
-    settings, context = target.resolve(args.stack)
-    config = WorkspaceStore(settings).load(_workspace(args, context))
-    if config is None:
-        sys.exit("error: no such workspace")
-    rows = [{"alias": a.name, "model": a.model, "fallbacks": ",".join(a.fallbacks)} for a in config.aliases.values()]
-    rows += [{"alias": f"(key {k})", "model": "*", "fallbacks": ",".join(f)} for k, f in config.key_fallbacks.items()]
+    ops, context = target.ops(args)
+    rows = [{**a, "fallbacks": ",".join(a["fallbacks"])}
+            for a in _run(lambda: ops.list_aliases(target.workspace_of(args, context)))]
     _print_table(rows, ["alias", "model", "fallbacks"])
 
 
 def cmd_aliases_remove(args: argparse.Namespace) -> None:
-    from meterline.store.workspaces import WorkspaceStore
-
-    settings, context = target.resolve(args.stack)
-    WorkspaceStore(settings).delete_alias(_workspace(args, context), args.name)
+    ops, context = target.ops(args)
+    ops.delete_alias(target.workspace_of(args, context), args.name)
     print(f"removed alias {args.name}")
 
 
 def cmd_keys_fallbacks(args: argparse.Namespace) -> None:
-    from meterline.store.workspaces import WorkspaceStore
-
-    settings, context = target.resolve(args.stack)
+    ops, context = target.ops(args)
     fallbacks = _models(args.fallbacks)
-    WorkspaceStore(settings).put_key_fallbacks(_workspace(args, context), args.key_id, fallbacks)
+    _run(lambda: ops.set_key_fallbacks(target.workspace_of(args, context), args.key_id, fallbacks))
     print(f"key {args.key_id} falls back to: {', '.join(fallbacks) or '(none)'}")
 
 
 # -- prices ---------------------------------------------------------------------------------------
 def cmd_prices_set(args: argparse.Namespace) -> None:
-    from meterline.pricing.catalog import validate_override
-    from meterline.store.workspaces import WorkspaceStore
-
-    settings, context = target.resolve(args.stack)
-    ws = _workspace(args, context)
-    store = WorkspaceStore(settings)
-    config = store.load(ws)
-    if config is None:
-        sys.exit("error: no such workspace")
+    ops, context = target.ops(args)
     override = {k: v for k, v in {"input": args.input, "cache_read": args.cache_read,
                                   "cache_write_5m": args.cache_write_5m, "cache_write_1h": args.cache_write_1h,
                                   "output": args.output}.items() if v is not None}
-    validate_override(override)
-    overrides = {**config.price_overrides, args.model: override}
-    store.update_settings(ws, price_overrides=overrides)
+    _run(lambda: ops.set_price(target.workspace_of(args, context), args.model, override))
     print(f"price override for {args.model} stored (USD per 1M tokens)")
 
 
@@ -322,29 +235,16 @@ def cmd_prices_show(args: argparse.Namespace) -> None:
 
 # -- spend ----------------------------------------------------------------------------------------
 def cmd_spend(args: argparse.Namespace) -> None:
-    from meterline.store.rollups import RollupStore
-    from meterline.store.workspaces import WorkspaceStore
-
-    settings, context = target.resolve(args.stack)
-    ws = _workspace(args, context)
-    config = WorkspaceStore(settings).load(ws)
-    tz = ZoneInfo(config.timezone if config else "UTC")
-    now = datetime.now(UTC).astimezone(tz)
-    period = f"D#{now:%Y-%m-%d}" if args.period == "today" else f"M#{now:%Y-%m}"
-    dimension = "total" if args.by == "workspace" else args.by
-    rows = RollupStore(settings).by_dimension(ws, period, dimension)
-    rows.sort(key=lambda r: -int(r.get("cost_micros", 0)))
+    ops, context = target.ops(args)
+    ws = target.workspace_of(args, context)
+    report = _run(lambda: ops.spend(ws, args.by, args.period))
     if args.json:
-        print(json.dumps([{"value": r["value"], **{k: int(r.get(k, 0)) for k in (
-            "cost_micros", "requests", "rejections", "input_tokens", "cache_read_tokens",
-            "cache_write_tokens", "output_tokens", "estimated", "unpriced")}} for r in rows], indent=2))
+        print(json.dumps(report["rows"], indent=2))
         return
-    table = [{args.by: r["value"], "cost_usd": micros_to_usd(int(r.get("cost_micros", 0))),
-              "requests": int(r.get("requests", 0)), "rejected": int(r.get("rejections", 0)),
-              "input_tok": int(r.get("input_tokens", 0)), "cached_tok": int(r.get("cache_read_tokens", 0)),
-              "output_tok": int(r.get("output_tokens", 0)), "estimated": int(r.get("estimated", 0))}
-             for r in rows]
-    print(f"Spend for workspace {ws}, {args.period} ({period[2:]}, {tz.key}), by {args.by}:")
+    table = [{args.by: r["value"], "cost_usd": micros_to_usd(r["cost_micros"]), "requests": r["requests"],
+              "rejected": r["rejections"], "input_tok": r["input_tokens"], "cached_tok": r["cache_read_tokens"],
+              "output_tok": r["output_tokens"], "estimated": r["estimated"]} for r in report["rows"]]
+    print(f"Spend for workspace {ws}, {args.period} ({report['period']}, {report['timezone']}), by {args.by}:")
     _print_table(table, [args.by, "cost_usd", "requests", "rejected", "input_tok", "cached_tok", "output_tok",
                          "estimated"])
 
@@ -367,6 +267,8 @@ def _no_abbrev(subparsers: Any) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from meterline.admin.ops import PROVIDER_KINDS
+
     # No prefix matching: `--key sk-...` must fail, not be taken for `--key-env`.
     parser = argparse.ArgumentParser(prog="meterline", description=__doc__, allow_abbrev=False)
     parser.add_argument("--stack", help="a deployed stack's name (or METERLINE_STACK)")
@@ -423,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="openai, anthropic, gemini, bedrock, azure, or a name for an OpenAI-compatible "
                                 "endpoint (groq, vllm, ...)")
     p.add_argument("--workspace")
-    p.add_argument("--kind", choices=list(KINDS), help="default: the name if it is a kind, else openai_compatible")
+    p.add_argument("--kind", choices=list(PROVIDER_KINDS),
+                   help="default: the name if it is a kind, else openai_compatible")
     p.add_argument("--base-url", help="the provider's URL (proxies, regional endpoints, tests); "
                                       "for azure the resource endpoint https://<resource>.openai.azure.com")
     p.add_argument("--api-version", help="azure: the api-version query parameter (default 2024-10-21)")

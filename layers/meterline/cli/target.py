@@ -80,3 +80,21 @@ def resolve(stack: str | None = None) -> tuple[Settings, dict[str, Any]]:
         return Settings(region=state["region"], aws_endpoint=state["endpoint"], table_names=state["tables"],
                         kms_key_id=state["kms_key_id"]), state
     return Settings.from_env(), {}
+
+
+def workspace_of(args: Any, context: dict[str, Any]) -> str:
+    """--workspace, else METERLINE_WORKSPACE, else the running `meterline dev`'s demo workspace."""
+    import sys
+
+    ws = getattr(args, "workspace", None) or os.environ.get("METERLINE_WORKSPACE") or context.get("workspace")
+    if not ws:
+        sys.exit("error: --workspace is required (or set METERLINE_WORKSPACE)")
+    return ws
+
+
+def ops(args: Any) -> tuple[Any, dict[str, Any]]:
+    """The control-plane operations for the CLI's target, acting as the local user (audited)."""
+    from meterline.admin.ops import Ops
+
+    settings, context = resolve(getattr(args, "stack", None))
+    return Ops(settings, actor=f"cli:{os.environ.get('USER', 'unknown')}"), context
