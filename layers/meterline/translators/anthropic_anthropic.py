@@ -42,13 +42,29 @@ def error_text(raw: bytes) -> str:
     return str(message)
 
 
-class AnthropicToAnthropic(StreamTally):
+class AnthropicTally(StreamTally):
+    """Anthropic streams report usage in two places: `message_start` (input and cache counts) and
+    each `message_delta` (cumulative output, sometimes input again). Usage is the last delta over
+    the start, field by field."""
+
+    _start_usage: dict[str, Any] | None = None
+    _delta_usage: dict[str, Any] | None = None
+
+    @property
+    def stream_usage(self) -> Usage | None:
+        return merge_anthropic_stream(self._start_usage, self._delta_usage)
+
+    @property
+    def stream_service_tier(self) -> str | None:
+        usage = self._delta_usage or self._start_usage or {}
+        return usage.get("service_tier")
+
+
+class AnthropicToAnthropic(AnthropicTally):
     def __init__(self, headers: dict[str, str] | None = None, *, path: str = "messages") -> None:
         self._headers = headers or {}
         self._path = path  # "messages" or "messages/count_tokens"
         self._secrets: tuple[str, ...] = ()
-        self._start_usage: dict[str, Any] | None = None
-        self._delta_usage: dict[str, Any] | None = None
         self._model: str | None = None
         self._done = False
         self._output_units = 0
@@ -103,15 +119,6 @@ class AnthropicToAnthropic(StreamTally):
             # ~ one token per 4 characters of streamed text: the estimate if usage never arrives.
             self._output_units += max(1, estimate_tokens(len(event.data) - 60))
         return [event.raw]
-
-    @property
-    def stream_usage(self) -> Usage | None:
-        return merge_anthropic_stream(self._start_usage, self._delta_usage)
-
-    @property
-    def stream_service_tier(self) -> str | None:
-        usage = self._delta_usage or self._start_usage or {}
-        return usage.get("service_tier")
 
     def stream_final(self) -> list[bytes]:
         return [_MESSAGE_STOP]

@@ -23,9 +23,9 @@ from meterline.errors import redact
 from meterline.providers.base import UpstreamRequest
 from meterline.sse import Event
 from meterline.translators import openai_format as oa
-from meterline.translators.anthropic_anthropic import anthropic_url, error_text
-from meterline.translators.base import StreamTally, Target, Translated
-from meterline.usage import Usage, from_anthropic, merge_anthropic_stream
+from meterline.translators.anthropic_anthropic import AnthropicTally, anthropic_url, error_text
+from meterline.translators.base import Target, Translated
+from meterline.usage import from_anthropic
 
 ANTHROPIC_VERSION = "2023-06-01"
 FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
@@ -110,15 +110,13 @@ def to_messages_request(body: dict[str, Any], target: Target) -> dict[str, Any]:
     return out
 
 
-class OpenAIChatToAnthropic(StreamTally):
+class OpenAIChatToAnthropic(AnthropicTally):
     def __init__(self, headers: dict[str, str] | None = None) -> None:
         self._headers = headers or {}
         self._secrets: tuple[str, ...] = ()
         self._client_wants_usage = False
         # stream state
         self._writer: oa.ChunkWriter | None = None
-        self._start_usage: dict[str, Any] | None = None
-        self._delta_usage: dict[str, Any] | None = None
         self._model: str | None = None
         self._tool_index: dict[int, int] = {}  # anthropic block index -> openai tool_calls index
         self._finish: str | None = None
@@ -213,15 +211,6 @@ class OpenAIChatToAnthropic(StreamTally):
             message = (data.get("error") or {}).get("message") or "The provider reported a stream error."
             return [oa.error_event(redact(str(message), *self._secrets), "upstream_error")]
         return []  # ping, content_block_stop, unknown future events
-
-    @property
-    def stream_usage(self) -> Usage | None:
-        return merge_anthropic_stream(self._start_usage, self._delta_usage)
-
-    @property
-    def stream_service_tier(self) -> str | None:
-        usage = self._delta_usage or self._start_usage or {}
-        return usage.get("service_tier")
 
     def stream_final(self) -> list[bytes]:
         out = []
