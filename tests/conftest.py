@@ -45,6 +45,17 @@ def settings(moto: EmbeddedAws) -> Settings:
 
 
 @pytest.fixture
+def dev_state(settings, tmp_path, monkeypatch):
+    """A `meterline dev` state file pointing the CLI at this test's tables, with a demo workspace."""
+    from meterline.cli import target
+
+    monkeypatch.setenv("METERLINE_STATE_DIR", str(tmp_path))
+    WorkspaceStore(settings).create("demo", "Demo", default_provider="sim")
+    target.write_dev_state(settings, {"workspace": "demo"})
+    return settings
+
+
+@pytest.fixture
 def fake_openai() -> Iterator[tuple[FakeOpenAI, str]]:
     fake = FakeOpenAI()
     with ServerThread(build_app(fake)) as server:

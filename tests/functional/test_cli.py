@@ -7,20 +7,11 @@ import sys
 
 import pytest
 
-from meterline.cli import target
 from meterline.cli.main import build_parser, main
 from meterline.store.keys import KeyStore
 from meterline.store.workspaces import WorkspaceStore
 from meterline.vault import Vault
 from meterline.vkeys import hash_key
-
-
-@pytest.fixture
-def dev_state(settings, tmp_path, monkeypatch):
-    monkeypatch.setenv("METERLINE_STATE_DIR", str(tmp_path))
-    WorkspaceStore(settings).create("demo", "Demo", default_provider="sim")
-    target.write_dev_state(settings, {"workspace": "demo"})
-    return settings
 
 
 def test_keys_lifecycle_uses_the_dev_state_with_no_flags(dev_state, capsys):

@@ -8,7 +8,6 @@ from pathlib import Path
 import openai
 
 from meterline.rollup import StreamPoller
-from meterline.store import aws
 from meterline.store.rollups import RollupStore
 from tests.conftest import wait_for_ledger
 from tests.oracle import openai_cost_micros
@@ -66,4 +65,3 @@ def test_lambda_handler_reports_partial_batch_failures(settings, monkeypatch):
     assert module.handler({"Records": [record("1", "a"), record("3", "c")]}, None) == {"batchItemFailures": []}
     [total] = RollupStore(settings).by_dimension("ws1", "M#2026-11", "total")
     assert total["cost_micros"] == 14 and total["requests"] == 2
-    assert aws.client("dynamodb", settings) is not None

@@ -7,18 +7,9 @@ import sys
 
 import pytest
 
-from meterline.cli import target
 from meterline.cli.main import main
 from meterline.store.workspaces import WorkspaceStore
 from meterline.vault import Vault
-
-
-@pytest.fixture
-def dev_state(settings, tmp_path, monkeypatch):
-    monkeypatch.setenv("METERLINE_STATE_DIR", str(tmp_path))
-    WorkspaceStore(settings).create("demo", "Demo", default_provider="sim")
-    target.write_dev_state(settings, {"workspace": "demo"})
-    return settings
 
 
 def load(settings):
