@@ -82,8 +82,11 @@ class WorstCase:
     output_rate: int
 
 
-def worst_case(body: Mapping[str, Any], pricing: ModelPricing | None, output_tokens: int | None = None) -> WorstCase:
-    input_tokens = estimate_input_tokens(body)
+def worst_case(body: Mapping[str, Any], pricing: ModelPricing | None, output_tokens: int | None = None,
+               input_tokens: int | None = None) -> WorstCase:
+    """`input_tokens` may be passed in when already estimated (it serializes the whole request)."""
+    if input_tokens is None:
+        input_tokens = estimate_input_tokens(body)
     if output_tokens is None:
         output_tokens = requested_max_output(body) or (pricing.max_output_tokens if pricing else 0) or 4096
     if pricing is None:

@@ -69,7 +69,10 @@ class EnforcementStage(BaseStage):
         # With fallbacks, any route in the plan may be the one that answers: reserve for the dearest.
         routes = ctx.extra.get("routes") or []
         pricings = [r.pricing for r in routes if getattr(r, "pricing", None) is not None] or [ctx.pricing]
-        worst, ctx.extra["worst_pricing"] = max(((policy.worst_case(ctx.body, p), p) for p in pricings),
+        input_tokens = policy.estimate_input_tokens(ctx.body)  # once: it serializes the whole request
+        ctx.extra["input_tokens_estimate"] = input_tokens
+        worst, ctx.extra["worst_pricing"] = max(((policy.worst_case(ctx.body, p, input_tokens=input_tokens), p)
+                                                 for p in pricings),
                                                 key=lambda candidate: candidate[0].micros)
         tokens = worst.input_tokens + worst.output_tokens
         client = self.services.dynamo
@@ -158,7 +161,8 @@ class EnforcementStage(BaseStage):
         if max_output is None:
             return None
         await self._release(ctx, reservations)
-        new_worst = policy.worst_case(ctx.body, ctx.extra.get("worst_pricing"), output_tokens=max_output)
+        new_worst = policy.worst_case(ctx.body, ctx.extra.get("worst_pricing"), output_tokens=max_output,
+                                      input_tokens=ctx.extra["input_tokens_estimate"])
         budgets = [r.budget for r in reservations] + [r.budget for r in refused]
         results = await asyncio.gather(*(self.store.reserve(self.services.dynamo, ctx.workspace.workspace, b, month,
                                                             day, ctx.request_id, new_worst.micros, LEASE_S, now)
