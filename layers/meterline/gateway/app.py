@@ -26,7 +26,7 @@ from meterline.errors import (
     anthropic_error_body,
     openai_error_body,
 )
-from meterline.gateway import proxy, routing
+from meterline.gateway import addressing, proxy
 from meterline.gateway.context import RequestContext
 from meterline.gateway.enforcement import EnforcementStage
 from meterline.gateway.pipeline import (
@@ -201,24 +201,24 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         assert ctx.key and ctx.workspace
         catalog = ctx.extra["catalog"]
         data = []
-        entries = [routing.SIM_ENTRY, *ctx.workspace.providers.values()]
+        entries = [addressing.SIM_ENTRY, *ctx.workspace.providers.values()]
         for alias in ctx.workspace.aliases:
-            if routing.allowed(ctx.key, alias) or routing.allowed(ctx.key, ctx.workspace.aliases[alias].model):
+            if addressing.allowed(ctx.key, alias) or addressing.allowed(ctx.key, ctx.workspace.aliases[alias].model):
                 data.append({"id": alias, "object": "model", "created": 0, "owned_by": "alias"})
         for entry in entries:
             deployments = entry.options.get("deployments") or {}
             if deployments:  # Azure: the deployments are the models
                 data.extend({"id": f"{entry.name}/{d}", "object": "model", "created": 0, "owned_by": entry.name}
-                            for d in sorted(deployments) if routing.allowed(ctx.key, f"{entry.name}/{d}"))
+                            for d in sorted(deployments) if addressing.allowed(ctx.key, f"{entry.name}/{d}"))
                 continue
             for model_id in catalog.model_ids():
                 namespace, name = model_id.split("/", 1)
-                if entry.name != routing.SIM and namespace != entry.catalog:
+                if entry.name != addressing.SIM and namespace != entry.catalog:
                     continue
-                if entry.name == routing.SIM and namespace not in ("openai", "anthropic", "gemini"):
+                if entry.name == addressing.SIM and namespace not in ("openai", "anthropic", "gemini"):
                     continue
                 exposed = f"{entry.name}/{name}"
-                if routing.allowed(ctx.key, exposed):
+                if addressing.allowed(ctx.key, exposed):
                     data.append({"id": exposed, "object": "model", "created": 0, "owned_by": entry.name})
         return JSONResponse({"object": "list", "data": data},
                             headers={"meterline-request-id": ctx.request_id})

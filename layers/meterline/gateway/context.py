@@ -58,7 +58,20 @@ class RequestContext:
     outcome: str = "ok"
     error: GatewayError | None = None
     ledger_written: bool = False
+    # what each cost lever saved on this request, integer micro-dollars (levers.LEVERS names them)
+    savings: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def note(self, **fields: Any) -> None:
+        """Add fields to the request's ledger record (policy and lever decisions). Merges, so
+        stages never overwrite each other's notes."""
+        self.extra.setdefault("ledger_extra", {}).update(fields)
+
+    def save(self, lever: str, micros: int) -> None:
+        """Record what a lever saved (what the provider would have billed without it, minus what
+        it did bill). Exact integers, like costs."""
+        if micros:
+            self.savings[lever] = self.savings.get(lever, 0) + int(micros)
 
     def elapsed_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000

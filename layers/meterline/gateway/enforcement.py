@@ -122,7 +122,7 @@ class EnforcementStage(BaseStage):
             for r, ok in zip(throttled, passes, strict=True):
                 if ok is not True:
                     retry = math.ceil(60 - now % 60)
-                    ctx.extra["ledger_extra"] = {"budget_scope": r.budget.scope}
+                    ctx.note(budget_scope=r.budget.scope)
                     return Decision.deny(RateLimited(
                         f"Budget {r.budget.scope} is in its throttle stage ({r.budget.throttle_at}% spent): "
                         f"{r.budget.throttle_rpm} requests per minute.", code="budget_throttled",
@@ -132,14 +132,14 @@ class EnforcementStage(BaseStage):
             count = int(loop_result.get("n", 0))
             pol = enforcement.policy
             if count > pol.loop_reject_after:
-                ctx.extra["ledger_extra"] = {"loop_count": count}
+                ctx.note(loop_count=count)
                 return Decision.deny(RateLimited(
                     f"Session {session} repeated a near-identical request {count} times: stopped as an agent loop.",
                     code="agent_loop_detected",
                     headers={"retry-after": str(math.ceil(pol.loop_window_s - now % pol.loop_window_s))}))
             if count > pol.loop_throttle_after and not await self.store.loop_pass(
                     client, ws, session, fingerprint, pol.loop_window_s, pol.loop_throttle_interval_s, now):
-                ctx.extra["ledger_extra"] = {"loop_count": count}
+                ctx.note(loop_count=count)
                 return Decision.deny(RateLimited(
                     f"Session {session} repeated a near-identical request {count} times: throttled to one request "
                     f"per {pol.loop_throttle_interval_s} s.", code="agent_loop_throttled",
@@ -174,25 +174,25 @@ class EnforcementStage(BaseStage):
         ctx.body[field] = max_output
         ctx.extra["worst_case_micros"] = new_worst.micros
         ctx.extra.setdefault("response_headers", {})["meterline-max-tokens-clamped"] = str(max_output)
-        ctx.extra["ledger_extra"] = {"clamped_max_tokens": max_output}
+        ctx.note(clamped_max_tokens=max_output)
         return max_output
 
     def _unavailable(self, ctx: RequestContext, enforcement: Enforcement | None, exc: BaseException) -> Decision | None:
         log.warning("enforcement_store_unavailable: %s: %s", type(exc).__name__, str(exc)[:200],
                     extra={"request_id": ctx.request_id})
         if enforcement is not None and enforcement.policy.fail_open:
-            ctx.extra["ledger_extra"] = {"enforcement": "unchecked"}
+            ctx.note(enforcement="unchecked")
             return None
-        ctx.extra["ledger_extra"] = {"enforcement": "unavailable"}
+        ctx.note(enforcement="unavailable")
         return Decision.deny(ServiceUnavailable(
             "Budgets and rate limits cannot be checked right now (store unavailable); the request was not "
             "forwarded. Retry shortly.", code="budget_store_unavailable", headers={"retry-after": "1"}))
 
     def _budget_error(self, ctx: RequestContext, refused: Refused, worst: int, headers: dict[str, str]) -> GatewayError:
         b = refused.budget
-        ctx.extra["ledger_extra"] = {"budget_scope": b.scope, "budget_period": refused.period,
-                                     "budget_committed": refused.committed, "budget_cap": refused.cap,
-                                     "worst_case_micros": worst}
+        ctx.note(budget_scope=b.scope, budget_period=refused.period,
+                                     budget_committed=refused.committed, budget_cap=refused.cap,
+                                     worst_case_micros=worst)
         retry = "3600" if refused.period == "day" else "86400"
         return RateLimited(
             f"Budget exceeded for {b.scope} ({'daily' if refused.period == 'day' else 'monthly'} cap "

@@ -90,6 +90,8 @@ def ledger_record(ctx: RequestContext, request_id: str | None = None) -> dict[st
         "service_tier": ctx.service_tier,
         "latency_ms": int(ctx.elapsed_ms()),
         "ttfb_ms": int(ctx.first_byte_ms) if ctx.first_byte_ms is not None else None,
+        "saved_micros": sum(ctx.savings.values()) if ctx.savings else None,
+        "savings": dict(ctx.savings) if ctx.savings else None,
     }
     record.update(ctx.extra.get("ledger_extra", {}))  # policy decisions (budget scope, clamp, ...)
     return {k: v for k, v in record.items() if v is not None}

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from meterline import attribution
 from meterline.errors import AuthenticationError, GatewayError, PayloadTooLargeError, ServiceUnavailable
-from meterline.gateway import routing
+from meterline.gateway import addressing
 from meterline.gateway.context import RequestContext
 from meterline.gateway.metering import ledger_record, meter
 from meterline.gateway.services import Services
@@ -168,7 +168,7 @@ class RouteStage(BaseStage):
     async def before(self, ctx: RequestContext) -> Decision | None:
         assert ctx.workspace and ctx.key and ctx.requested_model
         try:
-            routes = routing.plan(ctx.requested_model, ctx.workspace, ctx.extra["catalog"], ctx.key, ctx.endpoint)
+            routes = addressing.plan(ctx.requested_model, ctx.workspace, ctx.extra["catalog"], ctx.key, ctx.endpoint)
         except GatewayError as exc:
             ctx.model_id = None
             return Decision.deny(exc)
@@ -177,13 +177,13 @@ class RouteStage(BaseStage):
         return None
 
 
-def apply_route(ctx: RequestContext, route: routing.Route) -> None:
+def apply_route(ctx: RequestContext, route: addressing.Route) -> None:
     ctx.model_id = route.model_id
     ctx.pricing = route.pricing
     ctx.extra["route"] = route
 
 
-async def prepare_target(ctx: RequestContext, services: Services, route: routing.Route) -> tuple[Target, Translator]:
+async def prepare_target(ctx: RequestContext, services: Services, route: addressing.Route) -> tuple[Target, Translator]:
     """The provider key (vault, cached) and a fresh translator for one route. Raises GatewayError."""
     entry = route.provider
     api_key = None
@@ -214,7 +214,7 @@ class CredentialsStage(BaseStage):
         self.services = services
 
     async def before(self, ctx: RequestContext) -> Decision | None:
-        route: routing.Route = ctx.extra["route"]
+        route: addressing.Route = ctx.extra["route"]
         try:
             ctx.target, ctx.translator = await prepare_target(ctx, self.services, route)
         except ServiceUnavailable:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from meterline.budgets.model import Enforcement
 from meterline.config import Settings
 from meterline.errors import ServiceUnavailable
-from meterline.gateway.cache import RefreshingCache
+from meterline.gateway.memo import RefreshingCache
 from meterline.pricing.catalog import Catalog, default_catalog
 from meterline.providers.base import Upstream
 from meterline.providers.http import HttpUpstream

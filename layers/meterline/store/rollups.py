@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from meterline.config import Settings
+from meterline.levers import LEVERS
 from meterline.store import aws
 from meterline.store.codec import paginate
 from meterline.store.schema import ROLLUPS
@@ -25,7 +26,8 @@ from meterline.store.schema import ROLLUPS
 ROLLUP_DIMENSIONS = ("key", "member", "department", "agent", "feature", "customer", "provider", "model")
 UNATTRIBUTED = "-"
 COUNTERS = ("cost_micros", "requests", "rejections", "input_tokens", "cache_read_tokens",
-            "cache_write_tokens", "output_tokens", "estimated", "unpriced")
+            "cache_write_tokens", "output_tokens", "estimated", "unpriced", "saved_micros",
+            *(f"saved_{lever}" for lever in LEVERS))
 MARKER_TTL_S = 7 * 86400
 
 
@@ -41,6 +43,8 @@ def counters_of(record: dict[str, Any]) -> dict[str, int]:
         "output_tokens": int(record.get("output", 0)),
         "estimated": 1 if record.get("estimated") else 0,
         "unpriced": 1 if record.get("unpriced") else 0,
+        "saved_micros": int(record.get("saved_micros", 0)),
+        **{f"saved_{lever}": int((record.get("savings") or {}).get(lever, 0)) for lever in LEVERS},
     }
 
 
@@ -66,8 +70,10 @@ class RollupStore:
         counters = counters_of(record)
         workspace = record["workspace"]
         periods = [f"{workspace}#D#{record['day']}", f"{workspace}#M#{record['month']}"]
-        add_expr = "ADD " + ", ".join(f"{name} :{name}" for name in COUNTERS)
-        add_values = {f":{name}": {"N": str(value)} for name, value in counters.items()}
+        # Savings counters are added only when non-zero: most requests use no lever.
+        names = [n for n in COUNTERS if counters[n] or not n.startswith("saved_")]
+        add_expr = "ADD " + ", ".join(f"{name} :{name}" for name in names)
+        add_values = {f":{name}": {"N": str(counters[name])} for name in names}
         items: list[dict[str, Any]] = [{
             "Put": {
                 "TableName": self.table,

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from meterline.gateway.cache import RefreshingCache
+from meterline.gateway.memo import RefreshingCache
 
 
 def test_concurrent_misses_share_one_load_and_hits_make_none():
