@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from meterline import moto_patches
 from meterline.config import Settings
 from meterline.store import aws
 from meterline.store.keys import KeyRecord, KeyStore
@@ -50,6 +51,7 @@ def embedded_app() -> Any:
     """moto's WSGI app, applying one request at a time (see _Atomic)."""
     from moto.server import DomainDispatcherApplication, create_backend_app
 
+    moto_patches.apply()
     return _Atomic(DomainDispatcherApplication(create_backend_app))
 
 
@@ -62,6 +64,7 @@ def start_moto(host: str = "127.0.0.1", port: int = 0) -> EmbeddedAws:
     from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per AWS call is noise
+    moto_patches.apply()
     app = _Atomic(DomainDispatcherApplication(create_backend_app))
     server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
     thread = threading.Thread(target=server.serve_forever, name="meterline-embedded-aws", daemon=True)

@@ -49,7 +49,9 @@ def resolve(requested: str, workspace: WorkspaceConfig, catalog: Catalog, endpoi
         provider_name, model = target.split("/", 1)
     elif endpoint in ANTHROPIC_ENDPOINTS:
         found = _anthropic_entry(workspace)
-        provider_name, model = (found.name if found else "anthropic"), target
+        # A workspace on the simulator with no Anthropic provider serves bare Claude names from the sim.
+        fallback = SIM if workspace.default_provider == SIM else "anthropic"
+        provider_name, model = (found.name if found else fallback), target
     else:
         provider_name, model = (workspace.default_provider or "openai"), target
     if not model:

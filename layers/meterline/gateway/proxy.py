@@ -34,6 +34,7 @@ from meterline.gateway.pipeline import Pipeline, Stage, apply_route, prepare_tar
 from meterline.gateway.services import Services
 from meterline.money import micros_to_usd
 from meterline.providers.base import UpstreamResponse
+from meterline.providers.sim import WORKSPACE_HEADER as SIM_WORKSPACE_HEADER
 from meterline.sse import SSEParser
 from meterline.telemetry import record_request
 from meterline.translators.base import AWS_EVENTSTREAM
@@ -59,6 +60,8 @@ async def open_upstream(ctx: RequestContext, services: Services) -> UpstreamResp
     except GatewayError as exc:  # a request this provider cannot express: nothing was sent
         ctx.error, ctx.outcome = exc, "rejected"
         return None
+    if ctx.target.kind == "sim" and ctx.workspace:
+        request.headers[SIM_WORKSPACE_HEADER] = ctx.workspace.workspace  # the sim's caches are per workspace
     upstream = services.upstream_for(ctx.target.kind)
     ctx.reached_provider = True
     try:

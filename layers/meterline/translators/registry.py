@@ -5,10 +5,12 @@
     chat.completions       anthropic                               openai_anthropic.OpenAIChatToAnthropic
     chat.completions       gemini                                  openai_gemini.OpenAIChatToGemini
     chat.completions       bedrock                                 openai_bedrock.OpenAIChatToBedrock
-    messages               anthropic                               anthropic_anthropic.AnthropicToAnthropic
-    messages.count_tokens  anthropic                               anthropic_anthropic (count_tokens path)
-    responses              openai, openai_compatible, azure        responses_openai.ResponsesToOpenAI
-    embeddings             openai, openai_compatible, azure        embeddings_openai.EmbeddingsToOpenAI
+    messages               anthropic, sim                          anthropic_anthropic.AnthropicToAnthropic
+    messages.count_tokens  anthropic, sim                          anthropic_anthropic (count_tokens path)
+    responses              openai, openai_compatible, azure, sim   responses_openai.ResponsesToOpenAI
+    embeddings             openai, openai_compatible, azure, sim   embeddings_openai.EmbeddingsToOpenAI
+
+The simulator (`sim`) speaks every dialect natively, so it takes the pass-through translators.
 
 Anything else is refused with a clear 400 before a provider is called.
 """
@@ -35,10 +37,11 @@ _TABLE: dict[tuple[str, str], Factory] = {
     ("chat.completions", "anthropic"): OpenAIChatToAnthropic,
     ("chat.completions", "gemini"): OpenAIChatToGemini,
     ("chat.completions", "bedrock"): OpenAIChatToBedrock,
-    ("messages", "anthropic"): AnthropicToAnthropic,
-    ("messages.count_tokens", "anthropic"): lambda h: AnthropicToAnthropic(h, path="messages/count_tokens"),
-    **{("responses", kind): ResponsesToOpenAI for kind in _OPENAI_HOSTS},
-    **{("embeddings", kind): EmbeddingsToOpenAI for kind in _OPENAI_HOSTS},
+    **{("messages", kind): AnthropicToAnthropic for kind in ("anthropic", "sim")},
+    **{("messages.count_tokens", kind): (lambda h: AnthropicToAnthropic(h, path="messages/count_tokens"))
+       for kind in ("anthropic", "sim")},
+    **{("responses", kind): ResponsesToOpenAI for kind in (*_OPENAI_HOSTS, "sim")},
+    **{("embeddings", kind): EmbeddingsToOpenAI for kind in (*_OPENAI_HOSTS, "sim")},
 }
 
 _PATHS = {"chat.completions": "/v1/chat/completions", "messages": "/v1/messages",

@@ -1,0 +1,105 @@
+"""RSS of `meterline dev` over many requests: prints the curve (requests, RSS MB, requests/s).
+
+    python bench/dev_memory.py [--requests 10000] [--concurrency 8] [--every 1000]
+
+Starts `meterline dev --fresh --quiet` on a free loopback port with a throwaway state dir, sends
+chat completions to the simulator (attributed to a rotating feature and session, every 10th
+streamed), samples the server's resident memory from /proc, then stops it with SIGINT and reports
+how long the exit took. Bounded in requests and in time (--max-seconds). Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(port: int, state_dir: str) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "METERLINE_STATE_DIR": state_dir}
+    proc = subprocess.Popen([sys.executable, "-m", "meterline.cli.main", "dev", "--port", str(port), "--fresh",
+                             "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("api_key: "):
+            return proc, line.split(": ", 1)[1].strip()
+    proc.kill()
+    raise SystemExit("meterline dev did not print a key")
+
+
+async def drive(base: str, key: str, total: int, concurrency: int, every: int, pid: int, max_s: float) -> None:
+    sent = 0
+    started = time.monotonic()
+    print(f"{'requests':>9} {'rss_mb':>8} {'req/s':>7}", flush=True)
+    print(f"{0:>9} {rss_mb(pid):>8.1f} {'-':>7}", flush=True)
+    async with httpx.AsyncClient(base_url=base, timeout=60,
+                                 headers={"authorization": f"Bearer {key}"}) as client:
+        async def one(i: int) -> None:
+            body = {"model": "sim/gpt-4o-mini", "messages": [{"role": "user", "content": f"question {i % 50}"}],
+                    "stream": i % 10 == 0}
+            headers = {"meterline-feature": f"f{i % 7}", "meterline-session-id": f"s{i % 100}"}
+            response = await client.post("/chat/completions", json=body, headers=headers)
+            response.raise_for_status()
+
+        while sent < total and time.monotonic() - started < max_s:
+            batch = min(every, total - sent)
+            window_start = time.monotonic()
+            for offset in range(0, batch, concurrency):
+                await asyncio.gather(*(one(sent + offset + j) for j in range(min(concurrency, batch - offset))))
+            sent += batch
+            rate = batch / (time.monotonic() - window_start)
+            print(f"{sent:>9} {rss_mb(pid):>8.1f} {rate:>7.0f}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--every", type=int, default=1_000, help="sample RSS every N requests")
+    parser.add_argument("--max-seconds", type=float, default=1_800)
+    args = parser.parse_args()
+    port = free_port()
+    with tempfile.TemporaryDirectory() as state_dir:
+        proc, key = start(port, state_dir)
+        try:
+            asyncio.run(drive(f"http://127.0.0.1:{port}/v1", key, args.requests, args.concurrency, args.every,
+                              proc.pid, args.max_seconds))
+        finally:
+            began = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+                print(f"Ctrl-C exit: {time.monotonic() - began:.2f} s (exit code {proc.returncode})")
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                print("Ctrl-C exit: did not exit within 30 s (killed)")
+
+
+if __name__ == "__main__":
+    main()
