@@ -4,8 +4,9 @@
 
 Starts `meterline dev --fresh --quiet` on a free loopback port with a throwaway state dir, sends
 chat completions to the simulator (attributed to a rotating feature and session, every 10th
-streamed), samples the server's resident memory from /proc, then stops it with SIGINT and reports
-how long the exit took. Bounded in requests and in time (--max-seconds). Loopback only.
+streamed; the key's rate limit lifted first), samples the server's resident memory from /proc,
+then stops it with SIGINT and reports how long the exit took. Bounded in requests and in time
+(--max-seconds). Loopback only.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cli(state_dir: str, port: int, *args: str) -> None:
+    env = {**os.environ, "METERLINE_STATE_DIR": state_dir, "METERLINE_DEV_PORT": str(port)}
+    subprocess.run([sys.executable, "-m", "meterline.cli.main", *args], env=env, check=True, timeout=120,
+                   stdout=subprocess.DEVNULL)
+
+
 def start(port: int, state_dir: str) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "METERLINE_STATE_DIR": state_dir}
     proc = subprocess.Popen([sys.executable, "-m", "meterline.cli.main", "dev", "--port", str(port), "--fresh",
@@ -61,7 +68,7 @@ async def drive(base: str, key: str, total: int, concurrency: int, every: int, p
     async with httpx.AsyncClient(base_url=base, timeout=60,
                                  headers={"authorization": f"Bearer {key}"}) as client:
         async def one(i: int) -> None:
-            body = {"model": "sim/gpt-4o-mini", "messages": [{"role": "user", "content": f"question {i % 50}"}],
+            body = {"model": "sim/gpt-4o-mini", "messages": [{"role": "user", "content": f"question {i}"}],
                     "stream": i % 10 == 0}
             headers = {"meterline-feature": f"f{i % 7}", "meterline-session-id": f"s{i % 100}"}
             response = await client.post("/chat/completions", json=body, headers=headers)
@@ -88,6 +95,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as state_dir:
         proc, key = start(port, state_dir)
         try:
+            # The demo key's 100 RPM floor would turn most of the load into 429s: lift it for the bench.
+            cli(state_dir, port, "limits", "set", "--key", "*", "--rpm", "10000000")
+            time.sleep(1)
             asyncio.run(drive(f"http://127.0.0.1:{port}/v1", key, args.requests, args.concurrency, args.every,
                               proc.pid, args.max_seconds))
         finally:

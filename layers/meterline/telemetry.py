@@ -46,6 +46,9 @@ def record_request(ctx: RequestContext) -> None:
         "cost_micros": ctx.cost.micros if ctx.cost else 0,
         "latency_ms": round(ctx.elapsed_ms(), 1),
     }
+    if ctx.usage:  # the dev shell's request line shows them
+        fields.update(input_tokens=ctx.usage.prompt_total, output_tokens=ctx.usage.output,
+                      cached_tokens=ctx.usage.cache_read)
     log.info("request", extra={"request": fields})
     if not metrics_enabled():
         return

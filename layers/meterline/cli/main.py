@@ -6,13 +6,12 @@ import argparse
 import getpass
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from meterline.attribution import DIMENSIONS
-from meterline.cli import budget_commands, target
+from meterline.cli import budget_commands, dev, target
 from meterline.money import micros_to_usd
 
 
@@ -21,37 +20,6 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     print("  ".join(c.upper().ljust(widths[c]) for c in columns))
     for row in rows:
         print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
-
-
-# -- dev ------------------------------------------------------------------------------------------
-def cmd_dev(args: argparse.Namespace) -> None:
-    import uvicorn
-
-    from meterline.devenv import provision, seed_demo, start_moto
-    from meterline.gateway.app import create_app
-    from meterline.rollup import StreamPoller
-
-    embedded = start_moto()
-    settings = provision(embedded.endpoint)
-    demo = seed_demo(settings)
-    poller = StreamPoller(settings)
-    poller.start()
-    path = target.write_dev_state(settings, {"workspace": demo["workspace"], "port": args.port})
-    print("Meterline dev: embedded AWS at", embedded.endpoint, flush=True)
-    print(f"base_url: http://{args.host}:{args.port}/v1")
-    print(f"api_key: {demo['api_key']}")
-    print(f"workspace: {demo['workspace']}")
-    print("Try: model='sim/gpt-4o-mini' (or any catalog model as sim/<model>); "
-          "`meterline spend --by feature` in another shell.", flush=True)
-    # uvicorn re-raises SIGTERM once it has shut down; exiting through SystemExit lets the cleanup
-    # below run (stop the aggregator and embedded AWS, remove the state file).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
-    finally:
-        poller.stop()
-        embedded.stop()
-        path.unlink(missing_ok=True)
 
 
 # -- workspaces -----------------------------------------------------------------------------------
@@ -275,10 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _no_abbrev(sub)
 
-    dev = sub.add_parser("dev", help="run the gateway locally on embedded AWS and the simulated provider")
-    dev.add_argument("--port", type=int, default=8787)
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.set_defaults(func=cmd_dev)
+    dev.register(sub)
 
     ws = sub.add_parser("workspaces", help="create and list workspaces").add_subparsers(dest="action", required=True)
     p = ws.add_parser("create")
