@@ -354,7 +354,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `meterline spend | head`: the reader left. Exit quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+    except target.TargetError as exc:
+        sys.exit(f"error: {exc}")
+    except Exception as exc:
+        from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+
+        if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ReadTimeoutError):
+            sys.exit(f"error: cannot reach {target.describe(target.resolved)}: {exc}")
+        raise
 
 
 if __name__ == "__main__":

@@ -126,12 +126,20 @@ def settings_from_stack(stack: str, region: str | None = None) -> Settings:
     return Settings(region=cfn.meta.region_name, table_names=names, kms_key_id=kms)
 
 
+# The last target resolved, so that an error anywhere can name the server the CLI looked for.
+resolved: dict[str, Any] = {}
+
+
 def resolve(stack: str | None = None) -> tuple[Settings, dict[str, Any]]:
     """(settings, context); context may name a default workspace (from `meterline dev`)."""
     stack = stack or os.environ.get("METERLINE_STACK")
+    resolved.clear()
     if stack:
+        resolved["stack"] = stack
         return settings_from_stack(stack), {"stack": stack}
     state = read_dev_state()
+    if state is not None:
+        resolved.update(state)
     if state is not None:
         for name, value in {"AWS_ACCESS_KEY_ID": "meterline-dev", "AWS_SECRET_ACCESS_KEY": "meterline-dev"}.items():
             os.environ.setdefault(name, value)
