@@ -1,21 +1,26 @@
 """Aggregation: the ledger's stream folded into spend rollups.
 
 The gateway writes exactly one ledger record per request; this function (`functions/rollup/
-handler.py: handler`) reads the ledger's NEW_IMAGE stream in batches of 100 and adds each record to
-the rollup counters of every scope it is attributed to, idempotently (an `applied#<request id>`
-marker in the same TransactWriteItems).
+handler.py: handler`) reads the ledger's NEW_IMAGE stream in batches of up to 100 (waiting up to
+ROLLUP_BATCHING_WINDOW_S to fill one), sums each batch in memory and writes one ADD per (scope,
+period) per batch, exactly once through run markers in the same transaction (meterline.rollup).
 
 Failure handling, so that no ledger record is lost or counted twice:
-    report_batch_item_failures   the handler returns the first failed record; only it and those
-                                 after it are retried
-    bisect_batch_on_error        a poison record is isolated by halving the batch
+    report_batch_item_failures   the handler reports from the first run it could not commit; the
+                                 runs before it are committed and never redelivered
+    bisect_batch_on_error        OFF: the handler isolates poison records itself (a `poison` item in
+                                 the rollups table), and a bisected redelivery could start in the
+                                 middle of a committed run (see the exactly-once argument)
+    parallelization_factor       ROLLUP_PARALLELIZATION concurrent batches per shard: a hot shard
+                                 keeps up; runs of one workspace spread over write shards
     retry_attempts               bounded (constants.ROLLUP_RETRY_ATTEMPTS)
     on-failure destination       an encrypted SQS dead-letter queue holding the stream coordinates
                                  of records that still failed (alarmed in monitoring.py)
 
 Permissions (role of this function only): read the ledger stream; UpdateItem / PutItem /
-ConditionCheckItem on rollups; SendMessage to its dead-letter queue. Environment: the rollups
-table name only.
+ConditionCheckItem on rollups and GetItem (a run marker, on redelivery); SendMessage to its
+dead-letter queue. Environment: the rollups table name only. Reserved concurrency: shards x factor
+is what the mapping can use; the cap keeps a burst from taking the account's concurrency.
 """
 
 from __future__ import annotations
@@ -73,7 +78,9 @@ class Aggregation(Construct):
                 ledger,
                 starting_position=lambda_.StartingPosition.TRIM_HORIZON,
                 batch_size=c.ROLLUP_BATCH_SIZE,
-                bisect_batch_on_error=True,
+                bisect_batch_on_error=False,
+                parallelization_factor=c.ROLLUP_PARALLELIZATION,
+                max_batching_window=Duration.seconds(c.ROLLUP_BATCHING_WINDOW_S),
                 report_batch_item_failures=True,
                 retry_attempts=c.ROLLUP_RETRY_ATTEMPTS,
                 on_failure=sources.SqsDlq(self.dead_letters),
@@ -82,7 +89,8 @@ class Aggregation(Construct):
         self.function.add_to_role_policy(
             iam.PolicyStatement(
                 sid="WriteRollups",
-                actions=["dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:ConditionCheckItem"],
+                actions=["dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:ConditionCheckItem",
+                         "dynamodb:GetItem"],
                 resources=[rollups.table_arn],
             )
         )

@@ -20,10 +20,11 @@ Permissions (role of this function only):
     budgets      Query (alert outbox), UpdateItem (claim / mark sent / release leases), Scan (find
                  counters holding leases), GetItem. No PutItem, no DeleteItem.
     workspaces   Query (a workspace's settings: its own alert recipients, name, timezone)
-    ledger       Query (top contributors of the period)
+    rollups      Query (top contributors of a workspace-wide budget's period)
+    ledger       Query (top contributors of a scoped budget: the day's newest records, bounded)
     SES          ses:SendEmail only with From = the `AlertSender` parameter (see _grant_ses)
 No KMS: provider keys in workspace items are never decrypted here. Environment: the budgets,
-workspaces and ledger table names, METERLINE_ALERT_SENDER and METERLINE_ALERT_RECIPIENTS.
+workspaces, rollups and ledger table names, METERLINE_ALERT_SENDER and METERLINE_ALERT_RECIPIENTS.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from infra_cdk.function import Shared, make_function
 from infra_cdk.nag import acknowledge
 from meterline.store import schema
 
-TABLES = (schema.BUDGETS, schema.WORKSPACES, schema.LEDGER)
+TABLES = (schema.BUDGETS, schema.WORKSPACES, schema.LEDGER, schema.ROLLUPS)
 
 
 class BudgetAlerts(Construct):
@@ -93,11 +94,12 @@ class BudgetAlerts(Construct):
         )
         fn.add_to_role_policy(
             iam.PolicyStatement(
-                sid="ReadWorkspacesAndLedger",
+                sid="ReadWorkspacesLedgerAndRollups",
                 actions=["dynamodb:Query"],
                 resources=[
                     tables[schema.WORKSPACES.logical_name].table_arn,
                     tables[schema.LEDGER.logical_name].table_arn,
+                    tables[schema.ROLLUPS.logical_name].table_arn,
                 ],
             )
         )

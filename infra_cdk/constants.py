@@ -117,3 +117,5 @@ UPSTREAM_ERROR_RATE_PCT = 10  # provider errors per request, %
 ROLLUP_ITERATOR_AGE_MS = 5 * 60 * 1000  # ledger records waiting > 5 min to be aggregated
 ROLLUP_RETRY_ATTEMPTS = 10
 ROLLUP_BATCH_SIZE = 100
+ROLLUP_PARALLELIZATION = 4  # concurrent batches per ledger stream shard (1-10)
+ROLLUP_BATCHING_WINDOW_S = 1  # wait up to 1 s to fill a batch: fewer, fuller transactions

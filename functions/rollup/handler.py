@@ -1,8 +1,9 @@
 """Rollup aggregator: a Lambda on the ledger table's DynamoDB stream.
 
-Reports partial batch failures, so the event source retries from the first failed record (and
-dead-letters it after the configured attempts) without re-counting the ones before it; re-counting
-would be harmless anyway, since RollupStore.apply is idempotent per request id.
+Each batch is summed in memory and committed in runs, each run exactly once (see meterline.rollup
+for the argument). Failures are reported as partial batch failures from the first run that could not
+be committed, so the event source redelivers from a run's first record, never from its middle.
+Records that can never be rolled up are kept as `poison` items, not retried.
 """
 
 from __future__ import annotations
@@ -22,11 +23,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _store
     if _store is None:
         _store = RollupStore(Settings.from_env())
-    records = event.get("Records", [])
-    failed = apply_stream_records(records, _store)
-    if not failed:
-        return {"batchItemFailures": []}
-    # Everything from the first failure on is retried, in order.
-    first = next(i for i, r in enumerate(records) if r["dynamodb"].get("SequenceNumber") == failed[0])
-    return {"batchItemFailures": [{"itemIdentifier": r["dynamodb"]["SequenceNumber"]} for r in records[first:]
-                                  if r.get("eventName") == "INSERT"]}
+    failed = apply_stream_records(event.get("Records", []), _store)
+    return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failed]}

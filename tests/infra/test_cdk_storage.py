@@ -91,7 +91,7 @@ FUNCTION_TABLES = {
     "gateway": {"workspaces", "keys", "ledger", "budgets"},
     "admin": {"workspaces", "keys", "ledger", "rollups", "budgets"},
     "rollup": {"rollups"},
-    "alerts": {"budgets", "workspaces", "ledger"},
+    "alerts": {"budgets", "workspaces", "ledger", "rollups"},
 }
 KEY_USERS = {"gateway", "admin"}
 

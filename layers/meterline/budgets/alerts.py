@@ -5,6 +5,12 @@ written once). This job claims each pending item with a conditional write - so a
 repeated or concurrent, send each alert once - composes the e-mail (scope, spend, cap, top
 contributors, projection) and sends it with SES. A run that dies after claiming leaves the claim to
 expire (5 minutes) and a later run retries it: at-least-once across crashes, exactly once otherwise.
+One alert failing (SES refuses, a workspace is gone) is logged and retried on a later run; it never
+stops the other alerts of the run.
+
+Cost is bounded whatever the traffic: a workspace-wide budget's top contributors come from the
+rollups of the alert's period (a few queries); a scoped budget's (e.g. feature:search) from the
+workspace's newest SCOPED_SAMPLE ledger records of the day (one bounded query), said so in the mail.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from meterline.money import micros_to_usd
 from meterline.store.budgets import LEASE_PREFIX, BudgetStore
 from meterline.store.ddb_http import DynamoHttp
 from meterline.store.ledger import LedgerStore
+from meterline.store.rollups import RollupStore
 from meterline.store.workspaces import WorkspaceStore
 
 log = logging.getLogger("meterline.alerts")
@@ -58,23 +65,32 @@ def project(spent: int, cap: int, start: datetime, end: datetime, now: datetime)
     return Projection(projected, reach.date().isoformat() if reach < end else None)
 
 
-def top_contributors(ledger: LedgerStore, workspace: str, scope: str, start: datetime, now: datetime,
-                     limit: int = 5) -> dict[str, list[tuple[str, int]]]:
-    scope_type, scope_value = scope.split(":", 1)
-    by: dict[str, Counter[str]] = {"member": Counter(), "feature": Counter(), "agent": Counter(), "model": Counter()}
-    day = start.astimezone(UTC).date()
-    while day <= now.astimezone(UTC).date():
-        for record in ledger.query_day(workspace, day.isoformat()):
-            if scope_type != "workspace" and record.get(scope_type) != scope_value:
-                continue
-            for dim, counter in by.items():
-                counter[record.get(dim) or "-"] += int(record.get("cost_micros", 0))
-        day += timedelta(days=1)
-    return {dim: counter.most_common(limit) for dim, counter in by.items()}
+CONTRIBUTOR_DIMENSIONS = ("member", "feature", "agent", "model")
+SCOPED_SAMPLE = 5_000
+
+
+def top_contributors(rollups: RollupStore, ledger: LedgerStore, workspace: str, scope: str, period: str,
+                     now: datetime, limit: int = 5) -> tuple[dict[str, list[tuple[str, int]]], str]:
+    """Top contributors by dimension, and where they come from (a line for the e-mail)."""
+    scope_type, scope_value = scope.split(":", 1) if ":" in scope else (scope, "")
+    if scope_type == "workspace":
+        out = {}
+        for dim in CONTRIBUTOR_DIMENSIONS:
+            rows = [(r["value"], int(r.get("cost_micros", 0))) for r in rollups.by_dimension(workspace, period, dim)]
+            out[dim] = sorted((r for r in rows if r[1] > 0), key=lambda r: (-r[1], r[0]))[:limit]
+        return out, f"for the period {period[2:]}"
+    by: dict[str, Counter[str]] = {dim: Counter() for dim in CONTRIBUTOR_DIMENSIONS}
+    for record in ledger.recent(workspace, now.astimezone(UTC).date().isoformat(), SCOPED_SAMPLE):
+        if record.get(scope_type) != scope_value:
+            continue
+        for dim, counter in by.items():
+            counter[record.get(dim) or "-"] += int(record.get("cost_micros", 0))
+    return ({dim: counter.most_common(limit) for dim, counter in by.items()},
+            f"among the workspace's latest {SCOPED_SAMPLE:,} requests today (UTC)")
 
 
 def compose(alert: dict[str, Any], workspace_name: str, tz: ZoneInfo, contributors: dict[str, list[tuple[str, int]]],
-            projection: Projection) -> tuple[str, str]:
+            projection: Projection, basis: str = "") -> tuple[str, str]:
     kind = "daily" if alert["period"].startswith("D#") else "monthly"
     subject = (f"[Meterline] {alert['scope']} reached {alert['threshold']}% of its {kind} budget "
                f"(${micros_to_usd(int(alert['spent']))} of ${micros_to_usd(int(alert['cap']))})")
@@ -86,7 +102,7 @@ def compose(alert: dict[str, Any], workspace_name: str, tz: ZoneInfo, contributo
         f"Projection at the current rate: ${micros_to_usd(projection.projected_micros)} for the period; "
         + (f"cap reached on {projection.cap_date}." if projection.cap_date else "cap not reached this period."),
         "",
-        "Top contributors:",
+        f"Top contributors ({basis}):" if basis else "Top contributors:",
     ]
     for dim, rows in contributors.items():
         if rows:
@@ -99,29 +115,42 @@ def send_pending_alerts(settings: Settings, ses: Any, sender: str, default_recip
                         now: float | None = None) -> int:
     """Send every pending alert once. Returns how many e-mails this run sent."""
     now = now if now is not None else time.time()
-    store, ledger, workspaces = BudgetStore(settings), LedgerStore(settings), WorkspaceStore(settings)
+    store = BudgetStore(settings)
     sent = 0
+    context = (store, LedgerStore(settings), RollupStore(settings), WorkspaceStore(settings))
     for alert in store.pending_alerts():
-        if not store.claim_alert(alert["sk"], int(now)):
-            continue  # another run has it
-        config = workspaces.load(alert["workspace"])
-        recipients = list(config.alert_recipients) if config and config.alert_recipients else default_recipients
-        if not recipients or not sender:
-            log.warning("alert_without_recipients", extra={"alert": alert["sk"]})
-            store.mark_alert_sent(alert["sk"], "no-recipients")
-            continue
-        tz = ZoneInfo(config.timezone if config else "UTC")
-        start, end = period_bounds(alert["period"], tz)
-        moment = datetime.fromtimestamp(now, tz)
-        contributors = top_contributors(ledger, alert["workspace"], alert["scope"], start, min(moment, end))
-        projection = project(int(alert["spent"]), int(alert["cap"]), start, end, moment)
-        subject, body = compose(alert, config.name if config else alert["workspace"], tz, contributors, projection)
-        response = ses.send_email(
-            FromEmailAddress=sender, Destination={"ToAddresses": recipients},
-            Content={"Simple": {"Subject": {"Data": subject}, "Body": {"Text": {"Data": body}}}})
-        store.mark_alert_sent(alert["sk"], response.get("MessageId", ""))
-        sent += 1
+        try:
+            if not store.claim_alert(alert["sk"], int(now)):
+                continue  # another run has it
+            sent += _send_one(alert, context, ses, sender, default_recipients, now)
+        except Exception:
+            # Left claimed: the claim expires and a later run retries this alert; the others go on.
+            log.exception("alert_failed", extra={"alert": alert.get("sk")})
     return sent
+
+
+def _send_one(alert: dict[str, Any], context: tuple[BudgetStore, LedgerStore, RollupStore, WorkspaceStore],
+              ses: Any, sender: str, default_recipients: list[str], now: float) -> int:
+    store, ledger, rollups, workspaces = context
+    config = workspaces.load(alert["workspace"])
+    recipients = list(config.alert_recipients) if config and config.alert_recipients else default_recipients
+    if not recipients or not sender:
+        log.warning("alert_without_recipients", extra={"alert": alert["sk"]})
+        store.mark_alert_sent(alert["sk"], "no-recipients")
+        return 0
+    tz = ZoneInfo(config.timezone if config else "UTC")
+    start, end = period_bounds(alert["period"], tz)
+    moment = datetime.fromtimestamp(now, tz)
+    contributors, basis = top_contributors(rollups, ledger, alert["workspace"], alert["scope"], alert["period"],
+                                           min(moment, end))
+    projection = project(int(alert["spent"]), int(alert["cap"]), start, end, moment)
+    subject, body = compose(alert, config.name if config else alert["workspace"], tz, contributors, projection,
+                            basis)
+    response = ses.send_email(
+        FromEmailAddress=sender, Destination={"ToAddresses": recipients},
+        Content={"Simple": {"Subject": {"Data": subject}, "Body": {"Text": {"Data": body}}}})
+    store.mark_alert_sent(alert["sk"], response.get("MessageId", ""))
+    return 1
 
 
 async def _sweep(settings: Settings, now: float) -> int:

@@ -8,6 +8,7 @@ Keys (see schema.LEDGER):
 Access patterns:
     put(record)                PutItem, condition: new (a retried write never duplicates)
     query_day(workspace, day)  Query pk, time-ordered (reports, waste scoring, exports)
+    recent(workspace, day, n)  Query pk, newest first, at most n records (alert e-mails)
 
 The table's NEW_IMAGE stream feeds the rollup aggregator (meterline.rollup), so the request
 path pays for exactly one write however many scopes a request is attributed to.
@@ -21,7 +22,7 @@ from typing import Any
 
 from meterline.config import Settings
 from meterline.store import aws
-from meterline.store.codec import paginate, to_item
+from meterline.store.codec import from_item, paginate, to_item
 from meterline.store.ddb_http import DynamoError, DynamoHttp
 from meterline.store.schema import LEDGER
 
@@ -67,3 +68,21 @@ class LedgerStore:
             "ExpressionAttributeValues": {":pk": {"S": f"{workspace}#{day}"}},
         }
         yield from paginate(self._ddb.query, **kwargs)
+
+    def recent(self, workspace: str, day: str, limit: int) -> Iterator[dict[str, Any]]:
+        """The day's newest `limit` records, newest first: a bounded read whatever the traffic."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": f"{workspace}#{day}"}},
+            "ScanIndexForward": False,
+        }
+        seen = 0
+        while seen < limit:
+            page = self._ddb.query(**kwargs, Limit=min(1000, limit - seen))
+            for item in page.get("Items", []):
+                seen += 1
+                yield from_item(item)
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
