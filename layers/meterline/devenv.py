@@ -33,48 +33,12 @@ class EmbeddedAws:
         self.thread.join(timeout=10)
 
 
-def _backup_each_table_once() -> None:
-    """moto backs up a table with a deep copy per TransactWriteItems *item* (the same backup each
-    time): a 100-item rollup transaction on a large table took seconds. Copy each table once per
-    transaction instead (same rollback semantics; requests are applied one at a time, see _Atomic)."""
-    import copy
-    import types
-
-    import moto.dynamodb.models as models
-
-    if getattr(models, "_meterline_backup_once", False):
-        return
-    cache: dict[int, tuple[Any, Any]] | None = None
-
-    def deepcopy(obj: Any, memo: Any = None) -> Any:
-        if cache is None:
-            return copy.deepcopy(obj, memo)
-        if id(obj) not in cache:
-            cache[id(obj)] = (obj, copy.deepcopy(obj))  # the original is kept so its id stays unique
-        return cache[id(obj)][1]
-
-    original = models.DynamoDBBackend.transact_write_items
-
-    def transact_write_items(self: Any, *args: Any, **kwargs: Any) -> Any:
-        nonlocal cache
-        cache = {}
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            cache = None
-
-    models.copy = types.SimpleNamespace(deepcopy=deepcopy, copy=copy.copy)  # type: ignore[assignment]
-    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
-    models._meterline_backup_once = True  # type: ignore[attr-defined]
-
-
 class _Atomic:
     """Applies one AWS request at a time. moto's threaded server otherwise runs concurrent writes to
     one DynamoDB item interleaved (a conditional update can race, or crash on a dict mutated under
     iteration); real DynamoDB serializes writes per item, and the budget invariants rely on that."""
 
     def __init__(self, app: Any):
-        _backup_each_table_once()
         self.app = app
         self.lock = threading.Lock()
 
