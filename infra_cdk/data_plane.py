@@ -16,6 +16,7 @@ Permissions (role of this function only):
     budgets                                  Query / GetItem (definitions), UpdateItem (reservations,
                                              settle/release, rate and loop windows, inline lease
                                              sweep), PutItem (alert outbox, conditional on new)
+    cache                                    GetItem (entries), PutItem (entries, fill markers)
     vault key                                kms:Decrypt, only for ciphertexts whose encryption
                                              context says meterline:purpose=provider-key
     bedrock                                  InvokeModel / InvokeModelWithResponseStream (Converse,
@@ -26,7 +27,7 @@ or delete budget items (the lease sweeper and the alert sender are the alerts fu
 The hot path calls DynamoDB through the lean SigV4 client (meterline.store.ddb_http) as well as
 boto3; both sign with this role, so the same IAM actions apply.
 
-Environment: the workspaces, keys, ledger and budgets table names and the vault key ARN.
+Environment: the workspaces, keys, ledger, budgets and cache table names and the vault key ARN.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from infra_cdk.function import Shared, make_function
 from infra_cdk.nag import acknowledge
 from meterline.store import schema
 
-TABLES = (schema.WORKSPACES, schema.KEYS, schema.LEDGER, schema.BUDGETS)
+TABLES = (schema.WORKSPACES, schema.KEYS, schema.LEDGER, schema.BUDGETS, schema.CACHE)
 
 
 def lwa_layer_arn(region: str, architecture: str) -> str:
@@ -126,6 +127,13 @@ class DataPlane(Construct):
                 sid="EnforceBudgets",
                 actions=["dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"],
                 resources=[budgets.table_arn],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                # Read an entry, store one, claim or lapse a fill marker: no Query, Scan or Delete.
+                sid="ResponseCache", actions=["dynamodb:GetItem", "dynamodb:PutItem"],
+                resources=[tables[schema.CACHE.logical_name].table_arn],
             )
         )
         stack = Stack.of(self)

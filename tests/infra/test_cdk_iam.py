@@ -99,6 +99,12 @@ def test_gateway_enforces_budgets_without_scan_or_delete(synth):
     assert not everything & {"dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
 
 
+def test_gateway_reads_and_fills_the_response_cache_only(synth):
+    assert actions_on(synth, "gateway", table_arn(synth, "cache")) == {"dynamodb:GetItem", "dynamodb:PutItem"}
+    for service in ("admin", "rollup", "alerts"):
+        assert actions_on(synth, service, table_arn(synth, "cache")) == set(), service
+
+
 def test_gateway_cannot_write_the_vault_or_keys(synth):
     for name in ("workspaces", "keys"):
         assert not actions_on(synth, "gateway", table_arn(synth, name)) & DYNAMODB_WRITES, name

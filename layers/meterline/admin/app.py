@@ -75,6 +75,16 @@ class PolicyIn(BaseModel):
     key_rpm_default: int | None = None
 
 
+class CacheRuleIn(BaseModel):
+    exact: bool = True
+    ttl: str | int | None = None  # "1h", "15m" or seconds
+    any_temperature: bool | None = None
+    partition: str | None = None
+    namespace: str | None = Field(default=None, max_length=64)
+    prompt_cache: bool | None = None
+    prompt_cache_ttl: str | None = None
+
+
 class PriceIn(BaseModel):
     input: str
     output: str
@@ -187,5 +197,24 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
         if by not in DIMENSIONS or by == "session":
             raise OpError(f"by must be one of {[d for d in DIMENSIONS if d != 'session']}")
         return ops(request).spend(workspace, by, period)
+
+    @app.put("/workspaces/{workspace}/cache/{scope}")
+    def set_cache_rule(workspace: str, scope: str, body: CacheRuleIn, request: Request) -> dict[str, Any]:
+        fields = body.model_dump(exclude_none=True)
+        if "ttl" in fields:
+            fields["ttl_s"] = fields.pop("ttl")
+        return ops(request).set_cache_rule(workspace, scope, **fields)
+
+    @app.get("/workspaces/{workspace}/cache")
+    def list_cache_rules(workspace: str, request: Request) -> dict[str, Any]:
+        return {"rules": ops(request).list_cache_rules(workspace)}
+
+    @app.delete("/workspaces/{workspace}/cache/{scope}", status_code=204)
+    def delete_cache_rule(workspace: str, scope: str, request: Request) -> None:
+        ops(request).delete_cache_rule(workspace, scope)
+
+    @app.get("/workspaces/{workspace}/savings")
+    def savings(workspace: str, request: Request, by: str = "lever", period: str = "month") -> dict[str, Any]:
+        return ops(request).savings(workspace, by, period)
 
     return app

@@ -273,6 +273,85 @@ class Ops:
         self._audit("policy.set", workspace, **changes)
         return dict(policy.__dict__)
 
+    # cost levers: cache rules and savings
+    def set_cache_rule(self, workspace: str, scope: str, **fields: Any) -> dict[str, Any]:
+        """Turn the response cache (and prompt caching) on or off for a scope: `workspace`,
+        `feature:<name>` or `key:<key id>`. The rule replaces any earlier one for that scope."""
+        from meterline.cache.rules import make_rule, parse_ttl
+
+        self._require_workspace(workspace)
+        if "ttl_s" in fields and fields["ttl_s"] is not None:
+            try:
+                fields["ttl_s"] = parse_ttl(fields["ttl_s"])
+            except ValueError as exc:
+                raise OpError(str(exc)) from exc
+        try:
+            rule = make_rule(scope, **fields)
+        except (ValueError, TypeError) as exc:
+            raise OpError(str(exc)) from exc
+        stored = {k: v for k, v in rule.as_dict().items() if k != "scope"}
+        WorkspaceStore(self.settings).put_cache_rule(workspace, rule.scope, stored)
+        self._audit("cache.set", workspace, **rule.as_dict())
+        return rule.as_dict()
+
+    def list_cache_rules(self, workspace: str) -> list[dict[str, Any]]:
+        from meterline.cache.rules import from_stored
+
+        config = self._require_workspace(workspace)
+        rules = [from_stored(scope, stored) for scope, stored in sorted(config.cache_rules.items())]
+        return [r.as_dict() for r in rules if r is not None]
+
+    def delete_cache_rule(self, workspace: str, scope: str) -> None:
+        if not WorkspaceStore(self.settings).delete_cache_rule(workspace, scope):
+            raise OpError(f"no cache rule for {scope} in workspace {workspace}", status=404)
+        self._audit("cache.delete", workspace, scope=scope)
+
+    def savings(self, workspace: str, by: str, period: str) -> dict[str, Any]:
+        """What the cost levers saved: per lever (from the workspace total), or per value of a rollup
+        dimension (feature, key, model, ...), with spend beside it. Exact micro-dollars from the rollups."""
+        from meterline.levers import LEVERS
+        from meterline.store.rollups import ROLLUP_DIMENSIONS
+
+        config = self._require_workspace(workspace)
+        key = self._period_key(config.timezone, period)
+        store = RollupStore(self.settings)
+        if by == "lever":
+            totals = store.by_dimension(workspace, key, "total")
+            total = totals[0] if totals else {}
+            spent = int(total.get("cost_micros", 0))
+            rows = [{"value": lever, "saved_micros": int(total.get(f"saved_{lever}", 0))} for lever in LEVERS]
+            rows.sort(key=lambda r: -r["saved_micros"])
+        elif by in ROLLUP_DIMENSIONS:
+            rows = []
+            for r in store.by_dimension(workspace, key, by):
+                row = {"value": r["value"], "cost_micros": int(r.get("cost_micros", 0)),
+                       "requests": int(r.get("requests", 0)), "saved_micros": int(r.get("saved_micros", 0))}
+                row.update({f"saved_{lever}": int(r.get(f"saved_{lever}", 0)) for lever in LEVERS})
+                rows.append(row)
+            rows.sort(key=lambda r: (-r["saved_micros"], -r["cost_micros"]))
+            spent = sum(r["cost_micros"] for r in rows)
+        else:
+            raise OpError(f"by must be 'lever' or one of {ROLLUP_DIMENSIONS}")
+        saved = sum(r["saved_micros"] for r in rows)
+        return {"workspace": workspace, "period": key[2:], "timezone": config.timezone, "by": by,
+                "spent_micros": spent, "saved_micros": saved, "rows": rows}
+
+    @staticmethod
+    def _period_key(timezone: str, period: str) -> str:
+        """today | month | YYYY-MM-DD | YYYY-MM -> the rollup period key ("D#..." or "M#...")."""
+        now = datetime.now(UTC).astimezone(ZoneInfo(timezone))
+        if period == "today":
+            return f"D#{now:%Y-%m-%d}"
+        if period == "month":
+            return f"M#{now:%Y-%m}"
+        for fmt, prefix in (("%Y-%m-%d", "D#"), ("%Y-%m", "M#")):
+            try:
+                datetime.strptime(period, fmt)
+            except ValueError:
+                continue
+            return prefix + period
+        raise OpError("period must be 'today', 'month', YYYY-MM-DD or YYYY-MM")
+
 
 def _stage(budget: Budget, spent: int, cap: int | None) -> str:
     """A budget's stage for one period, as `budgets list` shows it."""

@@ -26,7 +26,7 @@ from meterline.errors import (
     anthropic_error_body,
     openai_error_body,
 )
-from meterline.gateway import addressing, proxy
+from meterline.gateway import addressing, caching, proxy
 from meterline.gateway.context import RequestContext
 from meterline.gateway.enforcement import EnforcementStage
 from meterline.gateway.pipeline import (
@@ -103,7 +103,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         ]
         if endpoint != "messages.count_tokens":  # token counting is not spend: no ledger record, no budget
             stages.insert(0, LedgerStage(svc))
-            stages.insert(len(stages) - 1, EnforcementStage(svc))  # after route, before credentials
+            # route → cache lookup (started) → enforce (writes while the lookup is in flight) → cache
+            # serve (awaits it; a hit stops here) → credentials
+            cache = caching.ResponseCache(svc)
+            at = len(stages) - 1
+            stages[at:at] = [cache.lookup_stage, EnforcementStage(svc), cache.serve_stage]
         return Pipeline(stages)
 
     pipelines: dict[tuple[int, str], Pipeline] = {}
@@ -126,6 +130,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         pipeline = pipeline_for(svc, endpoint)
         ran = await pipeline.enter(ctx)
         try:
+            if ctx.error is None and "cache_hit" in ctx.extra:
+                return await caching.serve_hit(ctx, pipeline, ran)
             if ctx.error is None:
                 response = await proxy.open_with_fallbacks(ctx, svc)
                 if response is not None:

@@ -39,10 +39,16 @@ STREAMING_ENDPOINTS = ("chat.completions", "messages", "responses")
 class Decision:
     allowed: bool
     error: GatewayError | None = None
+    # Allowed, and answered already (a cache hit): the stages after this one do not run.
+    served: bool = False
 
     @classmethod
     def deny(cls, error: GatewayError) -> Decision:
         return cls(False, error)
+
+    @classmethod
+    def serve(cls) -> Decision:
+        return cls(True, None, True)
 
 
 class Stage(Protocol):
@@ -245,6 +251,8 @@ class Pipeline:
                 return ran
             if decision is not None and not decision.allowed:
                 ctx.error, ctx.outcome = decision.error, "rejected"
+                return ran
+            if decision is not None and decision.served:
                 return ran
         return ran
 

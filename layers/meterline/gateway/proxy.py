@@ -155,6 +155,7 @@ async def complete(ctx: RequestContext, response: UpstreamResponse, services: Se
     ctx.usage = translated.usage
     ctx.response_model = translated.model
     ctx.service_tier = translated.service_tier
+    ctx.extra["response_body"] = translated.body  # what the client receives (the response cache stores it)
     meter(ctx)
     await pipeline.unwind(ctx, ran)
     headers = {"content-type": "application/json", **passthrough_headers(response)}
@@ -205,10 +206,13 @@ class MeteredStream:
         framing = getattr(translator, "stream_framing", None)
         parser: SSEParser | EventStreamDecoder = EventStreamDecoder() if framing == AWS_EVENTSTREAM else SSEParser()
         broken: str | None = None
+        tap = ctx.extra.get("stream_tap")  # the response cache collecting the answer the client sees
         try:
             async for chunk in self.response.aiter_bytes():
                 for event in parser.feed(chunk):
                     for out in translator.stream_event(event):
+                        if tap is not None:
+                            tap(out)
                         yield out
         except (httpx.HTTPError, EventStreamDecodeError):
             broken = "The provider's stream was interrupted."

@@ -9,6 +9,7 @@ Each table's key layout and access patterns are owned by its data-access module:
     ledger      -> meterline.store.ledger       (one record per request; stream feeds rollups)
     rollups     -> meterline.store.rollups      (spend counters per scope and period)
     budgets     -> meterline.store.budgets      (budgets, rate limits, reservations, alert markers)
+    cache       -> meterline.store.cache        (exact-match response cache entries, fill markers)
 
 This module is pure data: no boto3 import.
 """
@@ -128,7 +129,14 @@ BUDGETS = TableSpec(
     description="Budget and rate-limit definitions, atomic spend/reservation counters, windows, alert markers.",
 )
 
-ALL_TABLES: tuple[TableSpec, ...] = (WORKSPACES, KEYS, LEDGER, ROLLUPS, BUDGETS)
+CACHE = TableSpec(
+    logical_name="cache",
+    partition_key=PK,  # "<workspace>#<sha-256 of the canonical request>" | the same + "#fill" (marker)
+    ttl_attribute="expires_at",  # DynamoDB deletes late: every read checks expires_at itself
+    description="Exact-match response cache: compressed answers with their usage; short fill markers.",
+)
+
+ALL_TABLES: tuple[TableSpec, ...] = (WORKSPACES, KEYS, LEDGER, ROLLUPS, BUDGETS, CACHE)
 
 # The KMS key that wraps provider credentials. Encryption context on every ciphertext:
 # {"meterline:purpose": "provider-key", "workspace": <id>, "provider": <name>}.

@@ -5,11 +5,13 @@ Keys (see schema.WORKSPACES):
     pk = <workspace id>, sk = "provider#<name>"    provider entry + KMS ciphertext of its key
     pk = <workspace id>, sk = "alias#<name>"       model alias: target model + ordered fallbacks
     pk = <workspace id>, sk = "keyroute#<key id>"  a virtual key's ordered fallbacks
+    pk = <workspace id>, sk = "cache#<scope>"      a cache rule (cache/rules.py): scope "workspace",
+                                                    "feature:<name>" or "key:<key id>"
 
 Access patterns:
     load(workspace)          Query pk = workspace  -> settings + all providers, one round trip
     put_settings / put_provider / delete_provider / put_alias / delete_alias /
-    put_key_fallbacks                                 (control plane / CLI only)
+    put_key_fallbacks / put_cache_rule / delete_cache_rule   (control plane / CLI only)
     list_workspaces          Scan of "settings" items (CLI, small)
 
 The data plane only reads this table; writes are the control plane's (IAM enforces it on AWS).
@@ -31,6 +33,7 @@ SETTINGS_SK = "settings"
 PROVIDER_PREFIX = "provider#"
 ALIAS_PREFIX = "alias#"
 KEYROUTE_PREFIX = "keyroute#"
+CACHE_PREFIX = "cache#"
 PROVIDER_KINDS = ("openai", "openai_compatible", "anthropic", "gemini", "bedrock", "azure")
 
 
@@ -75,6 +78,9 @@ class WorkspaceConfig:
     aliases: dict[str, Alias] = field(default_factory=dict)
     # Per virtual key (key id): ordered fallback models for any request made with that key.
     key_fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Cache rules by scope ("workspace", "feature:<name>", "key:<key id>"), as stored (cache/rules.py
+    # validates and resolves them): they ride along with the config, so no extra read per request.
+    cache_rules: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class WorkspaceStore:
@@ -97,7 +103,7 @@ class WorkspaceStore:
         settings = next((i for i in items if i["sk"] == SETTINGS_SK), None)
         if settings is None:
             return None
-        providers, aliases, key_fallbacks = {}, {}, {}
+        providers, aliases, key_fallbacks, cache_rules = {}, {}, {}, {}
         for item in items:
             if item["sk"].startswith(PROVIDER_PREFIX):
                 name = item["sk"][len(PROVIDER_PREFIX):]
@@ -114,6 +120,8 @@ class WorkspaceStore:
                 aliases[name] = Alias(name, item["model"], tuple(item.get("fallbacks") or ()))
             elif item["sk"].startswith(KEYROUTE_PREFIX):
                 key_fallbacks[item["sk"][len(KEYROUTE_PREFIX):]] = tuple(item.get("fallbacks") or ())
+            elif item["sk"].startswith(CACHE_PREFIX):
+                cache_rules[item["sk"][len(CACHE_PREFIX):]] = json.loads(item.get("rule") or "{}")
         return WorkspaceConfig(
             workspace=workspace,
             name=settings.get("name", workspace),
@@ -125,6 +133,7 @@ class WorkspaceStore:
             providers=providers,
             aliases=aliases,
             key_fallbacks=key_fallbacks,
+            cache_rules=cache_rules,
         )
 
     def create(self, workspace: str, name: str, *, default_provider: str | None = None,
@@ -184,6 +193,16 @@ class WorkspaceStore:
             return
         self._ddb.put_item(TableName=self.table, Item=to_item({
             **key, "fallbacks": list(fallbacks), "updated_at": int(time.time())}))
+
+    def put_cache_rule(self, workspace: str, scope: str, rule: dict[str, Any]) -> None:
+        self._ddb.put_item(TableName=self.table, Item=to_item({
+            "pk": workspace, "sk": CACHE_PREFIX + scope, "rule": json.dumps(rule, sort_keys=True),
+            "updated_at": int(time.time())}))
+
+    def delete_cache_rule(self, workspace: str, scope: str) -> bool:
+        result = self._ddb.delete_item(TableName=self.table, Key=to_item({"pk": workspace, "sk": CACHE_PREFIX + scope}),
+                                       ReturnValues="ALL_OLD")
+        return bool(result.get("Attributes"))
 
     def list_workspaces(self) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {
