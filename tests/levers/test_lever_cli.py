@@ -10,7 +10,8 @@ import pytest
 from meterline.admin.app import create_admin_app
 from meterline.admin.ops import Ops
 from meterline.cli.main import main
-from meterline.store.rollups import RollupStore
+from meterline.rollup import apply_entries
+from meterline.store.rollups import RollupStore, contribution_of
 from meterline.store.workspaces import WorkspaceStore
 from tests.conftest import wait_for_ledger
 
@@ -47,9 +48,8 @@ def test_savings_by_lever_and_feature_add_up_exactly(dev_state, start_gateway, c
         client.chat.completions.create(**ask)
     client.chat.completions.create(**ask, extra_headers={"meterline-feature": "search"})  # not cached
     records = wait_for_ledger(dev_state, "demo", 4)
-    store = RollupStore(dev_state)
-    for record in records:
-        store.apply(record)  # what the stream aggregator does with each ledger record
+    # what the stream aggregator does with a batch of ledger records
+    assert apply_entries([contribution_of(r["request_id"], r) for r in records], RollupStore(dev_state)) == 4
     miss = records[0]
     capsys.readouterr()
     main(["savings", "--by", "lever", "--period", "month", "--json"])
