@@ -4,14 +4,45 @@ applies the providers' settlement formulas directly, sharing no code with meterl
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 CATALOG = json.loads((Path(__file__).parent.parent / "layers/meterline/pricing/catalog.json").read_text())
 
 
+def _clause_matches(clause: dict, name: str) -> bool:
+    (kind, arg), = clause.items()
+    return {
+        "equals": lambda: name == arg, "starts_with": lambda: name.startswith(arg),
+        "ends_with": lambda: name.endswith(arg), "contains": lambda: arg in name,
+        "regex": lambda: re.search(arg, name) is not None,
+        "or": lambda: any(_clause_matches(c, name) for c in arg),
+        "and": lambda: all(_clause_matches(c, name) for c in arg),
+    }[kind]()
+
+
+def catalog_id(model_id: str) -> str:
+    """The catalog entry a provider-side id prices as: itself, else the first entry of its namespace
+    whose match clauses accept it (genai-prices' rule, re-implemented here)."""
+    if model_id in CATALOG["models"]:
+        return model_id
+    namespace, name = model_id.split("/", 1)
+    for candidate, spec in CATALOG["models"].items():
+        if candidate.startswith(namespace + "/") and spec.get("match") and _clause_matches(spec["match"], name.lower()):
+            return candidate
+    raise KeyError(model_id)
+
+
+def point(model_id: str) -> dict:
+    """The price point in force today (UTC)."""
+    today = datetime.now(UTC).date().isoformat()
+    return [p for p in CATALOG["models"][catalog_id(model_id)]["prices"] if p["effective"] <= today][-1]
+
+
 def price(model_id: str, field: str, tier: str | None = None) -> Decimal:
-    spec = CATALOG["models"][model_id]["prices"][-1]
+    spec = point(model_id)
     if tier:
         tiers = spec.get("service_tiers", {})
         if tier in tiers:
@@ -49,7 +80,7 @@ def anthropic_cost_micros(model_id: str, input_tokens: int, cache_read: int, wri
 def gemini_cost_micros(model_id: str, prompt: int, cached: int, candidates: int, thoughts: int) -> int:
     """Gemini: prompt INCLUDES cached; (prompt - cached) x in + cached x cache_read + (candidates + thoughts)
     x out; above a long-context threshold the whole request uses that tier's prices."""
-    spec = CATALOG["models"][model_id]["prices"][-1]
+    spec = point(model_id)
     rates = {k: spec[k] for k in ("input", "cache_read", "output") if k in spec}
     for tier in spec.get("tiers", []):
         if prompt > int(tier["above_prompt_tokens"]):

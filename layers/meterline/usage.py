@@ -14,6 +14,16 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Iteration:
+    """One extra sampling iteration billed beside the top-level usage (Anthropic `usage.iterations`:
+    a compaction, billed at the request's model, or an advisor call, billed at the advisor's model)."""
+
+    kind: str
+    model: str | None
+    usage: Usage
+
+
+@dataclass(frozen=True)
 class Usage:
     input_uncached: int = 0
     cache_read: int = 0
@@ -23,10 +33,23 @@ class Usage:
     reasoning: int | None = None
     # Set when the counts are the gateway's estimate (stream cut before the provider's usage).
     estimated: bool = False
+    # Audio input where a model prices it apart from text (disjoint from input_uncached / cache_read).
+    input_audio: int = 0
+    cache_read_audio: int = 0
+    # OpenAI predicted-output tokens that were rejected: billed, and already inside `output`.
+    rejected_prediction: int | None = None
+    # Server-side tool calls billed per call: (("web_search", 3), ...), sorted by name.
+    tool_calls: tuple[tuple[str, int], ...] = ()
+    # Billed iterations that the top-level counts leave out (Anthropic compaction / advisor).
+    iterations: tuple[Iteration, ...] = ()
+    # How the provider says it served the request: Anthropic `speed` ("fast") and `inference_geo`.
+    speed: str | None = None
+    inference_geo: str | None = None
 
     @property
     def prompt_total(self) -> int:
-        return self.input_uncached + self.cache_read + self.cache_write_5m + self.cache_write_1h
+        return (self.input_uncached + self.cache_read + self.cache_write_5m + self.cache_write_1h
+                + self.input_audio + self.cache_read_audio)
 
     @property
     def cache_write(self) -> int:
@@ -38,6 +61,13 @@ class Usage:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def tool_count(self, name: str) -> int:
+        return sum(n for k, n in self.tool_calls if k == name)
+
+
+def tool_calls(counts: dict[str, int]) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted((k, int(v)) for k, v in counts.items() if isinstance(v, int) and v > 0))
 
 
 def _int(value: Any) -> int | None:
@@ -58,18 +88,26 @@ def from_openai_chat(usage: dict[str, Any] | None) -> Usage | None:
         return None
     prompt = prompt or 0
     details = usage.get("prompt_tokens_details") or {}
+    if not isinstance(details, dict):
+        details = {}
     cached = _int(details.get("cached_tokens")) or 0
     cache_write = _int(details.get("cache_write_tokens")) or 0
     # Guard against providers that report more cached than prompt tokens: never bill negative input.
     cached = min(cached, prompt)
     cache_write = min(cache_write, prompt - cached)
+    # Audio prompt tokens (gpt-4o-audio, gpt-realtime) are priced apart where the model lists a price.
+    audio = min(_int(details.get("audio_tokens")) or 0, prompt - cached - cache_write)
     out_details = usage.get("completion_tokens_details") or {}
+    if not isinstance(out_details, dict):
+        out_details = {}
     return Usage(
-        input_uncached=prompt - cached - cache_write,
+        input_uncached=prompt - cached - cache_write - audio,
         cache_read=cached,
         cache_write_5m=cache_write,
         output=completion or 0,
         reasoning=_int(out_details.get("reasoning_tokens")),
+        input_audio=audio,
+        rejected_prediction=_int(out_details.get("rejected_prediction_tokens")),
     )
 
 
@@ -123,8 +161,36 @@ def from_anthropic(usage: dict[str, Any] | None) -> Usage | None:
             write_5m += total_write - write_5m - write_1h
     details = usage.get("output_tokens_details")
     thinking = _int(details.get("thinking_tokens")) if isinstance(details, dict) else None
+    server = usage.get("server_tool_use")
+    # Web search is billed per search; web fetch costs only its tokens.
+    searches = (_int(server.get("web_search_requests")) or 0) if isinstance(server, dict) else 0
     return Usage(input_uncached=input_ or 0, cache_read=read, cache_write_5m=write_5m, cache_write_1h=write_1h,
-                 output=output or 0, reasoning=thinking)
+                 output=output or 0, reasoning=thinking, tool_calls=tool_calls({"web_search": searches}),
+                 iterations=_anthropic_iterations(usage.get("iterations")),
+                 speed=_str(usage.get("speed")), inference_geo=_str(usage.get("inference_geo")))
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+# Iterations whose tokens the top-level usage already counts (the model's own sampling turns).
+_COUNTED_ITERATIONS = ("message", "fallback_message")
+
+
+def _anthropic_iterations(raw: Any) -> tuple[Iteration, ...]:
+    """`usage.iterations` entries billed beside the top-level counts: `compaction` (the request's
+    model) and `advisor_message` (the advisor's `model`); unknown types are billed too, not dropped."""
+    if not isinstance(raw, list):
+        return ()
+    out = []
+    for item in raw:
+        if not isinstance(item, dict) or item.get("type") in _COUNTED_ITERATIONS:
+            continue
+        parsed = from_anthropic({k: v for k, v in item.items() if k != "iterations"})
+        if parsed is not None:
+            out.append(Iteration(str(item.get("type") or "unknown"), _str(item.get("model")), parsed))
+    return tuple(out)
 
 
 def merge_anthropic_stream(start: dict[str, Any] | None, delta: dict[str, Any] | None) -> Usage | None:
@@ -135,6 +201,12 @@ def merge_anthropic_stream(start: dict[str, Any] | None, delta: dict[str, Any] |
         return None
     merged = dict(start) if isinstance(start, dict) else {}
     merged.update({k: v for k, v in delta.items() if v is not None})
+    # Iterations reported at message_start (a compaction before the reply) must survive a
+    # message_delta whose own list leaves them out; entries present in both count once.
+    first = start.get("iterations") if isinstance(start, dict) else None
+    last = delta.get("iterations")
+    if isinstance(first, list) and isinstance(last, list):
+        merged["iterations"] = [i for i in first if i not in last] + last
     return from_anthropic(merged)
 
 
@@ -151,8 +223,52 @@ def from_gemini(meta: dict[str, Any] | None) -> Usage | None:
     prompt = prompt or 0
     cached = min(_int(meta.get("cachedContentTokenCount")) or 0, prompt)
     tool_prompt = _int(meta.get("toolUsePromptTokenCount")) or 0
-    return Usage(input_uncached=prompt - cached + tool_prompt, cache_read=cached,
-                 output=(candidates or 0) + (thoughts or 0), reasoning=thoughts)
+    # Audio input is priced apart (2.5 Flash: $1.00/M, cached $0.10/M, vs $0.30 text).
+    audio = min(_modality(meta.get("promptTokensDetails"), "AUDIO"), prompt)
+    audio_cached = min(_modality(meta.get("cacheTokensDetails"), "AUDIO"), cached, audio)
+    return Usage(input_uncached=prompt - cached - (audio - audio_cached) + tool_prompt,
+                 cache_read=cached - audio_cached, output=(candidates or 0) + (thoughts or 0), reasoning=thoughts,
+                 input_audio=audio - audio_cached, cache_read_audio=audio_cached)
+
+
+def _modality(details: Any, modality: str) -> int:
+    if not isinstance(details, list):
+        return 0
+    return sum(_int(d.get("tokenCount")) or 0 for d in details
+               if isinstance(d, dict) and str(d.get("modality", "")).upper() == modality)
+
+
+def gemini_tool_calls(candidates: Any) -> tuple[tuple[str, int], ...]:
+    """Grounding with Google Search: one grounded prompt per answer that used it, and its queries
+    (Gemini 2.x bills per grounded prompt, 3.x per search query; the catalog prices the right one)."""
+    prompts = queries = 0
+    for cand in candidates if isinstance(candidates, list) else ():
+        meta = cand.get("groundingMetadata") if isinstance(cand, dict) else None
+        if isinstance(meta, dict):
+            found = meta.get("webSearchQueries")
+            count = len(found) if isinstance(found, list) else 0
+            if count or meta.get("groundingChunks"):
+                prompts = 1
+                queries += count
+    return tool_calls({"grounded_prompt": prompts, "web_search": queries})
+
+
+def openai_tool_calls(output: Any) -> tuple[tuple[str, int], ...]:
+    """Responses API output items billed per call: web search and file search calls, code
+    interpreter containers (billed per container, however many calls share it)."""
+    counts = {"web_search": 0, "file_search": 0}
+    containers: set[str] = set()
+    for item in output if isinstance(output, list) else ():
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind == "web_search_call":
+            counts["web_search"] += 1
+        elif kind == "file_search_call":
+            counts["file_search"] += 1
+        elif kind == "code_interpreter_call":
+            containers.add(str(item.get("container_id") or item.get("id")))
+    return tool_calls({**counts, "code_interpreter": len(containers)})
 
 
 def from_bedrock(usage: dict[str, Any] | None) -> Usage | None:

@@ -43,8 +43,8 @@ def test_every_catalog_price_is_exact_sourced_and_dated():
     for model_id, spec in raw["models"].items():
         pricing = catalog.resolve(model_id)
         assert pricing is not None and pricing.max_output_tokens >= 0
-        for point in spec["prices"]:
-            assert point["source"] and date.fromisoformat(point["effective"]) <= TODAY
+        for point in spec["prices"]:  # future points are announced price changes
+            assert point["source"] and date.fromisoformat(point["effective"])
         assert pricing.at(TODAY) is not None, model_id
 
 
@@ -52,7 +52,7 @@ def test_cost_matches_an_independent_decimal_computation_for_random_usage():
     rng = random.Random(7)
     raw = json.loads(CATALOG_FILE.read_text())
     for model_id in raw["models"]:
-        point = raw["models"][model_id]["prices"][-1]
+        point = [p for p in raw["models"][model_id]["prices"] if date.fromisoformat(p["effective"]) <= TODAY][-1]
         rates = default_catalog().resolve(model_id).at(TODAY).rates
         for _ in range(50):
             u = Usage(input_uncached=rng.randint(0, 200_000), cache_read=rng.randint(0, 50_000),
@@ -83,13 +83,15 @@ def test_service_tier_actually_used_decides_the_price():
     assert price_request(pricing, usage, TODAY).micros == 1250 + 125 + 10000
     assert price_request(pricing, usage, TODAY, "flex").micros == (1250 + 125 + 10000) // 2 + 1  # 5687.5 rounds up
     assert price_request(pricing, usage, TODAY, "priority").micros == 2500 + 250 + 20000
-    assert price_request(pricing, usage, TODAY, "unknown-tier").micros == 1250 + 125 + 10000
+    # A tier the catalog cannot price is charged at standard rates AND recorded as a gap, never silently.
+    unknown = price_request(pricing, usage, TODAY, "unknown-tier")
+    assert unknown.micros == 1250 + 125 + 10000 and unknown.gaps == ("service tier 'unknown-tier'",)
 
 
 def test_dated_snapshots_resolve_only_where_listed():
     catalog = default_catalog()
     assert catalog.resolve("openai/gpt-4o-2024-08-06").model_id == "openai/gpt-4o"
-    assert catalog.resolve("openai/gpt-4o-2099-01-01") is None
+    assert catalog.resolve("openai/gpt-4o-2099-01-01") is None  # gpt-4o matches listed snapshots only
 
 
 def test_price_history_is_chosen_by_effective_date():
@@ -116,4 +118,4 @@ def test_malformed_catalog_is_refused():
                                                                    "input": "1", "output": "1"}]}}})
     with pytest.raises(CatalogError):
         Catalog.from_dict({"models": {"a/b": {"prices": [{"effective": "2025-01-01", "input": "1",
-                                                           "output": "1"}]}}})
+                                                           "output": "1"}]}}}).validate()  # parsed lazily

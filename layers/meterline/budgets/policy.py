@@ -50,8 +50,10 @@ def limits_for(enforcement: Enforcement, attribution: Mapping[str, str | None]) 
 def worst_rates(pricing: ModelPricing, point_index: int = -1) -> tuple[int, int]:
     """(highest input-class rate, highest output rate) across base, tiers and service tiers."""
     point = pricing.points[point_index]
-    rate_sets: list[Rates] = [point.rates, *(r for _, r in point.tiers), *point.service_tiers.values()]
-    worst_in = max(max(r.input, r.cache_write_5m, r.cache_write_1h, r.cache_read) for r in rate_sets)
+    rate_sets: list[Rates] = point.all_rates()  # base, long-context tiers, service tiers, speed modes
+    # A regional multiplier (inference_geo) can apply on top of any of them.
+    rate_sets += [r.scaled(m) for m in point.geo.values() for r in list(rate_sets)]
+    worst_in = max(max(r.input, r.cache_write_5m, r.cache_write_1h, r.cache_read, r.audio_in) for r in rate_sets)
     worst_out = max(r.output for r in rate_sets)
     return worst_in, worst_out
 

@@ -12,7 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from meterline.gateway.context import RequestContext
-from meterline.pricing.cost import price_request
+from meterline.pricing.cost import Cost, price_request
 from meterline.usage import Usage, estimate_request_prompt_tokens
 
 
@@ -41,9 +41,34 @@ def meter(ctx: RequestContext) -> None:
         ctx.unpriced = True
         return
     day = datetime.fromtimestamp(ctx.started_wall_ms / 1000, tz=UTC).date()
-    ctx.cost = price_request(ctx.pricing, ctx.usage, day, ctx.service_tier)
+    catalog = ctx.extra.get("catalog")
+    ctx.cost = price_request(ctx.pricing, ctx.usage, day, ctx.service_tier,
+                             resolve=catalog.resolve if catalog is not None else None)
     if ctx.cost is None:
         ctx.unpriced = True
+
+
+def usage_classes(usage: Usage, cost: Cost | None) -> dict[str, Any]:
+    """The billed classes beyond the five token classes, and each class's unit price, for the ledger
+    record (absent when zero, so ordinary records stay small)."""
+    out: dict[str, Any] = {
+        "input_audio": usage.input_audio or None,
+        "cache_read_audio": usage.cache_read_audio or None,
+        "rejected_prediction": usage.rejected_prediction or None,
+        "tool_calls": dict(usage.tool_calls) or None,
+        "speed": usage.speed if usage.speed and usage.speed != "standard" else None,
+        "inference_geo": usage.inference_geo if usage.inference_geo not in (None, "", "global") else None,
+    }
+    if usage.iterations:
+        out["iterations"] = [{"type": it.kind, "model": it.model, **{k: v for k, v in it.usage.as_dict().items()
+                              if isinstance(v, int) and not isinstance(v, bool) and v}} for it in usage.iterations]
+        out["iteration_tokens"] = sum(it.usage.prompt_total + it.usage.output for it in usage.iterations)
+    if cost is not None:
+        # class -> [units, price]: micro-dollars per 1M tokens; per 1K calls for `tool:*`; for
+        # `iteration:*` the iteration's own cost in micro-dollars.
+        out["prices"] = {k: list(v) for k, v in cost.breakdown.items()} or None
+        out["price_gaps"] = list(cost.gaps) or None
+    return out
 
 
 def attempt_request_id(request_id: str, attempt: int) -> str:
@@ -88,6 +113,7 @@ def ledger_record(ctx: RequestContext, request_id: str | None = None) -> dict[st
         "unpriced": ctx.unpriced,
         "price_source": ctx.cost.price_source if ctx.cost else None,
         "service_tier": ctx.service_tier,
+        **usage_classes(usage, ctx.cost),
         "latency_ms": int(ctx.elapsed_ms()),
         "ttfb_ms": int(ctx.first_byte_ms) if ctx.first_byte_ms is not None else None,
         "saved_micros": sum(ctx.savings.values()) if ctx.savings else None,

@@ -104,6 +104,7 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
+        default_catalog()  # parse the bundled catalog at init (before a SnapStart snapshot), not on a request
         vault = Vault(settings)
         return cls(
             settings=settings,

@@ -1,12 +1,19 @@
-"""Cost of one request: usage x rates, in integer micro-dollars. Computed once, after translation."""
+"""Cost of one request: usage x rates, in integer micro-dollars. Computed once, after translation.
+
+Every billed class is summed exactly at the 1e-6 micro-dollar scale (tokens x micro-dollars per 1M
+tokens; calls x micro-dollars per 1K calls x 1000) and rounded once, half up: token classes, audio
+input, server-tool fees, and the extra iterations (Anthropic compaction at the request's model,
+advisor calls at the advisor's model, each with its own rates and tiers).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date
 
 from meterline.money import round_scaled
-from meterline.pricing.catalog import ModelPricing, Rates
+from meterline.pricing.catalog import ModelPricing, PriceGap, PricePoint, Rates
 from meterline.usage import Usage
 
 
@@ -16,23 +23,86 @@ class Cost:
     rates: Rates
     price_source: str
     price_effective: date
+    # Per billed class: units and unit price (micro-dollars per 1M tokens, or per 1K calls for fees).
+    breakdown: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # What the catalog could not price (charged at the standard rates, and said so in the ledger).
+    gaps: tuple[str, ...] = ()
+
+
+def _token_terms(usage: Usage, rates: Rates) -> list[tuple[str, int, int]]:
+    return [
+        ("input", usage.input_uncached, rates.input),
+        ("cache_read", usage.cache_read, rates.cache_read),
+        ("cache_write_5m", usage.cache_write_5m, rates.cache_write_5m),
+        ("cache_write_1h", usage.cache_write_1h, rates.cache_write_1h),
+        ("output", usage.output, rates.output),
+        ("input_audio", usage.input_audio, rates.audio_in),
+        ("cache_read_audio", usage.cache_read_audio, rates.audio_cache_read),
+    ]
+
+
+def _scaled_tokens(usage: Usage, rates: Rates) -> int:
+    return sum(n * r for _, n, r in _token_terms(usage, rates))
 
 
 def cost_of(usage: Usage, rates: Rates) -> int:
     """Exact: sum of tokens x (micro-dollars per 1M tokens), divided by 1M once, rounded half up."""
-    scaled = (
-        usage.input_uncached * rates.input
-        + usage.cache_read * rates.cache_read
-        + usage.cache_write_5m * rates.cache_write_5m
-        + usage.cache_write_1h * rates.cache_write_1h
-        + usage.output * rates.output
-    )
-    return round_scaled(scaled)
+    return round_scaled(_scaled_tokens(usage, rates))
 
 
-def price_request(pricing: ModelPricing, usage: Usage, day: date, service_tier: str | None = None) -> Cost | None:
+def _rates(point: PricePoint, usage: Usage, service_tier: str | None, gaps: list[str]) -> Rates:
+    try:
+        return point.rates_for(usage.prompt_total, service_tier, usage.speed, usage.inference_geo)
+    except PriceGap as gap:
+        gaps.append(str(gap))
+    for tier, speed, geo in ((service_tier, None, usage.inference_geo), (None, None, None)):
+        try:
+            return point.rates_for(usage.prompt_total, tier, speed, geo)
+        except PriceGap:
+            continue
+    return point.rates_for(usage.prompt_total, None)
+
+
+def price_request(pricing: ModelPricing, usage: Usage, day: date, service_tier: str | None = None,
+                  resolve: Callable[[str], ModelPricing | None] | None = None) -> Cost | None:
+    """The request's cost; None when the model has no price on `day`. `resolve` finds the pricing
+    of another model named in the usage (an advisor iteration); without it, or when that model is
+    not in the catalog, the iteration is priced at the request's model and recorded as a gap."""
     point = pricing.at(day)
     if point is None:
         return None
-    rates = point.rates_for(usage.prompt_total, service_tier)
-    return Cost(cost_of(usage, rates), rates, point.source, point.effective)
+    gaps: list[str] = []
+    rates = _rates(point, usage, service_tier, gaps)
+    breakdown: dict[str, tuple[int, int]] = {}
+    scaled = 0
+    for name, units, rate in _token_terms(usage, rates):
+        scaled += units * rate
+        if units:
+            breakdown[name] = (units, rate)
+    for name, calls in usage.tool_calls:
+        fee = point.fees.get(name)
+        if fee is None:
+            gaps.append(f"{name} fee")
+            continue
+        scaled += calls * fee * 1000  # micro-dollars per 1K calls -> the 1e-6 scale of per-1M rates
+        breakdown[f"tool:{name}"] = (calls, fee)
+    for index, iteration in enumerate(usage.iterations):
+        it_point = point
+        if iteration.model and resolve is not None:
+            namespace = pricing.model_id.split("/", 1)[0]
+            other = resolve(f"{namespace}/{iteration.model}")
+            other_point = other.at(day) if other is not None else None
+            if other_point is None:
+                gaps.append(f"iteration model {iteration.model!r}")
+            else:
+                it_point = other_point
+        it_usage = iteration.usage
+        it_rates = _rates(it_point, it_usage, service_tier, gaps)
+        scaled += _scaled_tokens(it_usage, it_rates)
+        for name, calls in it_usage.tool_calls:
+            fee = it_point.fees.get(name)
+            if fee is not None:
+                scaled += calls * fee * 1000
+        key = f"iteration:{index}:{iteration.kind}"
+        breakdown[key] = (it_usage.prompt_total + it_usage.output, round_scaled(_scaled_tokens(it_usage, it_rates)))
+    return Cost(round_scaled(scaled), rates, point.source, point.effective, breakdown, tuple(dict.fromkeys(gaps)))
