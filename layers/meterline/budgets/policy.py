@@ -47,12 +47,32 @@ def limits_for(enforcement: Enforcement, attribution: Mapping[str, str | None]) 
     return out
 
 
-def worst_rates(pricing: ModelPricing, point_index: int = -1) -> tuple[int, int]:
-    """(highest input-class rate, highest output rate) across base, tiers and service tiers."""
+def requested_tier(body: Mapping[str, Any]) -> str | None:
+    """The service tier a request asks for, in any dialect (OpenAI / Anthropic `service_tier`,
+    Gemini `serviceTier`, Bedrock `serviceTier.type`)."""
+    value = body.get("service_tier", body.get("serviceTier"))
+    if isinstance(value, Mapping):
+        value = value.get("type")
+    return value if isinstance(value, str) else None
+
+
+def worst_rates(pricing: ModelPricing, point_index: int = -1,
+                body: Mapping[str, Any] | None = None) -> tuple[int, int]:
+    """(highest input-class rate, highest output rate) across the long-context tiers of the table
+    the request can be billed at: the standard one, and the service tier / speed / region it asks for."""
     point = pricing.points[point_index]
-    rate_sets: list[Rates] = point.all_rates()  # base, long-context tiers, service tiers, speed modes
-    # A regional multiplier (inference_geo) can apply on top of any of them.
-    rate_sets += [r.scaled(m) for m in point.geo.values() for r in list(rate_sets)]
+    body = body or {}
+    tables = [point.table]
+    tier = (requested_tier(body) or "").lower()
+    if tier in point.service_tiers:
+        tables.append(point.service_tiers[tier])
+    speed = body.get("speed")
+    if isinstance(speed, str) and speed.lower() in point.speed:
+        tables.append(point.speed[speed.lower()])
+    rate_sets: list[Rates] = [r for t in tables for r in t.all_rates()]
+    geo = body.get("inference_geo")
+    if isinstance(geo, str) and geo.lower() in point.geo:
+        rate_sets = [r.scaled(point.geo[geo.lower()]) for r in rate_sets]
     worst_in = max(max(r.input, r.cache_write_5m, r.cache_write_1h, r.cache_read, r.audio_in) for r in rate_sets)
     worst_out = max(r.output for r in rate_sets)
     return worst_in, worst_out
@@ -93,7 +113,7 @@ def worst_case(body: Mapping[str, Any], pricing: ModelPricing | None, output_tok
         output_tokens = requested_max_output(body) or (pricing.max_output_tokens if pricing else 0) or 4096
     if pricing is None:
         return WorstCase(input_tokens, output_tokens, 0, 0, 0)
-    rate_in, rate_out = worst_rates(pricing)
+    rate_in, rate_out = worst_rates(pricing, body=body)
     scaled = input_tokens * rate_in + output_tokens * rate_out
     micros = -(-scaled // PER_MILLION)  # round up: a reservation never under-covers
     return WorstCase(input_tokens, output_tokens, micros, rate_in, rate_out)
