@@ -86,6 +86,9 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--budgets", action="store_true",
                         help="3 budgets (workspace, member, feature) and a key rate limit active")
+    parser.add_argument("--transports", default="aiohttp,httpx")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="py-spy the gateway process during the concurrency-1 row (collapsed stacks to FILE)")
     args = parser.parse_args()
 
     from meterline.devenv import FAKE_CREDENTIALS, provision
@@ -128,7 +131,7 @@ def main() -> None:
         print(f"{'transport':9} {'conc':>4} | {'direct p50':>10} {'p99':>7} | {'gateway p50':>11} {'p99':>7} | "
               f"{'added p50':>9} {'p99':>7} | {'CPU/req':>8} | AWS/req before  after  background"
               "   enforcement writes/req (concurrent: 1 round trip before, settles beside the ledger write)")
-        for transport in ("aiohttp", "httpx"):
+        for transport in args.transports.split(","):
             gw_port = free_port()
             stats_file = Path(tempfile.mkdtemp()) / "stats.json"
             env = {**os.environ, **settings.to_env(), "METERLINE_UPSTREAM_TRANSPORT": transport}
@@ -143,9 +146,18 @@ def main() -> None:
                 gw.send_signal(signal.SIGUSR1)
                 time.sleep(0.3)
                 before_stats = json.loads(stats_file.read_text())
+                spy = None
+                if args.profile and concurrency == 1:
+                    spy = subprocess.Popen(["py-spy", "record", "--pid", str(gw.pid), "--format", "raw", "--rate", "1000",
+                                            "--nonblocking", "-o", f"{args.profile}.{transport}"],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    time.sleep(1.0)
                 cpu0 = cpu_seconds(gw.pid)
                 through = asyncio.run(load(base, demo["api_key"], args.requests, concurrency, args.stream))
                 cpu1 = cpu_seconds(gw.pid)
+                if spy:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(timeout=30)
                 gw.send_signal(signal.SIGUSR1)
                 time.sleep(0.3)
                 after_stats = json.loads(stats_file.read_text())

@@ -28,6 +28,11 @@ PYTHON_VERSION = "3.12"
 CTX_ARCHITECTURE = "meterline:architecture"  # "arm64" (default) | "x86_64"
 CTX_MEMORY = "meterline:memory"  # data plane memory in MB (default 1024)
 CTX_SNAPSTART = "meterline:snapstart"  # "true" (default) | "false"
+# Reserved concurrency for admin, rollup and alerts, so public gateway traffic can never starve them
+# (true by default; needs an account concurrency limit >= 100 + their sum, see docs/DEPLOY.md).
+CTX_RESERVED_CONCURRENCY = "meterline:reserved-concurrency"
+# A cap on the gateway's concurrent executions (reserved concurrency); unset = no cap.
+CTX_GATEWAY_MAX_CONCURRENCY = "meterline:gateway-max-concurrency"
 # Tests and offline synths: the dependency layer becomes an empty placeholder (no pip, no network).
 CTX_SKIP_LAYER_INSTALL = "meterline:skip-layer-install"
 # Build both layers inside the SAM build image instead of on this machine (needs Docker).
@@ -57,6 +62,10 @@ ALERTS_TIMEOUT_S = 300  # composing an alert reads up to a month of the workspac
 ALERTS_SCHEDULE_MINUTES = 5  # EventBridge rule rate(5 minutes)
 LOG_RETENTION_DAYS = 30  # = logs.RetentionDays.ONE_MONTH in function.py (CloudWatch allows fixed values)
 LOG_LEVEL = "INFO"
+
+# Reserved concurrency per function (CTX_RESERVED_CONCURRENCY). The rollup's covers the ledger
+# stream's shards x ROLLUP_PARALLELIZATION for a busy table; alerts runs overlap harmlessly.
+RESERVED_CONCURRENCY = {"admin": 5, "rollup": 20, "alerts": 2}
 
 SERVICE_GATEWAY = "gateway"
 SERVICE_ADMIN = "admin"

@@ -119,6 +119,9 @@ def make_function(
         log_group=log_group,
         layers=[*extra_layers, *shared.layers],
         environment=env,
+        # Guard rails: admin, rollup and alerts keep capacity however busy the public URL is; the
+        # gateway may be capped (DeploySettings.concurrency_of).
+        reserved_concurrent_executions=shared.settings.concurrency_of(service),
         snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if snap_start else None,
         # Superseded versions are deleted on update (each cached SnapStart snapshot is billed).
         current_version_options=lambda_.VersionOptions(removal_policy=RemovalPolicy.DESTROY),

@@ -45,6 +45,18 @@ def _memory(raw: Any) -> int:
     return value
 
 
+def _cap(raw: Any) -> int | None:
+    if raw is None or str(raw).strip() in ("", "0", "none"):
+        return None
+    try:
+        value = int(str(raw))
+    except ValueError:
+        raise ContextError(f"context {c.CTX_GATEWAY_MAX_CONCURRENCY}={raw!r}: expected an integer") from None
+    if value < 1:
+        raise ContextError(f"context {c.CTX_GATEWAY_MAX_CONCURRENCY}={value}: expected a positive integer")
+    return value
+
+
 @dataclass(frozen=True)
 class DeploySettings:
     architecture: str = c.DEFAULT_ARCHITECTURE
@@ -52,6 +64,14 @@ class DeploySettings:
     snapstart: bool = True
     skip_layer_install: bool = False
     docker_bundling: bool = False
+    reserved_concurrency: bool = True
+    gateway_max_concurrency: int | None = None
+
+    def concurrency_of(self, service: str) -> int | None:
+        """Reserved concurrency of a function (None: the account's unreserved pool)."""
+        if service == c.SERVICE_GATEWAY:
+            return self.gateway_max_concurrency
+        return c.RESERVED_CONCURRENCY.get(service) if self.reserved_concurrency else None
 
     @classmethod
     def from_node(cls, node: Node) -> DeploySettings:
@@ -67,6 +87,10 @@ class DeploySettings:
                 c.CTX_SKIP_LAYER_INSTALL, node.try_get_context(c.CTX_SKIP_LAYER_INSTALL), False
             ),
             docker_bundling=_bool(c.CTX_DOCKER_BUNDLING, node.try_get_context(c.CTX_DOCKER_BUNDLING), False),
+            reserved_concurrency=_bool(
+                c.CTX_RESERVED_CONCURRENCY, node.try_get_context(c.CTX_RESERVED_CONCURRENCY), True
+            ),
+            gateway_max_concurrency=_cap(node.try_get_context(c.CTX_GATEWAY_MAX_CONCURRENCY)),
         )
 
     @property

@@ -135,7 +135,8 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
 @pytest.fixture(scope="session")
 def synth_x86(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     context = _context(
-        **{"meterline:architecture": "x86_64", "meterline:memory": "2048", "meterline:snapstart": "false"}
+        **{"meterline:architecture": "x86_64", "meterline:memory": "2048", "meterline:snapstart": "false",
+           "meterline:reserved-concurrency": "false", "meterline:gateway-max-concurrency": "200"}
     )
     return _synth(
         tmp_path_factory.mktemp("cdk-x86"), context, env={"account": "123456789012", "region": "eu-west-1"}

@@ -146,6 +146,27 @@ def test_rollup_consumes_the_ledger_stream_safely(synth):
 # --- all functions --------------------------------------------------------------------------------
 
 
+def test_reserved_concurrency_guards_the_control_plane(synth, synth_x86):
+    """The public URL cannot starve admin, rollup or alerts; the gateway cap is opt-in."""
+    for service, reserved in c.RESERVED_CONCURRENCY.items():
+        assert synth.function(service)[1]["Properties"]["ReservedConcurrentExecutions"] == reserved
+        assert "ReservedConcurrentExecutions" not in synth_x86.function(service)[1]["Properties"]
+    assert "ReservedConcurrentExecutions" not in synth.function("gateway")[1]["Properties"]
+    assert synth_x86.function("gateway")[1]["Properties"]["ReservedConcurrentExecutions"] == 200
+    assert c.RESERVED_CONCURRENCY["rollup"] >= 4 * c.ROLLUP_PARALLELIZATION  # a few busy shards
+
+
+@pytest.mark.parametrize("value", ["-3", "many"])
+def test_a_bad_gateway_cap_is_refused_at_synth(value):
+    from aws_cdk import App
+
+    from infra_cdk.settings import ContextError, DeploySettings
+
+    app = App(context={c.CTX_GATEWAY_MAX_CONCURRENCY: value})
+    with pytest.raises(ContextError, match="gateway-max-concurrency"):
+        DeploySettings.from_node(app.node)
+
+
 @pytest.mark.parametrize("service", ["gateway", "admin", "rollup", "alerts"])
 def test_powertools_environment_and_logs(synth, service):
     _, fn = synth.function(service)
