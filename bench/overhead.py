@@ -148,8 +148,8 @@ def main() -> None:
                 before_stats = json.loads(stats_file.read_text())
                 spy = None
                 if args.profile and concurrency == 1:
-                    spy = subprocess.Popen(["py-spy", "record", "--pid", str(gw.pid), "--format", "raw", "--rate", "1000",
-                                            "--nonblocking", "-o", f"{args.profile}.{transport}"],
+                    spy = subprocess.Popen(["py-spy", "record", "--pid", str(gw.pid), "--format", "raw",
+                                            "--rate", "1000", "--nonblocking", "-o", f"{args.profile}.{transport}"],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(1.0)
                 cpu0 = cpu_seconds(gw.pid)

@@ -14,7 +14,8 @@ is the retry. The EventBridge target retries only delivery (Lambda throttled or 
 drops an event once the next one is due; Lambda's own asynchronous retries of a failed run are off
 for the same reason (the next run, at most 5 minutes later, redoes the same work). No dead-letter
 queue: a dropped tick carries no data, and persistent failures show as the `BudgetAlertsErrors`
-alarm (monitoring.py). No reserved concurrency either: overlapping runs are harmless.
+alarm (monitoring.py). Reserved concurrency (constants.RESERVED_CONCURRENCY) keeps it running when the
+public URL is busy; overlapping runs are harmless.
 
 Permissions (role of this function only):
     budgets      Query (alert outbox), UpdateItem (claim / mark sent / release leases), Scan (find
