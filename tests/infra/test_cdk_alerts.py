@@ -35,8 +35,9 @@ def test_alerts_function_follows_the_conventions(synth):
     assert {synth.resources[layer["Ref"]]["Type"] for layer in layers} == {"AWS::Lambda::LayerVersion"}
     _, gateway = synth.function("gateway")
     assert [layer for layer in gateway["Properties"]["Layers"] if "Ref" in layer] == layers
-    # Overlapping runs are safe (claims are conditional writes): no reserved concurrency.
-    assert "ReservedConcurrentExecutions" not in props
+    # Overlapping runs are safe (claims are conditional writes); reserved concurrency only keeps a
+    # busy public URL from starving the schedule.
+    assert props["ReservedConcurrentExecutions"] == c.RESERVED_CONCURRENCY["alerts"]
     assert "SnapStart" not in props
 
 
