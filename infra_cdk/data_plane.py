@@ -42,7 +42,7 @@ from infra_cdk.function import Shared, make_function
 from infra_cdk.nag import acknowledge
 from meterline.store import schema
 
-TABLES = (schema.WORKSPACES, schema.KEYS, schema.LEDGER, schema.BUDGETS, schema.CACHE)
+TABLES = (schema.WORKSPACES, schema.KEYS, schema.LEDGER, schema.BUDGETS, schema.CACHE, schema.SEMANTIC)
 
 
 def lwa_layer_arn(region: str, architecture: str) -> str:
@@ -81,7 +81,9 @@ class DataPlane(Construct):
             timeout_s=c.GATEWAY_TIMEOUT_S,
             tables=TABLES,
             vault_key=True,
-            environment=lwa_environment(),
+            # With SnapStart the tokenizer (prompt compression) loads before the snapshot, never on a
+            # restored warm request (levers/tokens.py).
+            environment={**lwa_environment(), **({"METERLINE_PRELOAD_TOKENIZER": "1"} if settings.snapstart else {})},
             extra_layers=(web_adapter,),
             snap_start=settings.snapstart,
         )
@@ -134,6 +136,13 @@ class DataPlane(Construct):
                 # Read an entry, store one, claim or lapse a fill marker: no Query, Scan or Delete.
                 sid="ResponseCache", actions=["dynamodb:GetItem", "dynamodb:PutItem"],
                 resources=[tables[schema.CACHE.logical_name].table_arn],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="SemanticDedup",  # LSH buckets and stored answers (cache/semantic.py), TTL-expired
+                actions=["dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem"],
+                resources=[tables[schema.SEMANTIC.logical_name].table_arn],
             )
         )
         stack = Stack.of(self)

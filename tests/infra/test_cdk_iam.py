@@ -105,6 +105,14 @@ def test_gateway_reads_and_fills_the_response_cache_only(synth):
         assert actions_on(synth, service, table_arn(synth, "cache")) == set(), service
 
 
+def test_gateway_reads_and_writes_semantic_entries_only(synth):
+    # Query: LSH buckets; GetItem: a stored answer; PutItem: new entries (they expire by TTL).
+    assert actions_on(synth, "gateway", table_arn(synth, "semantic")) == {
+        "dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem"}
+    for service in ("admin", "rollup", "alerts"):
+        assert actions_on(synth, service, table_arn(synth, "semantic")) == set()
+
+
 def test_gateway_cannot_write_the_vault_or_keys(synth):
     for name in ("workspaces", "keys"):
         assert not actions_on(synth, "gateway", table_arn(synth, name)) & DYNAMODB_WRITES, name

@@ -16,6 +16,7 @@ from meterline.admin.ops import OpError, Ops
 from meterline.attribution import DIMENSIONS
 from meterline.budgets.model import Budget, RateLimit
 from meterline.config import Settings
+from meterline.levers.routing import DEFAULT_THRESHOLD, RouteRule
 from meterline.money import usd_to_micros
 
 
@@ -50,6 +51,14 @@ class AliasIn(BaseModel):
     fallbacks: list[str] = []
 
 
+class RouteIn(BaseModel):
+    models: list[str] = []
+    cheap: str | None = None
+    strong: str | None = None
+    threshold: int = DEFAULT_THRESHOLD
+    mode: str = "shadow"
+
+
 class BudgetIn(BaseModel):
     monthly_usd: str | None = None
     daily_usd: str | None = None
@@ -58,6 +67,8 @@ class BudgetIn(BaseModel):
     throttle_rpm: int | None = None
     on_exhaust: str = "reject"
     clamp: bool = False
+    downgrade_at: int | None = None
+    downgrade_to: str | None = None
 
 
 class LimitIn(BaseModel):
@@ -157,6 +168,32 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
     def delete_alias(workspace: str, name: str, request: Request) -> None:
         ops(request).delete_alias(workspace, name)
 
+    @app.put("/workspaces/{workspace}/routes/{scope}")
+    def set_route(workspace: str, scope: str, body: RouteIn, request: Request) -> dict[str, Any]:
+        scope_type, _, scope_value = scope.partition(":")
+        return ops(request).set_route(workspace, RouteRule(scope_type, scope_value, tuple(body.models), body.cheap,
+                                                           body.strong, body.threshold, body.mode))
+
+    @app.get("/workspaces/{workspace}/routes")
+    def list_routes(workspace: str, request: Request) -> dict[str, Any]:
+        return {"routes": ops(request).list_routes(workspace)}
+
+    @app.delete("/workspaces/{workspace}/routes/{scope}", status_code=204)
+    def delete_route(workspace: str, scope: str, request: Request) -> None:
+        ops(request).delete_route(workspace, scope)
+
+    @app.put("/workspaces/{workspace}/levers/{lever}/{scope}")
+    def set_lever(workspace: str, lever: str, scope: str, body: dict[str, Any], request: Request) -> dict[str, Any]:
+        return ops(request).set_lever(workspace, lever, scope, body)
+
+    @app.get("/workspaces/{workspace}/levers/{lever}")
+    def list_levers(workspace: str, lever: str, request: Request) -> dict[str, Any]:
+        return {"settings": ops(request).list_levers(workspace, lever)}
+
+    @app.delete("/workspaces/{workspace}/levers/{lever}/{scope}", status_code=204)
+    def delete_lever(workspace: str, lever: str, scope: str, request: Request) -> None:
+        ops(request).delete_lever(workspace, lever, scope)
+
     @app.put("/workspaces/{workspace}/prices/{model:path}")
     def set_price(workspace: str, model: str, body: PriceIn, request: Request) -> dict[str, str]:
         ops(request).set_price(workspace, model, body.model_dump(exclude_none=True))
@@ -172,7 +209,7 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
             raise OpError(str(exc)) from exc
         return ops(request).set_budget(workspace, Budget(
             scope_type, scope_value, monthly, daily, tuple(body.alerts), body.throttle_at, body.throttle_rpm,
-            body.on_exhaust, body.clamp))
+            body.on_exhaust, body.clamp, body.downgrade_at, body.downgrade_to))
 
     @app.get("/workspaces/{workspace}/budgets")
     def list_budgets(workspace: str, request: Request) -> dict[str, Any]:

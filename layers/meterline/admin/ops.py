@@ -15,6 +15,9 @@ from zoneinfo import ZoneInfo
 
 from meterline.budgets.model import LIMIT_SUBJECTS, Budget, RateLimit
 from meterline.config import Settings
+from meterline.levers import compression
+from meterline.levers.routing import SCOPE_TYPES as ROUTE_SCOPES
+from meterline.levers.routing import RouteRule
 from meterline.pricing.catalog import validate_override
 from meterline.store.budgets import BudgetStore
 from meterline.store.keys import KeyNotFound, KeyRecord, KeyStore
@@ -31,6 +34,24 @@ DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https:
 DEFAULT_CATALOG = {"openai": "openai", "azure": "openai", "anthropic": "anthropic", "gemini": "gemini",
                    "bedrock": "bedrock"}
 AZURE_API_VERSION = "2024-10-21"
+
+
+
+def _compression_config(raw: dict[str, Any]) -> dict[str, Any]:
+    return compression.Settings.from_dict(raw).to_dict()
+
+
+def _semantic_config(raw: dict[str, Any]) -> dict[str, Any]:
+    from meterline.cache import semantic
+
+    try:
+        return semantic.Settings.from_dict(raw).to_dict()
+    except TypeError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+# Each lever with per-scope settings, and how its settings are validated (ValueError: refused).
+LEVER_VALIDATORS = {"compression": _compression_config, "semantic": _semantic_config}
 
 
 class OpError(ValueError):
@@ -183,6 +204,65 @@ class Ops:
         WorkspaceStore(self.settings).put_key_fallbacks(workspace, key_id, tuple(fallbacks))
         self._audit("key.fallbacks", workspace, key_id=key_id, fallbacks=list(fallbacks))
 
+    # model routing (levers/routing.py)
+    def set_route(self, workspace: str, rule: RouteRule) -> dict[str, Any]:
+        from meterline.errors import GatewayError
+        from meterline.gateway import addressing
+        from meterline.pricing.catalog import default_catalog
+
+        try:
+            rule.validate()
+        except ValueError as exc:
+            raise OpError(str(exc)) from exc
+        config = self._require_workspace(workspace)
+        catalog = default_catalog().with_overrides(config.price_overrides)
+        for model in rule.targets():
+            try:
+                route = addressing.resolve(model, config, catalog)
+            except GatewayError as exc:
+                raise OpError(f"route target {model}: {exc}") from exc
+            if route.pricing is None:
+                raise OpError(f"route target {model} has no price: routing must measure what it saves")
+        WorkspaceStore(self.settings).put_route(workspace, rule)
+        self._audit("route.set", workspace, **rule.to_dict())
+        return rule.to_dict()
+
+    def list_routes(self, workspace: str) -> list[dict[str, Any]]:
+        config = self._require_workspace(workspace)
+        return [config.routes[scope].to_dict() for scope in sorted(config.routes)]
+
+    def delete_route(self, workspace: str, scope: str) -> None:
+        if not WorkspaceStore(self.settings).delete_route(workspace, scope):
+            raise OpError(f"no route for {scope} in workspace {workspace}", status=404)
+        self._audit("route.delete", workspace, scope=scope)
+
+    # lever settings per scope (compression, semantic dedup)
+    def set_lever(self, workspace: str, lever: str, scope: str, config: dict[str, Any]) -> dict[str, Any]:
+        validate = LEVER_VALIDATORS.get(lever)
+        if validate is None:
+            raise OpError(f"lever must be one of {sorted(LEVER_VALIDATORS)}")
+        scope_type, _, scope_value = scope.partition(":")
+        if scope_type not in ROUTE_SCOPES or not scope_value or (scope_type == "workspace" and scope_value != "*"):
+            raise OpError(f"scope is <type>:<value> with type one of {ROUTE_SCOPES} (the workspace: workspace:*)")
+        try:
+            config = validate(config)
+        except ValueError as exc:
+            raise OpError(str(exc)) from exc
+        self._require_workspace(workspace)
+        WorkspaceStore(self.settings).put_lever(workspace, lever, scope, config)
+        self._audit(f"{lever}.set", workspace, scope=scope, **config)
+        return {"lever": lever, "scope": scope, **config}
+
+    def list_levers(self, workspace: str, lever: str) -> list[dict[str, Any]]:
+        config = self._require_workspace(workspace)
+        scopes = config.levers.get(lever, {})
+        return [{"scope": scope, **scopes[scope]} for scope in sorted(scopes)]
+
+    def delete_lever(self, workspace: str, lever: str, scope: str) -> None:
+        if not WorkspaceStore(self.settings).delete_lever(workspace, lever, scope):
+            raise OpError(f"no {lever} settings for {scope} in workspace {workspace}", status=404)
+        self._audit(f"{lever}.delete", workspace, scope=scope)
+
     # prices
     def set_price(self, workspace: str, model: str, prices: dict[str, str]) -> None:
         config = self._require_workspace(workspace)
@@ -217,7 +297,8 @@ class Ops:
             raise OpError(str(exc)) from exc
         BudgetStore(self.settings).put_budget(workspace, budget)
         self._audit("budget.set", workspace, scope=budget.scope, monthly=budget.monthly_micros,
-                    daily=budget.daily_micros, on_exhaust=budget.on_exhaust)
+                    daily=budget.daily_micros, on_exhaust=budget.on_exhaust, downgrade_at=budget.downgrade_at,
+                    downgrade_to=budget.downgrade_to)
         return {"scope": budget.scope}
 
     def list_budgets(self, workspace: str) -> list[dict[str, Any]]:
@@ -241,7 +322,7 @@ class Ops:
                 "spent_month_micros": spent, "spent_today_micros": day_spent, "reserved_micros": reserved,
                 "stage": stage_day if stage_day not in ("ok", "-") else _stage(b, spent, b.monthly_micros),
                 "alerts": list(b.alerts), "throttle_at": b.throttle_at, "throttle_rpm": b.throttle_rpm,
-                "clamp": b.clamp,
+                "clamp": b.clamp, "downgrade_at": b.downgrade_at, "downgrade_to": b.downgrade_to,
                 "resets": (next_day if b.daily_micros and not b.monthly_micros else next_month).isoformat(),
             })
         return rows
@@ -362,5 +443,7 @@ def _stage(budget: Budget, spent: int, cap: int | None) -> str:
         return "exhausted" if budget.on_exhaust == "reject" else ("throttled" if budget.throttle_rpm else "over cap")
     if budget.throttle_at is not None and pct >= budget.throttle_at:
         return "throttled"
+    if budget.downgrade_at is not None and pct >= budget.downgrade_at:
+        return f"downgraded to {budget.downgrade_to}"
     crossed = [a for a in budget.alerts if pct >= a]
     return f"alerted {max(crossed)}%" if crossed else "ok"

@@ -23,6 +23,10 @@ class Budget:
     throttle_rpm: int | None = None
     on_exhaust: str = "reject"  # alert-only | throttle | reject
     clamp: bool = False  # clamp max output tokens to what the remaining budget pays for
+    # The ladder's "downgrade" rung: from this percent spent, route the scope's requests to a cheaper
+    # model (alert -> downgrade -> throttle -> kill); see gateway/routing.py `downgrade`.
+    downgrade_at: int | None = None
+    downgrade_to: str | None = None  # provider/model
 
     @property
     def scope(self) -> str:
@@ -51,6 +55,14 @@ class Budget:
             raise ValueError("--throttle-at and --throttle-rpm go together")
         if self.throttle_at is not None and not 0 < self.throttle_at <= 100:
             raise ValueError("throttle_at is a percentage in (0, 100]")
+        if (self.downgrade_at is None) != (self.downgrade_to is None):
+            raise ValueError("--downgrade-at and --downgrade-to go together")
+        if self.downgrade_at is not None and not 0 < self.downgrade_at <= 100:
+            raise ValueError("downgrade_at is a percentage in (0, 100]")
+        if self.downgrade_to is not None and "/" not in self.downgrade_to:
+            raise ValueError("downgrade_to is provider/model, e.g. openai/gpt-4.1-mini")
+        if self.downgrade_at is not None and self.throttle_at is not None and self.downgrade_at > self.throttle_at:
+            raise ValueError("the ladder is alert -> downgrade -> throttle -> kill: downgrade_at <= throttle_at")
 
 
 @dataclass(frozen=True)

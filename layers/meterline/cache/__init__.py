@@ -8,4 +8,7 @@
     replay.py    a stored answer -> the endpoint's native SSE, in several chunks
 
 The stage that uses them is `meterline.gateway.caching`; the table is `meterline.store.cache`.
+
+    semantic.py  semantic dedup (lever 6): scope, LSH buckets, cosine, guards; its stage is
+                 `meterline.gateway.semantic`, its table `meterline.store.semantic`
 """

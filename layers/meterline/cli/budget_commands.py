@@ -36,7 +36,7 @@ def cmd_budgets_set(args: argparse.Namespace) -> None:
     if args.on_exhaust == "throttle" and throttle_at is None:
         throttle_at = 100  # throttle strategy without an earlier threshold: throttle at the cap
     budget = Budget(scope_type, scope_value, _usd(args.monthly), _usd(args.daily), alerts, throttle_at,
-                    args.throttle_rpm, args.on_exhaust, args.clamp)
+                    args.throttle_rpm, args.on_exhaust, args.clamp, args.downgrade_at, args.downgrade_to)
     try:
         ops.set_budget(ws, budget)
     except OpError as exc:
@@ -101,6 +101,9 @@ def register(sub: Any) -> None:
     p.add_argument("--alerts", help="alert thresholds in percent, default 50,75,90,100")
     p.add_argument("--throttle-at", type=int, help="percent spent from which the scope is throttled")
     p.add_argument("--throttle-rpm", type=int, help="requests per minute while throttled")
+    p.add_argument("--downgrade-at", type=int,
+                   help="percent spent from which requests are routed to --downgrade-to (before any throttle)")
+    p.add_argument("--downgrade-to", help="the cheaper provider/model the scope downgrades to")
     p.add_argument("--on-exhaust", choices=STRATEGIES, default="reject")
     p.add_argument("--clamp", action="store_true",
                    help="instead of rejecting, lower max output tokens to what the remaining budget pays for")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from meterline.attribution import DIMENSIONS
-from meterline.cli import budget_commands, cost_commands, dev, lever_commands, target
+from meterline.cli import budget_commands, cost_commands, dev, lever_commands, lever_more_commands, target
 from meterline.money import micros_to_usd
 
 
@@ -344,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget_commands.register(sub)
     lever_commands.register(sub)
     cost_commands.register(sub)
+    lever_more_commands.register(sub)
 
     spend = sub.add_parser("spend", help="spend by attribution dimension")
     spend.add_argument("--by", default="feature", choices=[d for d in DIMENSIONS if d != "session"])

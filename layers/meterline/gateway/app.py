@@ -27,6 +27,7 @@ from meterline.errors import (
     openai_error_body,
 )
 from meterline.gateway import addressing, caching, proxy
+from meterline.gateway.compression import CompressionStage
 from meterline.gateway.context import RequestContext
 from meterline.gateway.enforcement import EnforcementStage
 from meterline.gateway.pipeline import (
@@ -37,6 +38,8 @@ from meterline.gateway.pipeline import (
     ReadBodyStage,
     RouteStage,
 )
+from meterline.gateway.routing import RoutingStage
+from meterline.gateway.semantic import SemanticStage
 from meterline.gateway.services import Services
 from meterline.gateway.validation import (
     validate_chat,
@@ -45,6 +48,7 @@ from meterline.gateway.validation import (
     validate_messages,
     validate_responses,
 )
+from meterline.levers import tokens
 from meterline.logs import configure as configure_logging
 from meterline.telemetry import record_request
 
@@ -86,6 +90,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=64))
         owned = services is None
         state["services"] = services or Services.build(settings or Settings.from_env())
+        if tokens.preload_requested():
+            # SnapStart: load the tokenizer before the snapshot, never on a restored warm request.
+            tokens.preload()
         try:
             yield
         finally:
@@ -93,6 +100,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 await state["services"].aclose()
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    # One routing stage per process: its session-affinity pins and output history span endpoints.
+    routing_stages: dict[int, RoutingStage] = {}
 
     def build_pipeline(svc: Services, endpoint: str) -> Pipeline:
         stages = [
@@ -103,11 +113,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         ]
         if endpoint != "messages.count_tokens":  # token counting is not spend: no ledger record, no budget
             stages.insert(0, LedgerStage(svc))
-            # route → cache lookup (started) → enforce (writes while the lookup is in flight) → cache
-            # serve (awaits it; a hit stops here) → credentials
+            # route -> routing lever (the plan may change) -> exact-cache lookup (started; its key names
+            # the routed model) -> enforce (writes while the lookup is in flight; may downgrade) -> exact-
+            # cache serve (a hit stops here) -> semantic dedup (serve: a hit stops here) -> compression
+            # -> credentials
+            routing = routing_stages.setdefault(id(svc), RoutingStage())
             cache = caching.ResponseCache(svc)
             at = len(stages) - 1
-            stages[at:at] = [cache.lookup_stage, EnforcementStage(svc), cache.serve_stage]
+            stages[at:at] = [routing, cache.lookup_stage, EnforcementStage(svc), cache.serve_stage,
+                             SemanticStage(svc), CompressionStage()]
         return Pipeline(stages)
 
     pipelines: dict[tuple[int, str], Pipeline] = {}

@@ -25,6 +25,7 @@ from typing import Any
 from meterline.budgets import policy
 from meterline.budgets.model import Enforcement
 from meterline.errors import GatewayError, ServiceUnavailable
+from meterline.gateway import routing
 from meterline.gateway.context import RequestContext
 from meterline.gateway.metering import periods
 from meterline.gateway.pipeline import BaseStage, Decision
@@ -127,6 +128,13 @@ class EnforcementStage(BaseStage):
                         f"Budget {r.budget.scope} is in its throttle stage ({r.budget.throttle_at}% spent): "
                         f"{r.budget.throttle_rpm} requests per minute.", code="budget_throttled",
                         headers={**headers, "retry-after": str(retry)}))
+
+        # The ladder's downgrade rung (alert -> downgrade -> throttle -> kill): the reservations above
+        # cover the plan as it was, so a cheaper route needs no new write.
+        for r in ctx.extra["reservations"]:
+            percent = routing.downgrade_due(r.budget, r.state, day)
+            if percent is not None and routing.downgrade(ctx, r.budget, percent):
+                break
 
         if isinstance(loop_result, dict) and session and fingerprint:
             count = int(loop_result.get("n", 0))

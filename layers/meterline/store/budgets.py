@@ -59,13 +59,15 @@ def _budget_item(workspace: str, budget: Budget) -> dict[str, Any]:
     return {"pk": workspace, "sk": f"budget#{budget.scope}", "scope_type": budget.scope_type,
             "scope_value": budget.scope_value, "monthly_micros": budget.monthly_micros,
             "daily_micros": budget.daily_micros, "alerts": list(budget.alerts), "throttle_at": budget.throttle_at,
-            "throttle_rpm": budget.throttle_rpm, "on_exhaust": budget.on_exhaust, "clamp": budget.clamp}
+            "throttle_rpm": budget.throttle_rpm, "on_exhaust": budget.on_exhaust, "clamp": budget.clamp,
+            "downgrade_at": budget.downgrade_at, "downgrade_to": budget.downgrade_to}
 
 
 def _budget_from(item: dict[str, Any]) -> Budget:
     return Budget(item["scope_type"], item["scope_value"], item.get("monthly_micros"), item.get("daily_micros"),
                   tuple(item.get("alerts", [])), item.get("throttle_at"), item.get("throttle_rpm"),
-                  item.get("on_exhaust", "reject"), bool(item.get("clamp", False)))
+                  item.get("on_exhaust", "reject"), bool(item.get("clamp", False)), item.get("downgrade_at"),
+                  item.get("downgrade_to"))
 
 
 @dataclass(frozen=True)

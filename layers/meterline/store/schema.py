@@ -10,6 +10,7 @@ Each table's key layout and access patterns are owned by its data-access module:
     rollups     -> meterline.store.rollups      (spend counters per scope and period)
     budgets     -> meterline.store.budgets      (budgets, rate limits, reservations, alert markers)
     cache       -> meterline.store.cache        (exact-match response cache entries, fill markers)
+    semantic    -> meterline.store.semantic     (semantic-dedup LSH buckets and stored answers, TTL)
 
 This module is pure data: no boto3 import.
 """
@@ -136,7 +137,15 @@ CACHE = TableSpec(
     description="Exact-match response cache: compressed answers with their usage; short fill markers.",
 )
 
-ALL_TABLES: tuple[TableSpec, ...] = (WORKSPACES, KEYS, LEDGER, ROLLUPS, BUDGETS, CACHE)
+SEMANTIC = TableSpec(
+    logical_name="semantic",
+    partition_key=PK,  # "<workspace>#b#<scope>#<band>#<bits>" (LSH bucket) | "<workspace>#e#<scope>" (answers)
+    sort_key=SK,  # "<epoch ms, 13 digits>#<entry id>"
+    ttl_attribute="expires_at",
+    description="Semantic dedup: embedding LSH buckets and stored answers per workspace scope; expires (TTL).",
+)
+
+ALL_TABLES: tuple[TableSpec, ...] = (WORKSPACES, KEYS, LEDGER, ROLLUPS, BUDGETS, CACHE, SEMANTIC)
 
 # The KMS key that wraps provider credentials. Encryption context on every ciphertext:
 # {"meterline:purpose": "provider-key", "workspace": <id>, "provider": <name>}.

@@ -7,11 +7,14 @@ Keys (see schema.WORKSPACES):
     pk = <workspace id>, sk = "keyroute#<key id>"  a virtual key's ordered fallbacks
     pk = <workspace id>, sk = "cache#<scope>"      a cache rule (cache/rules.py): scope "workspace",
                                                     "feature:<name>" or "key:<key id>"
+    pk = <workspace id>, sk = "route#<scope>"      a model-routing rule (levers/routing.py)
+    pk = <workspace id>, sk = "lever#<name>#<scope>"  a lever's settings on a scope (compression, semantic)
 
 Access patterns:
     load(workspace)          Query pk = workspace  -> settings + all providers, one round trip
     put_settings / put_provider / delete_provider / put_alias / delete_alias /
-    put_key_fallbacks / put_cache_rule / delete_cache_rule   (control plane / CLI only)
+    put_key_fallbacks / put_cache_rule / delete_cache_rule / put_route / delete_route /
+    put_lever / delete_lever                          (control plane / CLI only)
     list_workspaces          Scan of "settings" items (CLI, small)
 
 The data plane only reads this table; writes are the control plane's (IAM enforces it on AWS).
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meterline.config import Settings
+from meterline.levers.routing import DEFAULT_THRESHOLD, RouteRule
 from meterline.store import aws
 from meterline.store.codec import paginate, to_item
 from meterline.store.schema import WORKSPACES
@@ -34,6 +38,8 @@ PROVIDER_PREFIX = "provider#"
 ALIAS_PREFIX = "alias#"
 KEYROUTE_PREFIX = "keyroute#"
 CACHE_PREFIX = "cache#"
+ROUTE_PREFIX = "route#"
+LEVER_PREFIX = "lever#"
 PROVIDER_KINDS = ("openai", "openai_compatible", "anthropic", "gemini", "bedrock", "azure")
 
 
@@ -81,6 +87,11 @@ class WorkspaceConfig:
     # Cache rules by scope ("workspace", "feature:<name>", "key:<key id>"), as stored (cache/rules.py
     # validates and resolves them): they ride along with the config, so no extra read per request.
     cache_rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Model-routing rules by scope ("feature:summarize", "workspace:*"), see levers/routing.py.
+    routes: dict[str, RouteRule] = field(default_factory=dict)
+    # Lever settings by lever name, then scope ("feature:chat", "workspace:*"): plain dicts that each
+    # lever validates (levers/compression.py, cache/semantic.py).
+    levers: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 class WorkspaceStore:
@@ -103,7 +114,8 @@ class WorkspaceStore:
         settings = next((i for i in items if i["sk"] == SETTINGS_SK), None)
         if settings is None:
             return None
-        providers, aliases, key_fallbacks, cache_rules = {}, {}, {}, {}
+        providers, aliases, key_fallbacks, cache_rules, routes = {}, {}, {}, {}, {}
+        levers: dict[str, dict[str, dict[str, Any]]] = {}
         for item in items:
             if item["sk"].startswith(PROVIDER_PREFIX):
                 name = item["sk"][len(PROVIDER_PREFIX):]
@@ -122,6 +134,12 @@ class WorkspaceStore:
                 key_fallbacks[item["sk"][len(KEYROUTE_PREFIX):]] = tuple(item.get("fallbacks") or ())
             elif item["sk"].startswith(CACHE_PREFIX):
                 cache_rules[item["sk"][len(CACHE_PREFIX):]] = json.loads(item.get("rule") or "{}")
+            elif item["sk"].startswith(ROUTE_PREFIX):
+                rule = _route_from_item(item)
+                routes[rule.scope] = rule
+            elif item["sk"].startswith(LEVER_PREFIX):
+                lever, _, scope = item["sk"][len(LEVER_PREFIX):].partition("#")
+                levers.setdefault(lever, {})[scope] = json.loads(item.get("config") or "{}")
         return WorkspaceConfig(
             workspace=workspace,
             name=settings.get("name", workspace),
@@ -134,6 +152,8 @@ class WorkspaceStore:
             aliases=aliases,
             key_fallbacks=key_fallbacks,
             cache_rules=cache_rules,
+            routes=routes,
+            levers=levers,
         )
 
     def create(self, workspace: str, name: str, *, default_provider: str | None = None,
@@ -204,6 +224,28 @@ class WorkspaceStore:
                                        ReturnValues="ALL_OLD")
         return bool(result.get("Attributes"))
 
+    def put_route(self, workspace: str, rule: RouteRule) -> None:
+        self._ddb.put_item(TableName=self.table, Item=to_item({
+            "pk": workspace, "sk": ROUTE_PREFIX + rule.scope, "models": list(rule.models), "cheap": rule.cheap,
+            "strong": rule.strong, "threshold": rule.threshold, "mode": rule.mode, "updated_at": int(time.time())}))
+
+    def delete_route(self, workspace: str, scope: str) -> bool:
+        """True if a rule was there."""
+        out = self._ddb.delete_item(TableName=self.table, Key=to_item({"pk": workspace, "sk": ROUTE_PREFIX + scope}),
+                                    ReturnValues="ALL_OLD")
+        return bool(out.get("Attributes"))
+
+    def put_lever(self, workspace: str, lever: str, scope: str, config: dict[str, Any]) -> None:
+        self._ddb.put_item(TableName=self.table, Item=to_item({
+            "pk": workspace, "sk": f"{LEVER_PREFIX}{lever}#{scope}", "config": json.dumps(config, sort_keys=True),
+            "updated_at": int(time.time())}))
+
+    def delete_lever(self, workspace: str, lever: str, scope: str) -> bool:
+        out = self._ddb.delete_item(TableName=self.table,
+                                    Key=to_item({"pk": workspace, "sk": f"{LEVER_PREFIX}{lever}#{scope}"}),
+                                    ReturnValues="ALL_OLD")
+        return bool(out.get("Attributes"))
+
     def list_workspaces(self) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {
             "TableName": self.table,
@@ -211,3 +253,10 @@ class WorkspaceStore:
             "ExpressionAttributeValues": {":s": {"S": SETTINGS_SK}},
         }
         return list(paginate(self._ddb.scan, **kwargs))
+
+
+def _route_from_item(item: dict[str, Any]) -> RouteRule:
+    scope_type, _, scope_value = item["sk"][len(ROUTE_PREFIX):].partition(":")
+    return RouteRule(scope_type=scope_type, scope_value=scope_value, models=tuple(item.get("models") or ()),
+                     cheap=item.get("cheap"), strong=item.get("strong"),
+                     threshold=int(item.get("threshold", DEFAULT_THRESHOLD)), mode=item.get("mode", "shadow"))

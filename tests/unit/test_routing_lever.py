@@ -1,0 +1,132 @@
+"""The routing lever's pure core: rule precedence, features per API, hard constraints, the classifier
+on the labelled request set (printed; see tests/data/routing_requests.json for what the labels mean)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from meterline.levers import routing as r
+from meterline.levers.models import UNKNOWN, facts_for
+
+LABELLED = json.loads((Path(__file__).parent.parent / "data/routing_requests.json").read_text())["requests"]
+
+
+def test_the_most_specific_rule_wins():
+    rules = {rule.scope: rule for rule in (
+        r.RouteRule("workspace", "*", ("sim/a",)), r.RouteRule("feature", "chat", ("sim/b",)),
+        r.RouteRule("key", "k1", ("sim/c",)), r.RouteRule("customer", "acme", ("sim/d",)))}
+    assert r.match(rules, {"key": "k1", "feature": "chat", "customer": "acme"}).scope == "key:k1"
+    assert r.match(rules, {"key": "k2", "feature": "chat", "customer": "acme"}).scope == "customer:acme"
+    assert r.match(rules, {"key": "k2", "feature": "chat"}).scope == "feature:chat"
+    assert r.match(rules, {"key": "k2"}).scope == "workspace:*"
+    assert r.match({}, {"key": "k2"}) is None
+
+
+@pytest.mark.parametrize("rule, message", [
+    (r.RouteRule("tag", "x", ("sim/a",)), "scope"),
+    (r.RouteRule("feature", "x", ()), "either"),
+    (r.RouteRule("feature", "x", ("sim/a",), cheap="sim/a", strong="sim/b"), "either"),
+    (r.RouteRule("feature", "x", cheap="sim/a"), "both"),
+    (r.RouteRule("feature", "x", ("gpt-4o",)), "provider/model"),
+    (r.RouteRule("feature", "x", ("sim/a",), threshold=101), "threshold"),
+])
+def test_invalid_rules_are_refused(rule, message):
+    with pytest.raises(ValueError, match=message):
+        rule.validate()
+
+
+def test_features_read_chat_messages_and_responses_bodies():
+    chat = r.features("chat.completions", {"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {}}]}],
+        "response_format": {"type": "json_schema"}, "max_tokens": 50})
+    assert chat.images and chat.json_mode and chat.max_output == 50 and not chat.tools
+    messages = r.features("messages", {"system": [{"type": "text", "text": "sys"}], "max_tokens": 10,
+                                       "messages": [{"role": "user", "content": [
+                                           {"type": "document", "source": {}}]}],
+                                       "thinking": {"type": "enabled", "budget_tokens": 1024}})
+    assert messages.files and messages.reasoning_params
+    responses = r.features("responses", {"input": "Prove it rigorously", "text": {"format": {"type": "json_object"}},
+                                         "max_output_tokens": 9})
+    assert responses.json_mode and responses.max_output == 9 and "prove" in responses.reasoning_markers
+    # Later turns of one conversation share its opening.
+    first = [{"role": "system", "content": "s"}, {"role": "user", "content": "q1"}]
+    later = [*first, {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"}]
+    assert r.features("chat.completions", {"messages": first}).opening == \
+        r.features("chat.completions", {"messages": later}).opening
+
+
+def test_hard_constraints():
+    f = r.features("chat.completions", {"messages": [{"role": "user", "content": "x" * 450_000}], "max_tokens": 10})
+    small = r.Candidate("openai/gpt-4o-mini", "openai/gpt-4o-mini", facts_for("openai/gpt-4o-mini"))
+    big = r.Candidate("openai/gpt-4.1-mini", "openai/gpt-4.1-mini", facts_for("openai/gpt-4.1-mini"))
+    assert "context window" in r.violation(small, f) and r.violation(big, f) is None
+    unknown = r.Candidate("x/y", "x/y", UNKNOWN)
+    tools = r.features("chat.completions", {"messages": [{"role": "user", "content": "hi"}], "tools": [{}]})
+    assert r.violation(unknown, tools) == "no tools"
+    reasoning = r.features("chat.completions", {"messages": [{"role": "user", "content": "hi"}],
+                                                "reasoning_effort": "low"})
+    assert r.violation(big, reasoning) == "no reasoning parameters"
+    assert r.violation(r.Candidate("a/b", "a/b", facts_for("openai/gpt-5-mini")), reasoning) is None
+    assert r.violation(r.Candidate("a/b", "a/b", facts_for("openai/gpt-5"), allowed=False), tools) == \
+        "not allowed for this key"
+
+
+def test_fixed_list_takes_the_first_usable_model_and_keeps_the_rest_as_fallbacks():
+    rule = r.RouteRule("feature", "x", ("a/unknown", "openai/gpt-4o-mini", "openai/gpt-4.1-mini"))
+    cands = [r.Candidate(m, m, facts_for(m)) for m in rule.models]
+    f = r.features("chat.completions", {"messages": [{"role": "user", "content": "hi"}], "tools": [{}]})
+    d = r.decide(rule, f, cands, "openai/gpt-4.1")
+    assert d.model == "openai/gpt-4o-mini" and d.fallbacks == ("openai/gpt-4.1-mini",)
+    assert "a/unknown: no tools" in d.reason
+    assert r.decide(rule, f, cands, "openai/gpt-4o-mini").model is None  # already there
+    audio = r.features("chat.completions", {"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]})
+    assert r.decide(rule, audio, cands, "openai/gpt-4.1").model is None
+
+
+def test_auto_tier_falls_back_to_strong_when_cheap_cannot_take_the_request():
+    rule = r.RouteRule("feature", "x", cheap="openai/gpt-4o-mini", strong="openai/gpt-4.1")
+    cands = [r.Candidate(m, m, facts_for(m)) for m in rule.targets()]
+    f = r.features("chat.completions", {"messages": [{"role": "user", "content": "a" * 400_000}]})
+    d = r.decide(rule, f, cands, "openai/gpt-5")
+    assert d.model == "openai/gpt-4.1" and d.tier == "strong"
+
+
+def test_expected_output_from_history_raises_the_score():
+    f = r.features("chat.completions", {"messages": [{"role": "user", "content": "Write the report."}]})
+    assert r.difficulty(f).score == 0
+    assert r.difficulty(f, expected_output=3000).score == 15
+
+
+def test_classifier_on_the_labelled_set(capsys):
+    """Prints where the default threshold sends each split. The holdout split was written after the
+    weights were frozen; its result is reported as measured, not tuned (README, Model routing)."""
+    table = {}
+    for item in LABELLED:
+        score = r.difficulty(r.features("chat.completions", item["body"])).score
+        tier = "strong" if score >= r.DEFAULT_THRESHOLD else "cheap"
+        key = (item["split"], item["label"])
+        table.setdefault(key, {"cheap": 0, "strong": 0})[tier] += 1
+    with capsys.disabled():
+        print("\nrouting classifier (threshold", r.DEFAULT_THRESHOLD, "):")
+        for (split, label), counts in sorted(table.items()):
+            print(f"  {split:8} {label:5} -> cheap {counts['cheap']:2}  strong {counts['strong']:2}")
+    # Regression guard on the tuning split; the holdout numbers are reported, not asserted as quality.
+    assert table[("tuning", "easy")]["strong"] == 0 and table[("tuning", "hard")]["cheap"] == 0
+    assert table[("holdout", "easy")]["strong"] == 0
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"downgrade_at": 80}, "go together"),
+    ({"downgrade_at": 80, "downgrade_to": "gpt-4o-mini"}, "provider/model"),
+    ({"downgrade_at": 95, "downgrade_to": "openai/gpt-4o-mini", "throttle_at": 90, "throttle_rpm": 5}, "ladder"),
+])
+def test_budget_downgrade_rung_is_validated(changes, message):
+    from meterline.budgets.model import Budget
+
+    with pytest.raises(ValueError, match=message):
+        Budget("feature", "x", monthly_micros=1000, **changes).validate()
+    Budget("feature", "x", monthly_micros=1000, downgrade_at=80, downgrade_to="openai/gpt-4o-mini",
+           throttle_at=90, throttle_rpm=5).validate()
