@@ -32,7 +32,8 @@ def main() -> None:
             json.dump(stats, f)
 
     signal.signal(signal.SIGUSR1, dump)
-    uvicorn.run(create_app(services=services), host="127.0.0.1", port=port, log_level="error", access_log=False)
+    uvicorn.run(create_app(services=services), host="127.0.0.1", port=port, log_level="error", access_log=False,
+                proxy_headers=False)
 
 
 if __name__ == "__main__":

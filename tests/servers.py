@@ -11,7 +11,8 @@ import uvicorn
 
 class ServerThread:
     def __init__(self, app: Any, host: str = "127.0.0.1"):
-        config = uvicorn.Config(app, host=host, port=0, log_level="error", lifespan="on", timeout_graceful_shutdown=2)
+        config = uvicorn.Config(app, host=host, port=0, log_level="error", lifespan="on", timeout_graceful_shutdown=2,
+                                proxy_headers=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -40,6 +40,9 @@ class Settings:
     ledger_retention_days: int = 400
     # "aiohttp" (measured faster, see bench/overhead.py) or "httpx" (httpx's default transport).
     upstream_transport: str = "aiohttp"
+    # Behind the AWS Lambda Web Adapter: the caller's IP comes from the request context it passes
+    # (x-amzn-request-context), trusted only then (policies/ip.py).
+    behind_lambda_adapter: bool = False
 
     def table(self, spec: TableSpec) -> str:
         return self.table_names.get(spec.logical_name, f"meterline-{spec.logical_name}")
@@ -60,6 +63,8 @@ class Settings:
             upstream_read_timeout_s=_float_env("METERLINE_UPSTREAM_READ_TIMEOUT", 600.0),
             ledger_retention_days=_int_env("METERLINE_LEDGER_RETENTION_DAYS", 400),
             upstream_transport=env.get("METERLINE_UPSTREAM_TRANSPORT", "aiohttp"),
+            behind_lambda_adapter=env.get("AWS_LAMBDA_EXEC_WRAPPER") == "/opt/bootstrap"
+            or bool(env.get("AWS_LWA_INVOKE_MODE")),
         )
 
     def to_env(self) -> dict[str, str]:

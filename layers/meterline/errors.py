@@ -3,6 +3,7 @@
     GatewayError                      every failure a caller may see (status, code, safe message)
     ├── AuthenticationError   401     missing, unknown, expired or revoked virtual key
     ├── PermissionDeniedError 403     key may not use this model/provider
+    ├── PolicyDenied          403     a request policy refused (413 size, 400 max_tokens reject)
     ├── NotFoundError         404     unknown provider/model, or a model with no price
     ├── InvalidRequestError   400     malformed JSON, schema violation
     ├── PayloadTooLargeError  413     body over the configured limit
@@ -69,6 +70,20 @@ class PayloadTooLargeError(GatewayError):
     code = "request_too_large"
 
 
+class PolicyDenied(GatewayError):
+    """A workspace request policy refused the request; `policy` names it (both dialects carry it)."""
+
+    status = 403
+    type = "permission_error"
+    code = "policy_denied"
+
+    def __init__(self, message: str, *, policy: str, status: int | None = None, param: str | None = None):
+        super().__init__(message, status=status, param=param)
+        self.policy = policy
+        if self.status in (400, 413):
+            self.type = "invalid_request_error"
+
+
 class UpstreamError(GatewayError):
     type = "upstream_error"
     code = "upstream_error"
@@ -107,7 +122,11 @@ def redact(text: str, *secrets: str) -> str:
 
 
 def openai_error_body(error: GatewayError) -> dict[str, Any]:
-    return {"error": {"message": error.message, "type": error.type, "param": error.param, "code": error.code}}
+    body = {"message": error.message, "type": error.type, "param": error.param, "code": error.code}
+    policy = getattr(error, "policy", None)
+    if policy:
+        body["policy"] = policy
+    return {"error": body}
 
 
 _ANTHROPIC_TYPES = {
@@ -127,4 +146,8 @@ _ANTHROPIC_TYPES = {
 
 def anthropic_error_body(error: GatewayError) -> dict[str, Any]:
     kind = _ANTHROPIC_TYPES.get(error.status, "api_error")
-    return {"type": "error", "error": {"type": kind, "message": error.message}}
+    body: dict[str, Any] = {"type": kind, "message": error.message}
+    policy = getattr(error, "policy", None)
+    if policy:  # extra fields the Anthropic SDKs pass through on `error.body`
+        body["code"], body["policy"] = error.code, policy
+    return {"type": "error", "error": body}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Body, FastAPI, Request
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
@@ -228,6 +228,25 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
     @app.put("/workspaces/{workspace}/enforcement")
     def set_policy(workspace: str, body: PolicyIn, request: Request) -> dict[str, Any]:
         return ops(request).set_policy(workspace, **body.model_dump(exclude_none=True))
+
+    @app.put("/workspaces/{workspace}/policies/{policy_id}")
+    def set_request_policy(workspace: str, policy_id: str, request: Request,
+                           body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        if body.get("id", policy_id) != policy_id:
+            raise OpError("the id in the body differs from the one in the path")
+        return ops(request).set_request_policy(workspace, {**body, "id": policy_id})
+
+    @app.get("/workspaces/{workspace}/policies")
+    def list_request_policies(workspace: str, request: Request) -> dict[str, Any]:
+        return {"policies": ops(request).list_request_policies(workspace)}
+
+    @app.delete("/workspaces/{workspace}/policies/{policy_id}", status_code=204)
+    def delete_request_policy(workspace: str, policy_id: str, request: Request) -> None:
+        ops(request).delete_request_policy(workspace, policy_id)
+
+    @app.post("/workspaces/{workspace}/policies/test")
+    def test_request_policies(workspace: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        return ops(request).test_request_policies(workspace, body)
 
     @app.get("/workspaces/{workspace}/spend")
     def spend(workspace: str, request: Request, by: str = "feature", period: str = "today") -> dict[str, Any]:

@@ -18,6 +18,8 @@ from meterline.config import Settings
 from meterline.levers import compression
 from meterline.levers.routing import SCOPE_TYPES as ROUTE_SCOPES
 from meterline.levers.routing import RouteRule
+from meterline.policies.engine import Facts, evaluate, message_count, requested_max_tokens
+from meterline.policies.model import PolicyError, PolicySpec
 from meterline.pricing.catalog import validate_override
 from meterline.store.budgets import BudgetStore
 from meterline.store.keys import KeyNotFound, KeyRecord, KeyStore
@@ -100,6 +102,8 @@ class Ops:
             raise OpError("unpriced must be 'reject' or 'forward'")
         if "timezone" in changes:
             ZoneInfo(changes["timezone"])
+        if "trusted_proxies" in changes:
+            changes["trusted_proxies"] = _cidrs(changes["trusted_proxies"])
         self._require_workspace(workspace)
         WorkspaceStore(self.settings).update_settings(workspace, **changes)
         self._audit("workspace.update", workspace, fields=sorted(changes))
@@ -432,6 +436,106 @@ class Ops:
                 continue
             return prefix + period
         raise OpError("period must be 'today', 'month', YYYY-MM-DD or YYYY-MM")
+
+    # request policies (policies/)
+    def set_request_policy(self, workspace: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace one policy (validated; the gateways apply it within the config cache TTL)."""
+        self._require_workspace(workspace)
+        try:
+            spec = PolicySpec.from_dict(data)
+        except PolicyError as exc:
+            raise OpError(f"invalid policy: {exc}") from exc
+        stored = spec.to_dict()
+        WorkspaceStore(self.settings).put_policy(workspace, stored)
+        self._audit("request_policy.set", workspace, policy=spec.id, kind=spec.kind, attach=spec.attach,
+                    mode=spec.mode)
+        return stored
+
+    def list_request_policies(self, workspace: str) -> list[dict[str, Any]]:
+        """In evaluation order (workspace, department, member, key, feature; then id)."""
+        config = self._require_workspace(workspace)
+        order = {"workspace": 0, "department": 1, "member": 2, "key": 3, "feature": 4}
+        rows = []
+        for group in config.policies.by_attach.values():
+            for compiled in group:
+                row = compiled.spec.to_dict() if compiled.broken is None else {
+                    "id": compiled.id, "attach": compiled.spec.attach, "error": compiled.broken}
+                rows.append(row)
+        rows.sort(key=lambda r: (order.get(str(r.get("attach", "")).partition(":")[0], 9), r.get("attach", ""),
+                                 r["id"]))
+        return rows
+
+    def delete_request_policy(self, workspace: str, policy_id: str) -> None:
+        self._require_workspace(workspace)
+        if not WorkspaceStore(self.settings).delete_policy(workspace, policy_id):
+            raise OpError(f"no policy {policy_id!r} in workspace {workspace}", status=404)
+        self._audit("request_policy.delete", workspace, policy=policy_id)
+
+    def test_request_policies(self, workspace: str, sample: dict[str, Any]) -> dict[str, Any]:
+        """Evaluate the workspace's stored policies against a sample request, as the gateway would.
+
+        sample: model (required), endpoint (default chat.completions), key (a key id: its member and
+        department are looked up), member, department, feature, ip, at (ISO 8601, default now),
+        max_tokens, bytes, messages, or body (a request body: messages, max tokens and bytes from it).
+        """
+        import json
+
+        from meterline.gateway.addressing import target_of
+
+        config = self._require_workspace(workspace)
+        endpoint = str(sample.get("endpoint") or "chat.completions")
+        body = sample.get("body")
+        if body is not None and not isinstance(body, dict):
+            raise OpError("body is a JSON object (a request body)")
+        model = sample.get("model") or (body or {}).get("model")
+        if not isinstance(model, str) or not model:
+            raise OpError("a sample request needs a model")
+        member, department = sample.get("member") or "", sample.get("department") or ""
+        key_id = sample.get("key") or ""
+        if key_id:
+            found = next((k for k in KeyStore(self.settings).list(workspace) if k.key_id == key_id), None)
+            if found is None:
+                raise OpError(f"no key {key_id} in workspace {workspace}", status=404)
+            member, department = member or found.member, department or found.department
+        at = sample.get("at")
+        try:
+            now = datetime.fromisoformat(at).timestamp() if at else time.time()
+        except (TypeError, ValueError) as exc:
+            raise OpError("at is an ISO 8601 time, e.g. 2026-12-01T09:30:00+01:00") from exc
+        provider, name = target_of(model, config, endpoint)
+        facts = Facts(endpoint=endpoint, model=f"{provider}/{name}", key=key_id, member=member, department=department,
+                      feature=sample.get("feature") or None, client_ip=sample.get("ip") or None,
+                      body_bytes=int(sample.get("bytes") or (len(json.dumps(body).encode()) if body else 0)),
+                      messages=int(sample.get("messages") or (message_count(body) if body else 0)),
+                      max_tokens=sample.get("max_tokens") or (requested_max_tokens(endpoint, body)[1]
+                                                              if body else None),
+                      now=now)
+        verdict = evaluate(config.policies, facts)
+        return {
+            "allowed": verdict.allowed, "model": facts.model,
+            "denied_by": verdict.denied.policy if verdict.denied else None,
+            "reason": verdict.denied.reason if verdict.denied else None,
+            "decisions": [{"policy": o.policy, "kind": o.kind, "result": o.result, "reason": o.reason}
+                          for o in verdict.outcomes],
+            "max_tokens": verdict.max_tokens,
+            "pii": sorted(verdict.pii_entities), "pii_restore": verdict.pii_restore,
+        }
+
+
+def _cidrs(values: Any) -> list[str]:
+    import ipaddress
+
+    if isinstance(values, str):
+        values = [v for v in values.split(",") if v.strip()]
+    if not isinstance(values, list | tuple):
+        raise OpError("trusted_proxies is a list of CIDRs")
+    out = []
+    for value in values:
+        try:
+            out.append(str(ipaddress.ip_network(str(value).strip(), strict=False)))
+        except ValueError as exc:
+            raise OpError(f"trusted proxy {value!r}: {exc}") from exc
+    return out
 
 
 def _stage(budget: Budget, spent: int, cap: int | None) -> str:

@@ -109,8 +109,9 @@ def cmd_dev(args: argparse.Namespace) -> None:
         requests_log.propagate = False
     # SIGTERM ends like Ctrl-C: uvicorn stops, then the cleanup below runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # proxy_headers off: uvicorn would otherwise take the client address from X-Forwarded-For (IP policies).
     config = uvicorn.Config(create_app(settings), log_level="warning", timeout_graceful_shutdown=GRACEFUL_S,
-                            lifespan="on")
+                            lifespan="on", proxy_headers=False)
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])

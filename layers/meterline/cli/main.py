@@ -11,7 +11,15 @@ from collections.abc import Callable
 from typing import Any
 
 from meterline.attribution import DIMENSIONS
-from meterline.cli import budget_commands, cost_commands, dev, lever_commands, lever_more_commands, target
+from meterline.cli import (
+    budget_commands,
+    cost_commands,
+    dev,
+    lever_commands,
+    lever_more_commands,
+    policy_commands,
+    target,
+)
 from meterline.money import micros_to_usd
 
 
@@ -54,6 +62,8 @@ def cmd_workspaces_set(args: argparse.Namespace) -> None:
                                  "timezone": args.timezone}.items() if v is not None}
     if args.alert_recipients is not None:
         changes["alert_recipients"] = [r for r in args.alert_recipients.split(",") if r]
+    if args.trusted_proxies is not None:
+        changes["trusted_proxies"] = [c for c in args.trusted_proxies.split(",") if c.strip()]
     _run(lambda: ops.update_workspace(target.workspace_of(args, context), **changes))
     print("updated (gateways pick it up within the cache TTL, 30 s by default)")
 
@@ -260,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unpriced", choices=["reject", "forward"])
     p.add_argument("--timezone")
     p.add_argument("--alert-recipients", help="comma-separated e-mail addresses")
+    p.add_argument("--trusted-proxies", help="comma-separated CIDRs of proxies in front of the gateway: only then "
+                                              "is X-Forwarded-For read for IP policies (empty: never)")
     p.set_defaults(func=cmd_workspaces_set)
 
     keys = sub.add_parser("keys", help="virtual keys").add_subparsers(dest="action", required=True)
@@ -345,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     lever_commands.register(sub)
     cost_commands.register(sub)
     lever_more_commands.register(sub)
+    policy_commands.register(sub)
 
     spend = sub.add_parser("spend", help="spend by attribution dimension")
     spend.add_argument("--by", default="feature", choices=[d for d in DIMENSIONS if d != "session"])

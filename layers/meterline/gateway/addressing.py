@@ -11,6 +11,7 @@ the endpoint is skipped (the primary model's errors are the caller's to see; a f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -41,19 +42,25 @@ def _anthropic_entry(workspace: WorkspaceConfig) -> ProviderEntry | None:
     return next((e for e in workspace.providers.values() if e.kind == "anthropic"), None)
 
 
-def resolve(requested: str, workspace: WorkspaceConfig, catalog: Catalog, endpoint: str = "chat.completions") -> Route:
+def target_of(requested: str, workspace: WorkspaceConfig, endpoint: str = "chat.completions") -> tuple[str, str]:
+    """(provider name, model) a requested model names: alias resolved, default provider applied.
+    No catalog lookup, so policies can match `provider/model` cheaply before routing."""
     alias = workspace.aliases.get(requested)
     target = alias.model if alias else requested
-    entry: ProviderEntry | None
     if "/" in target:
         provider_name, model = target.split("/", 1)
-    elif endpoint in ANTHROPIC_ENDPOINTS:
+        return provider_name, model
+    if endpoint in ANTHROPIC_ENDPOINTS:
         found = _anthropic_entry(workspace)
         # A workspace on the simulator with no Anthropic provider serves bare Claude names from the sim.
         fallback = SIM if workspace.default_provider == SIM else "anthropic"
-        provider_name, model = (found.name if found else fallback), target
-    else:
-        provider_name, model = (workspace.default_provider or "openai"), target
+        return (found.name if found else fallback), target
+    return (workspace.default_provider or "openai"), target
+
+
+def resolve(requested: str, workspace: WorkspaceConfig, catalog: Catalog, endpoint: str = "chat.completions") -> Route:
+    entry: ProviderEntry | None
+    provider_name, model = target_of(requested, workspace, endpoint)
     if not model:
         raise NotFoundError(f"The model `{requested}` does not exist.", param="model")
     if provider_name == SIM:
@@ -80,8 +87,9 @@ def resolve(requested: str, workspace: WorkspaceConfig, catalog: Catalog, endpoi
 
 
 def plan(requested: str, workspace: WorkspaceConfig, catalog: Catalog, key: KeyRecord,
-         endpoint: str = "chat.completions") -> list[Route]:
-    """The primary route (errors raised: the caller asked for it) then usable fallbacks, in order."""
+         endpoint: str = "chat.completions", permit: Callable[[str], bool] | None = None) -> list[Route]:
+    """The primary route (errors raised: the caller asked for it) then usable fallbacks, in order.
+    `permit` (the request's model policies) drops fallbacks a policy would deny."""
     primary = resolve(requested, workspace, catalog, endpoint)
     check_allowed(key, primary, requested)
     routes = [primary]
@@ -94,7 +102,8 @@ def plan(requested: str, workspace: WorkspaceConfig, catalog: Catalog, key: KeyR
             route = resolve(candidate, workspace, catalog, endpoint)
         except GatewayError:
             continue
-        if allowed(key, route.model_id) and all(r.model_id != route.model_id for r in routes):
+        if (allowed(key, route.model_id) and (permit is None or permit(route.model_id))
+                and all(r.model_id != route.model_id for r in routes)):
             routes.append(route)
     return routes
 

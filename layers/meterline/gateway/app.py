@@ -38,6 +38,7 @@ from meterline.gateway.pipeline import (
     ReadBodyStage,
     RouteStage,
 )
+from meterline.gateway.policy_stage import PolicyStage
 from meterline.gateway.routing import RoutingStage
 from meterline.gateway.semantic import SemanticStage
 from meterline.gateway.services import Services
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         stages = [
             AuthenticateStage(svc),
             ReadBodyStage(svc, read_limited, VALIDATORS[endpoint]),
+            PolicyStage(svc),
             RouteStage(),
             CredentialsStage(svc),
         ]

@@ -1,6 +1,6 @@
 """The request pipeline: stages over one RequestContext.
 
-    ledger → authenticate → read body → route → policies → credentials → [upstream] → meter
+    ledger → authenticate → read body → policies → route → enforce → credentials → [upstream] → meter
                                                                                    ↓
     ledger.after ← ... ← every stage that ran, in reverse (settle, release, record)
 
@@ -160,6 +160,7 @@ class ReadBodyStage(BaseStage):
         except GatewayError as exc:
             return Decision.deny(exc)
         ctx.body = body
+        ctx.extra["body_bytes"] = len(raw)
         ctx.stream = bool(body.get("stream")) and ctx.endpoint in STREAMING_ENDPOINTS
         ctx.requested_model = str(body.get("model"))
         return None
@@ -174,7 +175,8 @@ class RouteStage(BaseStage):
     async def before(self, ctx: RequestContext) -> Decision | None:
         assert ctx.workspace and ctx.key and ctx.requested_model
         try:
-            routes = addressing.plan(ctx.requested_model, ctx.workspace, ctx.extra["catalog"], ctx.key, ctx.endpoint)
+            routes = addressing.plan(ctx.requested_model, ctx.workspace, ctx.extra["catalog"], ctx.key, ctx.endpoint,
+                                     ctx.extra.get("model_permit"))
         except GatewayError as exc:
             ctx.model_id = None
             return Decision.deny(exc)

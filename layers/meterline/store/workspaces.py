@@ -9,12 +9,13 @@ Keys (see schema.WORKSPACES):
                                                     "feature:<name>" or "key:<key id>"
     pk = <workspace id>, sk = "route#<scope>"      a model-routing rule (levers/routing.py)
     pk = <workspace id>, sk = "lever#<name>#<scope>"  a lever's settings on a scope (compression, semantic)
+    pk = <workspace id>, sk = "policy#<id>"        a request policy (policies/model.py), JSON `spec`
 
 Access patterns:
     load(workspace)          Query pk = workspace  -> settings + all providers, one round trip
     put_settings / put_provider / delete_provider / put_alias / delete_alias /
     put_key_fallbacks / put_cache_rule / delete_cache_rule / put_route / delete_route /
-    put_lever / delete_lever                          (control plane / CLI only)
+    put_lever / delete_lever / put_policy / delete_policy   (control plane / CLI only)
     list_workspaces          Scan of "settings" items (CLI, small)
 
 The data plane only reads this table; writes are the control plane's (IAM enforces it on AWS).
@@ -29,6 +30,7 @@ from typing import Any
 
 from meterline.config import Settings
 from meterline.levers.routing import DEFAULT_THRESHOLD, RouteRule
+from meterline.policies.engine import PolicySet
 from meterline.store import aws
 from meterline.store.codec import paginate, to_item
 from meterline.store.schema import WORKSPACES
@@ -40,6 +42,7 @@ KEYROUTE_PREFIX = "keyroute#"
 CACHE_PREFIX = "cache#"
 ROUTE_PREFIX = "route#"
 LEVER_PREFIX = "lever#"
+POLICY_PREFIX = "policy#"
 PROVIDER_KINDS = ("openai", "openai_compatible", "anthropic", "gemini", "bedrock", "azure")
 
 
@@ -92,6 +95,8 @@ class WorkspaceConfig:
     # Lever settings by lever name, then scope ("feature:chat", "workspace:*"): plain dicts that each
     # lever validates (levers/compression.py, cache/semantic.py).
     levers: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # Request policies, compiled when the config loads (evaluation adds no round trip).
+    policies: PolicySet = field(default_factory=PolicySet)
 
 
 class WorkspaceStore:
@@ -116,6 +121,7 @@ class WorkspaceStore:
             return None
         providers, aliases, key_fallbacks, cache_rules, routes = {}, {}, {}, {}, {}
         levers: dict[str, dict[str, dict[str, Any]]] = {}
+        policies: list[dict[str, Any]] = []
         for item in items:
             if item["sk"].startswith(PROVIDER_PREFIX):
                 name = item["sk"][len(PROVIDER_PREFIX):]
@@ -140,12 +146,18 @@ class WorkspaceStore:
             elif item["sk"].startswith(LEVER_PREFIX):
                 lever, _, scope = item["sk"][len(LEVER_PREFIX):].partition("#")
                 levers.setdefault(lever, {})[scope] = json.loads(item.get("config") or "{}")
+            elif item["sk"].startswith(POLICY_PREFIX):
+                try:
+                    policies.append(json.loads(item.get("spec") or "{}"))
+                except ValueError:
+                    policies.append({"id": item["sk"][len(POLICY_PREFIX):], "broken": True})
+        timezone = settings.get("timezone", "UTC")
         return WorkspaceConfig(
             workspace=workspace,
             name=settings.get("name", workspace),
             default_provider=settings.get("default_provider"),
             unpriced=settings.get("unpriced", "reject"),
-            timezone=settings.get("timezone", "UTC"),
+            timezone=timezone,
             price_overrides=json.loads(settings.get("price_overrides", "{}")),
             alert_recipients=tuple(settings.get("alert_recipients", [])),
             providers=providers,
@@ -154,6 +166,7 @@ class WorkspaceStore:
             cache_rules=cache_rules,
             routes=routes,
             levers=levers,
+            policies=PolicySet.build(policies, timezone, tuple(settings.get("trusted_proxies") or ())),
         )
 
     def create(self, workspace: str, name: str, *, default_provider: str | None = None,
@@ -223,6 +236,17 @@ class WorkspaceStore:
         result = self._ddb.delete_item(TableName=self.table, Key=to_item({"pk": workspace, "sk": CACHE_PREFIX + scope}),
                                        ReturnValues="ALL_OLD")
         return bool(result.get("Attributes"))
+
+    def put_policy(self, workspace: str, spec: dict[str, Any]) -> None:
+        self._ddb.put_item(TableName=self.table, Item=to_item({
+            "pk": workspace, "sk": POLICY_PREFIX + spec["id"], "spec": json.dumps(spec, sort_keys=True),
+            "updated_at": int(time.time())}))
+
+    def delete_policy(self, workspace: str, policy_id: str) -> bool:
+        """False if there was no such policy."""
+        key = to_item({"pk": workspace, "sk": POLICY_PREFIX + policy_id})
+        out = self._ddb.delete_item(TableName=self.table, Key=key, ReturnValues="ALL_OLD")
+        return bool(out.get("Attributes"))
 
     def put_route(self, workspace: str, rule: RouteRule) -> None:
         self._ddb.put_item(TableName=self.table, Item=to_item({
