@@ -34,6 +34,7 @@ class KeyIn(BaseModel):
     models: list[str] = []
     expires_in_days: float | None = None
     name: str = ""
+    scopes: list[str] = []
 
 
 class ProviderIn(BaseModel):
@@ -131,7 +132,7 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/workspaces/{workspace}/keys", status_code=201)
     def create_key(workspace: str, body: KeyIn, request: Request) -> dict[str, Any]:
         return ops(request).create_key(workspace, body.member, body.department, tuple(body.models),
-                                       body.expires_in_days, body.name)
+                                       body.expires_in_days, body.name, tuple(body.scopes))
 
     @app.get("/workspaces/{workspace}/keys")
     def list_keys(workspace: str, request: Request) -> dict[str, Any]:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from meterline.budgets.model import LIMIT_SUBJECTS, Budget, RateLimit
 from meterline.config import Settings
-from meterline.levers import compression
+from meterline.levers import LEVERS, compression
 from meterline.levers.routing import SCOPE_TYPES as ROUTE_SCOPES
 from meterline.levers.routing import RouteRule
 from meterline.policies.engine import Facts, evaluate, message_count, requested_max_tokens
@@ -23,7 +23,7 @@ from meterline.policies.model import PolicyError, PolicySpec
 from meterline.pricing.catalog import validate_override
 from meterline.store.budgets import BudgetStore
 from meterline.store.keys import KeyNotFound, KeyRecord, KeyStore
-from meterline.store.rollups import COUNTERS, RollupStore
+from meterline.store.rollups import COUNTERS, ROLLUP_DIMENSIONS, RollupStore, counters_of
 from meterline.store.workspaces import Alias, ProviderEntry, WorkspaceStore
 from meterline.vault import Vault
 from meterline.vkeys import generate, hash_key
@@ -36,6 +36,9 @@ DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https:
 DEFAULT_CATALOG = {"openai": "openai", "azure": "openai", "anthropic": "anthropic", "gemini": "gemini",
                    "bedrock": "bedrock"}
 AZURE_API_VERSION = "2024-10-21"
+# MCP scopes a virtual key can carry (its own slice, or the whole workspace); "mcp" = "mcp:key".
+KEY_SCOPES = {"mcp": "mcp:key", "mcp:key": "mcp:key", "mcp:member": "mcp:member",
+              "mcp:department": "mcp:department", "mcp:admin": "mcp:admin"}
 
 
 
@@ -110,21 +113,25 @@ class Ops:
 
     # keys
     def create_key(self, workspace: str, member: str, department: str = "default", models: tuple[str, ...] = (),
-                   expires_in_days: float | None = None, name: str = "") -> dict[str, Any]:
+                   expires_in_days: float | None = None, name: str = "",
+                   scopes: tuple[str, ...] = ()) -> dict[str, Any]:
         self._require_workspace(workspace)
+        scopes = tuple(KEY_SCOPES.get(s, s) for s in scopes)
+        if any(s not in KEY_SCOPES.values() for s in scopes) or len(scopes) > 1:
+            raise OpError(f"scopes: one of {', '.join(KEY_SCOPES)}")
         key, key_id = generate()
         expires = int(time.time() + expires_in_days * 86400) if expires_in_days else None
         KeyStore(self.settings).create(KeyRecord(key_hash=hash_key(key), key_id=key_id, workspace=workspace,
                                                  member=member, department=department, models=models,
-                                                 expires_at=expires, name=name))
-        self._audit("key.create", workspace, key_id=key_id, member=member, department=department)
+                                                 expires_at=expires, name=name, scopes=scopes))
+        self._audit("key.create", workspace, key_id=key_id, member=member, department=department, scopes=list(scopes))
         return {"key_id": key_id, "api_key": key, "member": member, "department": department,
-                "models": list(models), "expires_at": expires}
+                "models": list(models), "expires_at": expires, "scopes": list(scopes)}
 
     def list_keys(self, workspace: str) -> list[dict[str, Any]]:
         now = time.time()
         return [{"key_id": k.key_id, "name": k.name, "member": k.member, "department": k.department,
-                 "models": list(k.models), "expires_at": k.expires_at,
+                 "models": list(k.models), "expires_at": k.expires_at, "scopes": list(k.scopes),
                  "status": "revoked" if k.revoked else ("active" if k.usable(now) else "expired")}
                 for k in KeyStore(self.settings).list(workspace)]
 
@@ -520,6 +527,229 @@ class Ops:
             "max_tokens": verdict.max_tokens,
             "pii": sorted(verdict.pii_entities), "pii_restore": verdict.pii_restore,
         }
+
+    # reports for drill-downs (the MCP server's tools). `scope` = (dimension, value) narrows every
+    # answer to one slice of the workspace (a key, member or department); None = the whole workspace.
+    def period(self, workspace: str, period: str) -> Period:
+        return resolve_period(period, self._require_workspace(workspace).timezone)
+
+    def ledger_records(self, workspace: str, period: str, scope: tuple[str, str] | None = None,
+                       filters: dict[str, str] | None = None, limit: int = 50_000) -> tuple[list[dict], bool]:
+        """The ledger records of a period (workspace time zone) in the slice and matching the filters;
+        (records, truncated). Reads the UTC-day partitions that overlap the period."""
+        from meterline.store.ledger import LedgerStore
+
+        config = self._require_workspace(workspace)
+        p = resolve_period(period, config.timezone)
+        wanted = dict(filters or {})
+        if scope is not None:
+            wanted[scope[0]] = scope[1]
+        store, out = LedgerStore(self.settings), []
+        for day in p.utc_days():
+            for record in store.query_day(workspace, day):
+                if not p.contains(record) or any(str(record.get(k)) != v for k, v in wanted.items()):
+                    continue
+                out.append(record)
+                if len(out) >= limit:
+                    return out, True
+        return out, False
+
+    def breakdown(self, workspace: str, period: str, group_by: str, scope: tuple[str, str] | None = None,
+                  filters: dict[str, str] | None = None, top: int = 10) -> dict[str, Any]:
+        """Spend of a period grouped by one dimension: the top rows by cost, the rest summed as `(other)`.
+        The whole workspace by a rollup dimension reads the rollups; anything narrower reads the ledger."""
+        if group_by not in REPORT_DIMENSIONS:
+            raise OpError(f"group_by must be one of {', '.join(REPORT_DIMENSIONS)}")
+        for name in filters or {}:
+            if name not in REPORT_DIMENSIONS:
+                raise OpError(f"filters apply to {', '.join(REPORT_DIMENSIONS)}")
+        config = self._require_workspace(workspace)
+        p = resolve_period(period, config.timezone)
+        truncated = False
+        if scope is None and not filters and group_by in (*ROLLUP_DIMENSIONS, "workspace"):
+            dimension = "total" if group_by == "workspace" else group_by
+            rows = [{"value": r["value"], **{c: int(r.get(c, 0)) for c in REPORT_COUNTERS}}
+                    for r in RollupStore(self.settings).by_dimension(workspace, p.rollup_key, dimension)]
+            source = "rollups"
+        else:
+            records, truncated = self.ledger_records(workspace, period, scope, filters)
+            groups: dict[str, dict[str, int]] = {}
+            for record in records:
+                value = "all" if group_by == "workspace" else str(record.get(group_by) or "-")
+                row = groups.setdefault(value, dict.fromkeys(REPORT_COUNTERS, 0))
+                for name, amount in counters_of(record).items():
+                    if name in row:
+                        row[name] += amount
+            rows = [{"value": v, **c} for v, c in groups.items()]
+            source = "ledger"
+        rows.sort(key=lambda r: (-r["cost_micros"], r["value"]))
+        total = {c: sum(r[c] for r in rows) for c in REPORT_COUNTERS}
+        shown, rest = rows[:max(1, top)], rows[max(1, top):]
+        if rest:
+            shown.append({"value": "(other)", **{c: sum(r[c] for r in rest) for c in REPORT_COUNTERS}})
+        return {"period": p.label, "timezone": config.timezone, "group_by": group_by, "rows": shown,
+                "total": total, "source": source, "truncated": truncated}
+
+    def recent_requests(self, workspace: str, limit: int = 10, scope: tuple[str, str] | None = None,
+                        outcome: str | None = None, max_days: int = 7) -> list[dict[str, Any]]:
+        """The newest ledger records (in the slice), newest first, searching back at most `max_days`."""
+        from meterline.store.ledger import LedgerStore
+
+        config = self._require_workspace(workspace)
+        store, out = LedgerStore(self.settings), []
+        today = datetime.now(UTC).date()
+        for back in range(max_days):
+            day = (today - timedelta(days=back)).isoformat()
+            for record in store.query_day(workspace, day, newest_first=True):
+                if scope is not None and str(record.get(scope[0])) != scope[1]:
+                    continue
+                if outcome is not None and record.get("outcome") != outcome:
+                    continue
+                out.append(request_view(record, config.timezone))
+                if len(out) >= limit:
+                    return out
+        return out
+
+    def find_request(self, workspace: str, request_id: str, scope: tuple[str, str] | None = None,
+                     max_days: int = 7) -> list[dict[str, Any]]:
+        """A request's ledger records (its own and any failed-over attempts'), if it is in the slice."""
+        from meterline.store.ledger import LedgerStore
+
+        config = self._require_workspace(workspace)
+        store = LedgerStore(self.settings)
+        today = datetime.now(UTC).date()
+        for back in range(max_days):
+            day = (today - timedelta(days=back)).isoformat()
+            found = list(store.query_day(workspace, day, request_id=request_id))
+            if found:
+                if scope is not None:
+                    found = [r for r in found if str(r.get(scope[0])) == scope[1]]
+                return [request_view(r, config.timezone, full=True) for r in found]
+        return []
+
+    def forecast_month_end(self, workspace: str, scope: tuple[str, str] | None = None) -> dict[str, Any]:
+        """Month-to-date spend plus the recent daily run rate (the last up-to-7 complete days) over the
+        rest of the month, in the workspace's time zone."""
+        config = self._require_workspace(workspace)
+        tz = ZoneInfo(config.timezone)
+        now = datetime.now(UTC).astimezone(tz)
+        month = resolve_period("month", config.timezone)
+        if scope is None:
+            rollups = RollupStore(self.settings)
+            mtd = _cost(rollups.by_dimension(workspace, month.rollup_key, "total"))
+            by_day = {d: _cost(rollups.by_dimension(workspace, f"D#{d}", "total")) for d in month.days[-8:]}
+        else:
+            records, _ = self.ledger_records(workspace, "month", scope)
+            mtd = sum(int(r.get("cost_micros", 0)) for r in records)
+            by_day = {}
+            for r in records:
+                by_day[r["day"]] = by_day.get(r["day"], 0) + int(r.get("cost_micros", 0))
+        complete = [d for d in month.days if d < now.date().isoformat()][-7:]
+        rate = sum(by_day.get(d, 0) for d in complete) // len(complete) if complete else 0
+        if not complete:  # the first day of the month: today's pace so far
+            elapsed = (now.hour * 3600 + now.minute * 60 + now.second) / 86400 or 1 / 86400
+            rate = int(mtd / elapsed)
+        days_in_month = (now.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+        remaining = days_in_month.day - now.day + 1 - (now.hour * 3600 + now.minute * 60) / 86400
+        projected = mtd + int(rate * remaining)
+        out: dict[str, Any] = {"month": month.label, "timezone": config.timezone, "spent_micros": mtd,
+                               "daily_rate_micros": rate, "rate_basis_days": len(complete),
+                               "projected_micros": projected}
+        budget_scope = f"{scope[0]}:{scope[1]}" if scope else f"workspace:{workspace}"
+        for b in BudgetStore(self.settings).definitions(workspace).budgets:
+            if b.scope == budget_scope and b.monthly_micros:
+                out["monthly_cap_micros"] = b.monthly_micros
+                out["projected_pct_of_cap"] = projected * 100 // b.monthly_micros
+        return out
+
+
+REPORT_DIMENSIONS = ("workspace", "key", "member", "department", "agent", "session", "feature", "customer",
+                     "provider", "model", "endpoint", "outcome")
+REPORT_COUNTERS = ("cost_micros", "requests", "rejections", "input_tokens", "cache_read_tokens",
+                   "cache_write_tokens", "output_tokens", "saved_micros", *(f"saved_{lever}" for lever in LEVERS))
+
+
+@dataclass(frozen=True)
+class Period:
+    """A reporting period in a workspace's time zone: `D` (a day) or `M` (a month)."""
+
+    kind: str
+    label: str  # yyyy-mm-dd or yyyy-mm
+    days: tuple[str, ...]  # its local days, up to today
+
+    @property
+    def rollup_key(self) -> str:
+        return f"{self.kind}#{self.label}"
+
+    def contains(self, record: dict[str, Any]) -> bool:
+        return record.get("day") == self.label if self.kind == "D" else record.get("month") == self.label
+
+    def utc_days(self) -> list[str]:
+        """The ledger's UTC-day partitions that can hold this period's records (±1 day for the zone)."""
+        out: set[str] = set()
+        for day in self.days:
+            d = date.fromisoformat(day)
+            out.update((d + timedelta(days=k)).isoformat() for k in (-1, 0, 1))
+        today = datetime.now(UTC).date().isoformat()
+        return sorted(d for d in out if d <= today)
+
+
+def resolve_period(period: str, timezone: str) -> Period:
+    """today | yesterday | month | last_month | yyyy-mm-dd | yyyy-mm, in the workspace's time zone."""
+    import re
+
+    now = datetime.now(UTC).astimezone(ZoneInfo(timezone)).date()
+    if period in ("today", "yesterday"):
+        d = now - timedelta(days=1 if period == "yesterday" else 0)
+        return Period("D", d.isoformat(), (d.isoformat(),))
+    if period in ("month", "last_month") or re.fullmatch(r"\d{4}-\d{2}", period or ""):
+        if period == "month":
+            first = now.replace(day=1)
+        elif period == "last_month":
+            first = (now.replace(day=1) - timedelta(days=1)).replace(day=1)
+        else:
+            try:
+                first = date.fromisoformat(period + "-01")
+            except ValueError as exc:
+                raise OpError(f"no month {period!r}") from exc
+        nxt = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+        days = tuple((first + timedelta(days=i)).isoformat() for i in range((nxt - first).days)
+                     if first + timedelta(days=i) <= now)
+        return Period("M", f"{first:%Y-%m}", days)
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", period or ""):
+        try:
+            d = date.fromisoformat(period)
+        except ValueError as exc:
+            raise OpError(f"no day {period!r}") from exc
+        return Period("D", d.isoformat(), (d.isoformat(),) if d <= now else ())
+    raise OpError("period: today, yesterday, month, last_month, yyyy-mm-dd or yyyy-mm")
+
+
+def request_view(record: dict[str, Any], timezone: str, full: bool = False) -> dict[str, Any]:
+    """A ledger record, small: what a person (or an agent paying per token) needs to read."""
+    ts = datetime.fromtimestamp(int(record.get("ts", 0)) / 1000, tz=ZoneInfo(timezone))
+    view: dict[str, Any] = {
+        "request_id": record.get("request_id"), "time": ts.isoformat(timespec="seconds"),
+        "model": record.get("model"), "outcome": record.get("outcome"),
+        "cost_micros": int(record.get("cost_micros", 0)),
+        "input_tokens": int(record.get("input_uncached", 0)), "cached_tokens": int(record.get("cache_read", 0)),
+        "output_tokens": int(record.get("output", 0)), "key": record.get("key"), "member": record.get("member"),
+    }
+    for name in ("feature", "agent", "error_code", "policy_denied"):
+        if record.get(name):
+            view[name] = record[name]
+    if full:
+        for name in ("endpoint", "provider", "upstream_model", "department", "session", "customer", "status",
+                     "latency_ms", "ttfb_ms", "stream", "estimated", "unpriced", "price_source", "service_tier",
+                     "cache_write_5m", "cache_write_1h", "reasoning", "attempt", "parent_request_id", "savings",
+                     "policies", "pii_redacted", "clamped_max_tokens", "enforcement"):
+            if record.get(name) not in (None, "", False):
+                view[name] = record[name]
+    return view
+
+
+def _cost(rows: list[dict[str, Any]]) -> int:
+    return sum(int(r.get("cost_micros", 0)) for r in rows)
 
 
 def _cidrs(values: Any) -> list[str]:

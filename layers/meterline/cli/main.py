@@ -72,7 +72,8 @@ def cmd_workspaces_set(args: argparse.Namespace) -> None:
 def cmd_keys_create(args: argparse.Namespace) -> None:
     ops, context = target.ops(args)
     created = _run(lambda: ops.create_key(target.workspace_of(args, context), args.member, args.department,
-                                          _models(args.models), args.expires_in_days, args.name or ""))
+                                          _models(args.models), args.expires_in_days, args.name or "",
+                                          _models(args.scopes)))
     print(f"key_id: {created['key_id']}")
     print(f"api_key: {created['api_key']}")
     print("This key is shown once; only its hash is stored.", file=sys.stderr)
@@ -227,6 +228,28 @@ def cmd_spend(args: argparse.Namespace) -> None:
                          "estimated"])
 
 
+# -- mcp ------------------------------------------------------------------------------------------
+def cmd_mcp(args: argparse.Namespace) -> None:
+    """The MCP server on stdio (for desktop clients). With --key-env it answers as that virtual key
+    (its mcp scope's slice); without, as the operator of the workspace (the local AWS credentials
+    can read the tables anyway)."""
+    from meterline.mcp.auth import CURRENT, AuthError, KeyAuthenticator, Principal
+    from meterline.mcp.server import build_server
+
+    settings, context = target.resolve(getattr(args, "stack", None))
+    if args.key_env:
+        try:
+            principal = KeyAuthenticator(settings).authenticate(os.environ.get(args.key_env, "").strip())
+        except AuthError as exc:
+            sys.exit(f"error: {exc}")
+    else:
+        ws = target.workspace_of(args, context)
+        _run(lambda: target.ops(args)[0].period(ws, "today"))  # the workspace must exist
+        principal = Principal(ws, True, None, f"cli:{os.environ.get('USER', 'unknown')}")
+    CURRENT.set(principal)
+    build_server(settings).run("stdio")
+
+
 def _no_abbrev(subparsers: Any) -> Any:
     original = subparsers.add_parser
 
@@ -282,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="comma-separated allowlist, e.g. openai/gpt-4o-mini,sim/*")
     p.add_argument("--expires-in-days", type=float)
     p.add_argument("--name")
+    p.add_argument("--scopes", help="mcp (= mcp:key), mcp:member, mcp:department: the MCP server answers about that "
+                                    "slice; mcp:admin: the whole workspace, budget changes included")
     p.set_defaults(func=cmd_keys_create)
     p = keys.add_parser("list")
     p.add_argument("--workspace")
@@ -358,6 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     cost_commands.register(sub)
     lever_more_commands.register(sub)
     policy_commands.register(sub)
+
+    p = sub.add_parser("mcp", help="the MCP server on stdio, for AI clients (Claude Desktop, Cursor, ...)")
+    p.add_argument("--workspace", help="answer as the operator of this workspace (default)")
+    p.add_argument("--key-env", help="answer as the virtual key in this environment variable (needs an mcp scope)")
+    p.set_defaults(func=cmd_mcp)
 
     spend = sub.add_parser("spend", help="spend by attribution dimension")
     spend.add_argument("--by", default="feature", choices=[d for d in DIMENSIONS if d != "session"])

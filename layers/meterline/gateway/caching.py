@@ -338,11 +338,19 @@ def _include_usage(ctx: RequestContext) -> bool:
 async def serve_hit(ctx: RequestContext, pipeline: Pipeline, ran: list[Stage]) -> Response:
     entry: Entry = ctx.extra["cache_hit"]
     headers = {**ctx.extra.get("response_headers", {}), "meterline-request-id": ctx.request_id}
+    # Cached answers hold PII placeholders (never values); a PII policy with restoration maps them
+    # back with this request's own values (the same redacted prefix numbers them the same way).
+    restorer = ctx.extra.get("pii_restorer")
     if not ctx.stream:
         await pipeline.unwind(ctx, ran)  # the ledger record is durable before the answer goes out
         headers = {**ctx.extra.get("response_headers", {}), "meterline-request-id": ctx.request_id}
-        return Response(entry.body, status_code=200, headers={**headers, "content-type": "application/json"})
+        body = entry.body if restorer is None else restorer.json_bytes(entry.body)
+        return Response(body, status_code=200, headers={**headers, "content-type": "application/json"})
     events, final = replay(ctx.endpoint, json.loads(entry.body), include_usage=_include_usage(ctx))
+    if restorer is not None:
+        restoring = restorer.stream()
+        events = [out for event in events for out in restoring.feed(event)] + list(restoring.flush())
+        final = [b"".join(restoring.feed(event)) for event in final]
     return ReplayResponse(ctx, pipeline, ran, events, final,
                           {**headers, "cache-control": "no-cache", "x-accel-buffering": "no"})
 

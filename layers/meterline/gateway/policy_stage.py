@@ -2,6 +2,10 @@
 before the cache lookup, routing and any budget reservation, so a denied request costs nothing and a
 cached answer never bypasses a policy.
 
+PII redaction (an opt-in pii policy) rewrites the body here, so the provider, the cache key, logs
+and the ledger only ever see placeholders; the ledger gets counts per kind, never values. With
+`restore`, the response (streams included) gets the caller's values back on the way out.
+
 The policies come compiled with the workspace config (cached, no round trip). Every decision is in
 the request's ledger record (`policies`: {policy id: outcome}; `policy_denied`: the id that denied),
 and a denial is logged on the audit logger. A denial answers in the caller's dialect with
@@ -18,8 +22,17 @@ from meterline.gateway import addressing
 from meterline.gateway.context import RequestContext
 from meterline.gateway.pipeline import BaseStage, Decision
 from meterline.gateway.services import Services
-from meterline.policies.engine import Compiled, Facts, PolicySet, evaluate, message_count, requested_max_tokens
+from meterline.policies.engine import (
+    GENERATION_ENDPOINTS,
+    Compiled,
+    Facts,
+    PolicySet,
+    evaluate,
+    message_count,
+    requested_max_tokens,
+)
 from meterline.policies.ip import source_ip
+from meterline.policies.pii import Redactor
 
 audit = logging.getLogger("meterline.audit")
 
@@ -74,6 +87,13 @@ class PolicyStage(BaseStage):
             if field is not None:
                 ctx.body[field] = verdict.max_tokens
                 ctx.extra.setdefault("response_headers", {})["meterline-max-tokens-capped"] = str(verdict.max_tokens)
+        if verdict.pii_entities:
+            redactor = Redactor(verdict.pii_entities)
+            redactor.body(ctx.body)  # before the cache key, the provider, and anything logged
+            if redactor.counts:
+                ctx.note(pii_redacted=dict(redactor.counts))  # counts per kind, never values
+                if verdict.pii_restore and ctx.endpoint in GENERATION_ENDPOINTS:
+                    ctx.extra["pii_restorer"] = redactor.restorer()
         ctx.extra["model_permit"] = lambda model_id: policies.model_permitted(facts, model_id, applicable)
         ctx.extra["policy_verdict"] = verdict
         return None

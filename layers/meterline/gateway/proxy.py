@@ -160,7 +160,11 @@ async def complete(ctx: RequestContext, response: UpstreamResponse, services: Se
     await pipeline.unwind(ctx, ran)
     headers = {"content-type": "application/json", **passthrough_headers(response)}
     headers.update(result_headers(ctx))
-    return Response(content=translated.body, status_code=response.status_code, headers=headers)
+    body = translated.body
+    restorer = ctx.extra.get("pii_restorer")
+    if restorer is not None:  # PII policy with restoration: the caller sees its own values again
+        body = restorer.json_bytes(body)
+    return Response(content=body, status_code=response.status_code, headers=headers)
 
 
 def result_headers(ctx: RequestContext) -> dict[str, str]:
@@ -207,13 +211,19 @@ class MeteredStream:
         parser: SSEParser | EventStreamDecoder = EventStreamDecoder() if framing == AWS_EVENTSTREAM else SSEParser()
         broken: str | None = None
         tap = ctx.extra.get("stream_tap")  # the response cache collecting the answer the client sees
+        restorer = ctx.extra.get("pii_restorer")
+        restoring = restorer.stream() if restorer is not None else None
         try:
             async for chunk in self.response.aiter_bytes():
                 for event in parser.feed(chunk):
                     for out in translator.stream_event(event):
                         if tap is not None:
-                            tap(out)
-                        yield out
+                            tap(out)  # what is cached keeps PII placeholders; restoration is per request
+                        if restoring is None:
+                            yield out
+                        else:  # PII restoration across events (a placeholder may span two deltas)
+                            for restored in restoring.feed(out):
+                                yield restored
         except (httpx.HTTPError, EventStreamDecodeError):
             broken = "The provider's stream was interrupted."
             ctx.outcome = "upstream_break"
@@ -228,11 +238,14 @@ class MeteredStream:
             ctx.outcome = "upstream_break"
         with anyio.CancelScope(shield=True):
             await self.finish()
+        if restoring is not None:
+            for out in restoring.flush():
+                yield out
         if broken is not None:
             yield translator.stream_error(broken, "upstream_stream_interrupted")
         else:
             for out in translator.stream_final():
-                yield out
+                yield out if restoring is None else b"".join(restoring.feed(out))
 
 
 class MeteredStreamingResponse(StreamingResponse):

@@ -267,9 +267,7 @@ def _evaluate_one(c: Compiled, facts: Facts, tz: str) -> Outcome:
             return Outcome(spec.id, kind, "deny",
                            f"the request has {facts.messages} messages; the limit is {spec.max_messages}", 413)
         return c.allow
-    if kind == "pii":
-        if facts.endpoint == "messages.count_tokens":
-            return c.allow
+    if kind == "pii":  # every endpoint (token counts and embeddings too); restoration only on generation
         return c.act
     return Outcome(spec.id, kind, "deny", "unknown policy kind")
 

@@ -39,6 +39,9 @@ class KeyRecord:
     revoked: bool = False
     created_at: int = 0
     name: str = ""
+    # Control-plane scopes beyond calling models: "mcp:key" | "mcp:member" | "mcp:department" (the MCP
+    # server answers about that slice of the workspace only) or "mcp:admin" (the whole workspace).
+    scopes: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def usable(self, now: float) -> bool:
@@ -57,6 +60,7 @@ def _record(item: dict[str, Any]) -> KeyRecord:
         revoked=bool(item.get("revoked", False)),
         created_at=item.get("created_at", 0),
         name=item.get("name", ""),
+        scopes=tuple(item.get("scopes", [])),
     )
 
 
@@ -81,7 +85,7 @@ class KeyStore:
                 "member": record.member, "department": record.department,
                 "models": list(record.models) or None, "expires_at": record.expires_at,
                 "revoked": record.revoked, "created_at": record.created_at or int(time.time()),
-                "name": record.name or None,
+                "name": record.name or None, "scopes": list(record.scopes) or None,
             }),
             ConditionExpression="attribute_not_exists(key_hash)",
         )

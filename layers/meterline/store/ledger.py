@@ -7,7 +7,8 @@ Keys (see schema.LEDGER):
 
 Access patterns:
     put(record)                PutItem, condition: new (a retried write never duplicates)
-    query_day(workspace, day)  Query pk, time-ordered (reports, waste scoring, exports)
+    query_day(workspace, day)  Query pk, time-ordered either way, optionally filtered to one request
+                               (reports, the MCP server's drill-downs, waste scoring, exports)
     recent(workspace, day, n)  Query pk, newest first, at most n records (alert e-mails)
 
 The table's NEW_IMAGE stream feeds the rollup aggregator (meterline.rollup), so the request
@@ -61,12 +62,19 @@ class LedgerStore:
             if exc.code != "ConditionalCheckFailedException":
                 raise
 
-    def query_day(self, workspace: str, day: str) -> Iterator[dict[str, Any]]:
+    def query_day(self, workspace: str, day: str, *, newest_first: bool = False,
+                  request_id: str | None = None) -> Iterator[dict[str, Any]]:
+        """One UTC day of a workspace, time-ordered; `request_id` keeps only that request's records
+        (its own and its failed-over attempts')."""
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "pk = :pk",
             "ExpressionAttributeValues": {":pk": {"S": f"{workspace}#{day}"}},
+            "ScanIndexForward": not newest_first,
         }
+        if request_id is not None:
+            kwargs["FilterExpression"] = "request_id = :r OR parent_request_id = :r"
+            kwargs["ExpressionAttributeValues"][":r"] = {"S": request_id}
         yield from paginate(self._ddb.query, **kwargs)
 
     def recent(self, workspace: str, day: str, limit: int) -> Iterator[dict[str, Any]]:
