@@ -50,6 +50,8 @@ ADMIN_HANDLER = "handler.handler"  # a Mangum handler
 ROLLUP_ASSET = FUNCTIONS_DIR / "rollup"
 ROLLUP_HANDLER = "handler.handler"  # DynamoDB stream batch handler (partial batch responses)
 ALERTS_ASSET = FUNCTIONS_DIR / "alerts"
+MCP_ASSET = FUNCTIONS_DIR / "mcp"
+MCP_HANDLER = "handler.handler"  # a Mangum handler (streamable HTTP, app rebuilt per invocation)
 ALERTS_HANDLER = "handler.handler"  # scheduled: budget alert e-mails (SES) + expired lease sweep
 
 GATEWAY_TIMEOUT_S = 900  # streamed responses may run long; the app bounds upstream time itself
@@ -59,6 +61,8 @@ ROLLUP_MEMORY_MB = 512
 ROLLUP_TIMEOUT_S = 120
 ALERTS_MEMORY_MB = 512
 ALERTS_TIMEOUT_S = 300  # composing an alert reads up to a month of the workspace's ledger
+MCP_MEMORY_MB = 512
+MCP_TIMEOUT_S = 60
 ALERTS_SCHEDULE_MINUTES = 5  # EventBridge rule rate(5 minutes)
 LOG_RETENTION_DAYS = 30  # = logs.RetentionDays.ONE_MONTH in function.py (CloudWatch allows fixed values)
 LOG_LEVEL = "INFO"
@@ -71,6 +75,7 @@ SERVICE_GATEWAY = "gateway"
 SERVICE_ADMIN = "admin"
 SERVICE_ROLLUP = "rollup"
 SERVICE_ALERTS = "alerts"
+SERVICE_MCP = "mcp"
 METRICS_NAMESPACE = "Meterline"
 GATEWAY_ALIAS = "live"
 # Encryption context key every vault ciphertext carries (see meterline.store.schema); IAM conditions
@@ -99,6 +104,7 @@ LWA_LAYER_NAMES = {"arm64": "LambdaAdapterLayerArm64", "x86_64": "LambdaAdapterL
 # --- Outputs (`aws cloudformation describe-stacks` → OutputKey) -----------------------------------
 OUT_GATEWAY_URL = "GatewayUrl"
 OUT_ADMIN_URL = "AdminUrl"
+OUT_MCP_URL = "McpUrl"
 OUT_KMS_KEY_ID = "VaultKeyId"
 OUT_KMS_KEY_ARN = "VaultKeyArn"
 OUT_DASHBOARD = "DashboardName"

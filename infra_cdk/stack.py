@@ -4,6 +4,7 @@
     layers        runtime dependencies + the meterline package (built at synth time, no Docker)
     DataPlane     the gateway: uvicorn behind LWA, streaming function URL (public; virtual keys)
     ControlPlane  the admin API: Mangum, buffered function URL (AWS_IAM)
+    McpServer     the MCP server: Mangum, buffered function URL (bearer virtual keys, mcp scope)
     Aggregation   ledger stream -> rollups, with a dead-letter queue
     BudgetAlerts  every 5 minutes: budget alert e-mails (SES) and the expired-lease sweep
     Monitoring    dashboard + alarms
@@ -25,6 +26,7 @@ from infra_cdk.control_plane import ControlPlane
 from infra_cdk.data_plane import DataPlane
 from infra_cdk.function import Shared
 from infra_cdk.layer import AppLayer, DependenciesLayer
+from infra_cdk.mcp_server import McpServer
 from infra_cdk.monitoring import Monitoring
 from infra_cdk.settings import DeploySettings
 from infra_cdk.storage import Storage
@@ -75,6 +77,7 @@ class MeterlineStack(Stack):
         )
         self.data_plane = DataPlane(self, "DataPlane", shared=shared)
         self.control_plane = ControlPlane(self, "ControlPlane", shared=shared)
+        self.mcp = McpServer(self, "McpServer", shared=shared)
         self.aggregation = Aggregation(self, "Aggregation", shared=shared)
         self.budget_alerts = BudgetAlerts(
             self,
@@ -106,6 +109,12 @@ class MeterlineStack(Stack):
             c.OUT_ADMIN_URL,
             value=self.control_plane.url.url,
             description="Admin API (AWS_IAM: requests must be SigV4-signed, service 'lambda')",
+        )
+        CfnOutput(
+            self,
+            c.OUT_MCP_URL,
+            value=Fn.join("", [self.mcp.url.url, "mcp"]),
+            description="MCP server (streamable HTTP): send a virtual key with an mcp scope as a bearer token",
         )
         for name, table in self.storage.tables.items():
             CfnOutput(self, c.table_output_key(name), value=table.table_name, description=f"{name} table")

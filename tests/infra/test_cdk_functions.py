@@ -57,7 +57,7 @@ def test_gateway_url_streams_through_snapstart_alias(synth):
     version_id, _ = synth.one("AWS::Lambda::Version", FunctionName={"Ref": fn_id})
     alias_id, alias = synth.one("AWS::Lambda::Alias", Name=c.GATEWAY_ALIAS)
     assert alias["Properties"]["FunctionVersion"] == {"Fn::GetAtt": [version_id, "Version"]}
-    _, url = synth.one("AWS::Lambda::Url", AuthType="NONE")
+    _, url = synth.one("AWS::Lambda::Url", AuthType="NONE", InvokeMode="RESPONSE_STREAM")
     assert url["Properties"]["InvokeMode"] == "RESPONSE_STREAM"
     assert url["Properties"]["TargetFunctionArn"] == {"Fn::GetAtt": [fn_id, "Arn"]}
     assert url["Properties"]["Qualifier"] == c.GATEWAY_ALIAS
@@ -83,7 +83,7 @@ def test_x86_without_snapstart_in_a_pinned_region(synth_x86):
         in (props["Layers"])
     )
     assert not synth_x86.of_type("AWS::Lambda::Alias")
-    _, url = synth_x86.one("AWS::Lambda::Url", AuthType="NONE")
+    _, url = synth_x86.one("AWS::Lambda::Url", AuthType="NONE", InvokeMode="RESPONSE_STREAM")
     assert url["Properties"]["InvokeMode"] == "RESPONSE_STREAM"
     assert url["Properties"]["TargetFunctionArn"] == {"Fn::GetAtt": [fn_id, "Arn"]}
     assert "Qualifier" not in url["Properties"]

@@ -32,7 +32,7 @@ def test_outputs_let_a_cli_find_everything(synth):
 
 
 def test_gateway_url_is_the_sdk_base_url(synth):
-    url_id, _ = synth.one("AWS::Lambda::Url", AuthType="NONE")
+    url_id, _ = synth.one("AWS::Lambda::Url", AuthType="NONE", InvokeMode="RESPONSE_STREAM")
     value = synth.template["Outputs"][c.OUT_GATEWAY_URL]["Value"]
     assert value == {"Fn::Join": ["", [{"Fn::GetAtt": [url_id, "FunctionUrl"]}, "v1/"]]}
     admin_id, _ = synth.one("AWS::Lambda::Url", AuthType="AWS_IAM")
