@@ -31,9 +31,10 @@ from meterline.budgets.model import Budget
 from meterline.mcp.auth import KeyAuthenticator
 from meterline.mcp.http import build_app
 from meterline.mcp.server import build_server
+from meterline.rollup import apply_entries
 from meterline.store.budgets import BudgetStore
 from meterline.store.ledger import LedgerStore
-from meterline.store.rollups import RollupStore
+from meterline.store.rollups import RollupStore, contribution_of
 from meterline.store.workspaces import WorkspaceStore
 from tests.functional.test_admin_handler import Context, load_handler
 from tests.servers import ServerThread
@@ -72,10 +73,12 @@ class World:
             record(self.ws, "key_x", "dave", "sales", "openai/gpt-4o", 700_000, feature="chat"),
             record(self.other, self.outsider["key_id"], "mallory", "research", "openai/gpt-5", 9_990_000),
         ]
-        ledger, rollups = LedgerStore(settings), RollupStore(settings)
+        ledger = LedgerStore(settings)
         for r in self.records:
             ledger.put(r)
-            rollups.apply(r)
+        # What the rollup aggregator does with the ledger's stream records.
+        entries = [contribution_of(f"event-{i}", r) for i, r in enumerate(self.records)]
+        assert apply_entries(entries, RollupStore(settings)) == len(entries)
         ops.set_budget(self.ws, Budget("key", self.alice["key_id"], monthly_micros=10_000_000))
         ops.set_budget(self.ws, Budget("workspace", self.ws, monthly_micros=100_000_000))
 
