@@ -138,3 +138,29 @@ def test_anthropic_sdk_round_trip(gateway, tenant, settings, pii_policy, fake_an
     [record] = wait_for_ledger(settings, ws, 1)
     assert record["pii_redacted"]["email"] == 1 and no_pii_in(json.dumps(record, default=str))
     assert no_pii_in(server_logs(caplog))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_cached_answer_is_restored_with_each_callers_values(gateway, tenant, fake_openai, settings, pii_policy,
+                                                              stream):
+    fake, _ = fake_openai
+    fake.chunks = list(REPLY_CHUNKS)
+    WorkspaceStore(settings).put_cache_rule(tenant.workspace, "workspace", {})
+    client = openai.OpenAI(base_url=gateway.base_url, api_key=tenant.api_key, max_retries=0)
+
+    def ask(email: str) -> tuple[str, str]:
+        messages = [{"role": "user", "content": PROMPT.replace(EMAIL, email)}]
+        if not stream:
+            raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=messages, temperature=0)
+            return raw.parse().choices[0].message.content, raw.headers.get("meterline-cache", "")
+        with client.chat.completions.with_streaming_response.create(model="gpt-4o", messages=messages,
+                                                                    temperature=0, stream=True) as raw:
+            text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+            return text, raw.headers.get("meterline-cache", "")
+
+    first, status = ask(EMAIL)
+    assert first == RESTORED and status in ("stored", "miss")  # a stream's headers go out before it is stored
+    # Another caller with a different address redacts to the same bytes: a hit, restored with ITS value.
+    second, status = ask("other.person@example.net")
+    assert status == "hit" and second == RESTORED.replace(EMAIL, "other.person@example.net")
+    assert len(fake.requests) == 1
