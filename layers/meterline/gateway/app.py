@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -81,6 +82,15 @@ def error_response(ctx: RequestContext) -> JSONResponse:
     return JSONResponse(openai_error_body(error), status_code=error.status, headers=headers)
 
 
+def _should_prime() -> bool:
+    """On Lambda always (the lifespan runs before the snapshot / in the init phase); elsewhere on
+    request (METERLINE_PRIME=1), so tests and `meterline dev` start fast."""
+    flag = os.environ.get("METERLINE_PRIME")
+    if flag is not None:
+        return flag.strip().lower() in ("1", "true", "yes")
+    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     configure_logging("gateway")
     state: dict[str, Services] = {}
@@ -91,6 +101,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=64))
         owned = services is None
         state["services"] = services or Services.build(settings or Settings.from_env())
+        if _should_prime():
+            primed = await asyncio.to_thread(state["services"].prime)
+            logging.getLogger("meterline.gateway").info("primed", extra={"primed": primed})
         if tokens.preload_requested():
             # SnapStart: load the tokenizer before the snapshot, never on a restored warm request.
             tokens.preload()

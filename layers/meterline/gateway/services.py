@@ -97,6 +97,48 @@ class Services:
             return self._bedrock
         return self.http
 
+    def prime(self) -> list[str]:
+        """Import and initialise everything a request may need, so that no request after a SnapStart
+        restore (or the first one of a fresh environment) pays for it: boto3 and its service models
+        (cache misses read keys and workspaces through it), the encryption SDK and the KMS keyring
+        (the first vault key of an environment), the lean DynamoDB client's credentials. No network
+        call: a snapshot must not hold connections, and KMS is called per decrypt anyway.
+
+        Runs in the lifespan, before uvicorn answers the readiness check LWA waits on, so it lands
+        in the snapshot (SnapStart) or in the init phase (on-demand without SnapStart), never at
+        import (`create_app` stays light: tests/unit/test_cold_start.py).
+        """
+        from meterline.store import aws
+
+        done = []
+        for service in ("dynamodb", "kms"):
+            aws.client(service, self.settings)
+            done.append(f"boto3:{service}")
+        if self.settings.kms_key_id:
+            self.vault._load()
+            # The SDK loads the OpenSSL backend on its first decrypt, not on import.
+            from cryptography.hazmat.backends.openssl import backend  # noqa: F401
+
+            done.append("encryption-sdk")
+        # anyio's asyncio backend and memory streams: loaded by Starlette on the first streamed
+        # response and the first thread hop, not at import.
+        import anyio._backends._asyncio
+        import anyio.streams.memory
+        import anyio.streams.stapled
+        import anyio.streams.tls  # noqa: F401
+
+        done.append("anyio")
+        try:
+            self.dynamo._creds()
+            done.append("credentials")
+        except Exception:  # no credentials in this environment yet: the first call reports it
+            pass
+        import json  # noqa: F401  (translators and stores)
+        import zoneinfo
+
+        zoneinfo.ZoneInfo("UTC")  # the tz database (tzdata) is read on the first workspace time zone
+        return done
+
     async def aclose(self) -> None:
         await self.http.aclose()
         await self.sim.aclose()
