@@ -22,7 +22,12 @@ Bytecode: /opt is read-only on Lambda, so modules without a matching .pyc are co
 cold start. When an interpreter of the runtime's Python version is found (the synth interpreter,
 $METERLINE_LAYER_PYTHON, or `pythonX.Y` on PATH), both layers get .pyc files compiled with
 `--invalidation-mode unchecked-hash` (valid whatever the file times after unzipping). Without one
-the layers still work, only colder.
+a deployable synth fails (install pythonX.Y, set METERLINE_LAYER_PYTHON or use docker bundling): a
+layer without .pyc doubles import CPU on every cold start. The .pyc files are part of the asset
+hash, so a changed compile publishes a new layer version.
+
+Pinned: pip installs with `-c layers/constraints.txt` (the tested set, see that file), and accepts
+every manylinux tag from 2_17 to 2_34 (pip expands only the legacy `manylinux2014` alias itself).
 """
 
 from __future__ import annotations
@@ -67,10 +72,16 @@ def runtime_requirements(pyproject: Path = c.PYPROJECT) -> list[str]:
     return [str(d) for d in deps]
 
 
-def pip_install_args(requirements: Sequence[str], target: str, settings: DeploySettings) -> list[str]:
+CONSTRAINTS = c.REPO_ROOT / "layers" / "constraints.txt"
+
+
+def pip_install_args(requirements: Sequence[str], target: str, settings: DeploySettings,
+                     constraints: str = str(CONSTRAINTS)) -> list[str]:
     """pip arguments that resolve wheels for the Lambda platform, never for this machine."""
     args = [
         "install",
+        "--constraint",
+        constraints,
         "--only-binary=:all:",
         "--implementation",
         "cp",
@@ -117,8 +128,14 @@ def runtime_python() -> str | None:
     return None
 
 
-def _compile_bytecode(directory: Path) -> None:
+def _compile_bytecode(directory: Path, required: bool = True) -> None:
     python = runtime_python()
+    if python is None and required:
+        raise LayerBuildError(
+            f"no python{c.PYTHON_VERSION} found to compile {directory.name}'s .pyc files (a layer without "
+            "them doubles import CPU on every cold start): install it, set METERLINE_LAYER_PYTHON, or "
+            "synth with -c meterline:docker-bundling=true"
+        )
     if python is None:
         print(
             f"meterline: no python{c.PYTHON_VERSION} found; {directory.name} ships without .pyc files "
@@ -156,19 +173,20 @@ def build_dependencies(out_dir: Path, settings: DeploySettings, requirements: Se
         )
 
 
-def build_app_package(out_dir: Path, package_dir: Path = c.APP_PACKAGE_DIR) -> None:
+def build_app_package(out_dir: Path, package_dir: Path = c.APP_PACKAGE_DIR, required: bool = True) -> None:
     """Copy the application package to `out_dir/python/<package>` (no caches, no egg-info)."""
     if not (package_dir / "__init__.py").is_file():
         raise LayerBuildError(f"{package_dir} is not a Python package")
     target = out_dir / "python" / package_dir.name
     shutil.copytree(package_dir, target, ignore=_COPY_IGNORE, dirs_exist_ok=True)
-    _compile_bytecode(target)
+    _compile_bytecode(target, required)
 
 
 def docker_dependencies_command(settings: DeploySettings) -> list[str]:
     """Docker fallback for the dependencies layer (source folder mounted at /asset-input)."""
     pip = " ".join(
-        pip_install_args(["-r", "/asset-input/requirements.txt"], "/asset-output/python", settings)
+        pip_install_args(["-r", "/asset-input/requirements.txt"], "/asset-output/python", settings,
+                         constraints="/asset-input/constraints.txt")
     )
     compile_ = " ".join(compile_args("/asset-output/python"))
     return [
@@ -224,10 +242,12 @@ class DependenciesLayer(Construct):
         requirements = runtime_requirements()
         # The asset's source folder only carries requirements.txt for the Docker fallback; the
         # asset hash is taken over the built output, so a changed resolution publishes a new layer.
-        digest = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:16]
+        pins = CONSTRAINTS.read_text()
+        digest = hashlib.sha256(("\n".join(requirements) + pins).encode()).hexdigest()[:16]
         source = Path(Stage.of(self).outdir) / "meterline-build" / f"deps-{digest}"
         source.mkdir(parents=True, exist_ok=True)
         (source / "requirements.txt").write_text("\n".join(requirements) + "\n")
+        (source / "constraints.txt").write_text(pins)
 
         if settings.docker_bundling and not settings.skip_layer_install:
             bundling = BundlingOptions(image=_docker_image(), command=docker_dependencies_command(settings))
@@ -259,7 +279,10 @@ class AppLayer(Construct):
         if settings.docker_bundling:
             bundling = BundlingOptions(image=_docker_image(), command=docker_app_command(package.name))
         else:
-            bundling = BundlingOptions(image=_docker_image(), local=LocalBundler(build_app_package))
+            # Offline/test synths (placeholder dependencies) may lack the runtime's Python.
+            strict = not settings.skip_layer_install
+            bundling = BundlingOptions(image=_docker_image(),
+                                       local=LocalBundler(lambda out: build_app_package(out, required=strict)))
         self.layer = lambda_.LayerVersion(
             self,
             "Layer",
@@ -267,7 +290,9 @@ class AppLayer(Construct):
                 str(package.parent),
                 asset_hash_type=AssetHashType.OUTPUT,
                 bundling=bundling,
-                exclude=["*.egg-info", "**/__pycache__"],
+                # No __pycache__ exclusion: the bundle's .pyc are our own compile (the copy skips the
+                # source tree's caches), and excluding them would leave them out of the asset hash.
+                exclude=["*.egg-info"],
             ),
             compatible_runtimes=[runtime()],
             compatible_architectures=[architecture(settings)],

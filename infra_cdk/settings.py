@@ -96,6 +96,8 @@ class DeploySettings:
     @property
     def pip_platforms(self) -> tuple[str, ...]:
         """Wheel platform tags the Lambda runtime can load (python3.12+ runs on Amazon Linux 2023,
-        glibc 2.34); pip accepts every older manylinux tag under the newest one given."""
+        glibc 2.34). pip takes `manylinux_2_NN` tags literally (it expands only the legacy
+        `manylinux2014` alias, down to 2_17), so every glibc from 2_34 down to 2_17 is listed: a
+        `manylinux_2_28` wheel (cryptography, pydantic-core, ...) is accepted."""
         machine = "aarch64" if self.architecture == "arm64" else "x86_64"
-        return (f"manylinux_2_34_{machine}", f"manylinux2014_{machine}")
+        return (*(f"manylinux_2_{minor}_{machine}" for minor in range(34, 16, -1)), f"manylinux2014_{machine}")

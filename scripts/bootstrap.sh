@@ -11,7 +11,7 @@ if [ ! -x "$venv/bin/python" ]; then
   echo "meterline: creating $venv" >&2
   "$py" -m venv "$venv"
 fi
-want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
+want="$(cat "$root/pyproject.toml" "$root/layers/constraints.txt" | sha256sum | cut -d' ' -f1)"
 stamp() { echo "$venv/.meterline-installed-${1//,/-}"; }
 installed() { [ -f "$(stamp "$1")" ] && [ "$(cat "$(stamp "$1")")" = "$want" ]; }
 # A full install (dev,cdk) includes the local extra.
@@ -20,7 +20,9 @@ if ! installed "$extras" && ! { [ "$extras" = "local" ] && installed "dev,cdk"; 
   started=$SECONDS
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
   # One line per package as pip resolves it: progress without pip's full log.
-  "$venv/bin/python" -m pip install --disable-pip-version-check -e "$root[$extras]" 2>&1 \
+  # Constrained to the layer's pinned set: tests run exactly what ships (layers/constraints.txt).
+  "$venv/bin/python" -m pip install --disable-pip-version-check -c "$root/layers/constraints.txt" \
+    -e "$root[$extras]" 2>&1 \
     | { grep --line-buffered -E '^(Collecting|Successfully installed|ERROR|error)' || true; } \
     | sed -u -e 's/^Collecting /  + /' -e 's/ (from .*//' >&2
   echo "$want" > "$(stamp "$extras")"

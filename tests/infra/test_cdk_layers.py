@@ -72,9 +72,38 @@ def test_app_package_is_copied_without_caches(tmp_path, monkeypatch):
     (package / "sub" / "data.json").write_text("{}")
     (package / "sub" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"stale")
     out = tmp_path / "out"
-    layer.LocalBundler(lambda o: layer.build_app_package(o, package)).try_bundle(str(out), None)  # type: ignore[arg-type]
+    bundler = layer.LocalBundler(lambda o: layer.build_app_package(o, package, required=False))
+    bundler.try_bundle(str(out), None)  # type: ignore[arg-type]
     copied = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert copied == ["python/pkg/__init__.py", "python/pkg/sub/__init__.py", "python/pkg/sub/data.json"]
+    # A deployable build refuses to ship without bytecode.
+    with pytest.raises(layer.LayerBuildError, match="pyc"):
+        layer.build_app_package(tmp_path / "out2", package)
+
+
+def test_app_layer_ships_fresh_bytecode_that_counts_in_its_hash(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(layer, "runtime_python", lambda: sys.executable)
+    package = tmp_path / "src" / "pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("X = 1\n")
+    out = tmp_path / "out"
+    layer.build_app_package(out, package)
+    assert list((out / "python/pkg/__pycache__").glob("__init__.*.pyc"))
+    app = (c.REPO_ROOT / "infra_cdk/layer.py").read_text()
+    assert '"**/__pycache__"' not in app  # .pyc are part of the asset (and its OUTPUT hash)
+
+
+@pytest.mark.parametrize("machine", ["aarch64", "x86_64"])
+def test_manylinux_2_28_wheels_are_accepted(machine):
+    from pip._internal.utils.compatibility_tags import _expand_allowed_platforms
+
+    settings = ARM if machine == "aarch64" else X86
+    accepted = _expand_allowed_platforms(list(settings.pip_platforms))
+    for tag in ("manylinux_2_28", "manylinux_2_17", "manylinux_2_34", "manylinux2014"):
+        assert f"{tag}_{machine}" in accepted
+    assert f"manylinux_2_35_{machine}" not in accepted  # newer than the runtime's glibc
 
 
 def test_app_layer_source_is_the_real_package():
