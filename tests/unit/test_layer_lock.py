@@ -51,7 +51,8 @@ def closure() -> set[str]:
 def test_every_runtime_dependency_is_pinned_and_installed_at_its_pin():
     pinned = pins()
     needed = closure()
-    assert needed - set(pinned) == set(), "runtime dependencies missing from layers/constraints.txt"
+    missing = {name: distribution(name).version for name in needed - set(pinned)}
+    assert not missing, f"pin these in layers/constraints.txt (name==version, the tested one): {missing}"
     for name in needed:
         try:
             installed = distribution(name).version
