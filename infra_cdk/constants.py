@@ -53,6 +53,8 @@ ALERTS_ASSET = FUNCTIONS_DIR / "alerts"
 MCP_ASSET = FUNCTIONS_DIR / "mcp"
 MCP_HANDLER = "handler.handler"  # a Mangum handler (streamable HTTP, app rebuilt per invocation)
 ALERTS_HANDLER = "handler.handler"  # scheduled: budget alert e-mails (SES) + expired lease sweep
+WASTE_ASSET = FUNCTIONS_DIR / "waste"
+WASTE_HANDLER = "handler.handler"  # scheduled: waste scoring of yesterday's ledger partitions
 
 GATEWAY_TIMEOUT_S = 900  # streamed responses may run long; the app bounds upstream time itself
 ADMIN_MEMORY_MB = 512
@@ -64,18 +66,24 @@ ALERTS_TIMEOUT_S = 300  # composing an alert reads up to a month of the workspac
 MCP_MEMORY_MB = 512
 MCP_TIMEOUT_S = 60
 ALERTS_SCHEDULE_MINUTES = 5  # EventBridge rule rate(5 minutes)
+# Waste scoring streams a whole workspace-day; 1769 MB is one full vCPU (the job is CPU-bound).
+# Measured (bench/waste.py): see README "Waste scoring" for records per second and memory.
+WASTE_MEMORY_MB = 1769
+WASTE_TIMEOUT_S = 900
+WASTE_SCHEDULE = {"minute": "30", "hour": "0"}  # daily at 00:30 UTC: yesterday's partitions are closed
 LOG_RETENTION_DAYS = 30  # = logs.RetentionDays.ONE_MONTH in function.py (CloudWatch allows fixed values)
 LOG_LEVEL = "INFO"
 
 # Reserved concurrency per function (CTX_RESERVED_CONCURRENCY). The rollup's covers the ledger
 # stream's shards x ROLLUP_PARALLELIZATION for a busy table; alerts runs overlap harmlessly.
-RESERVED_CONCURRENCY = {"admin": 5, "rollup": 20, "alerts": 2}
+RESERVED_CONCURRENCY = {"admin": 5, "rollup": 20, "alerts": 2, "waste": 1}  # waste: one scoring run at a time
 
 SERVICE_GATEWAY = "gateway"
 SERVICE_ADMIN = "admin"
 SERVICE_ROLLUP = "rollup"
 SERVICE_ALERTS = "alerts"
 SERVICE_MCP = "mcp"
+SERVICE_WASTE = "waste"
 METRICS_NAMESPACE = "Meterline"
 GATEWAY_ALIAS = "live"
 # Encryption context key every vault ciphertext carries (see meterline.store.schema); IAM conditions

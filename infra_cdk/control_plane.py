@@ -7,6 +7,7 @@ on this function (the `meterline` CLI signs its requests with SigV4) can call it
 Permissions (role of this function only):
     workspaces, keys (+ by_workspace index)  read and write (Scan on workspaces: listing them)
     rollups, ledger                          GetItem / Query / BatchGetItem (reports)
+    waste                                    Query / GetItem / BatchWriteItem (scores on demand)
     budgets                                  GetItem / Query / PutItem / UpdateItem / DeleteItem
                                              (budget, limit and policy definitions; the spend
                                              counters `budgets list` shows). No Scan.
@@ -29,7 +30,7 @@ from infra_cdk import constants as c
 from infra_cdk.function import Shared, make_function
 from meterline.store import schema
 
-TABLES = (schema.WORKSPACES, schema.KEYS, schema.LEDGER, schema.ROLLUPS, schema.BUDGETS)
+TABLES = (schema.WORKSPACES, schema.KEYS, schema.LEDGER, schema.ROLLUPS, schema.BUDGETS, schema.WASTE)
 READ = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"]
 WRITE = [
     "dynamodb:PutItem",
@@ -102,6 +103,13 @@ class ControlPlane(Construct):
                     "dynamodb:DeleteItem",
                 ],
                 resources=[tables[schema.BUDGETS.logical_name].table_arn],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ScoreWasteOnDemand",
+                actions=["dynamodb:Query", "dynamodb:GetItem", "dynamodb:BatchWriteItem"],
+                resources=[tables[schema.WASTE.logical_name].table_arn],
             )
         )
         fn.add_to_role_policy(

@@ -7,6 +7,7 @@
     McpServer     the MCP server: Mangum, buffered function URL (bearer virtual keys, mcp scope)
     Aggregation   ledger stream -> rollups, with a dead-letter queue
     BudgetAlerts  every 5 minutes: budget alert e-mails (SES) and the expired-lease sweep
+    WasteScoring  daily: waste signals and grades of yesterday's ledger partitions
     Monitoring    dashboard + alarms
 
 Outputs are what the `meterline` CLI reads with `describe-stacks` (keys in constants.py).
@@ -30,6 +31,7 @@ from infra_cdk.mcp_server import McpServer
 from infra_cdk.monitoring import Monitoring
 from infra_cdk.settings import DeploySettings
 from infra_cdk.storage import Storage
+from infra_cdk.waste import WasteScoring
 
 
 class MeterlineStack(Stack):
@@ -86,6 +88,7 @@ class MeterlineStack(Stack):
             sender=self.alert_sender.value_as_string,
             recipients=self.alert_recipients.value_as_string,
         )
+        self.waste_scoring = WasteScoring(self, "WasteScoring", shared=shared)
         self.monitoring = Monitoring(
             self,
             "Monitoring",

@@ -56,7 +56,7 @@ def actions_on(synth, service: str, resource: Any) -> set[str]:
     return {a for a, r, _ in grants(synth, service) if r == resource}
 
 
-SERVICES = ("gateway", "admin", "rollup", "alerts")
+SERVICES = ("gateway", "admin", "rollup", "alerts", "waste")
 
 
 def test_no_role_has_a_wildcard_action(synth):

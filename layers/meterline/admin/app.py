@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import Body, FastAPI, Request
 from pydantic import BaseModel, Field
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from meterline.admin.ops import OpError, Ops
 from meterline.attribution import DIMENSIONS
@@ -273,5 +273,14 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/workspaces/{workspace}/savings")
     def savings(workspace: str, request: Request, by: str = "lever", period: str = "month") -> dict[str, Any]:
         return ops(request).savings(workspace, by, period)
+    @app.get("/workspaces/{workspace}/waste")
+    def waste(workspace: str, request: Request, period: str = "today", by: str | None = None) -> dict[str, Any]:
+        return ops(request).waste(workspace, period, by)
+
+    @app.get("/workspaces/{workspace}/exports/focus")
+    def export_focus(workspace: str, request: Request, month: str, by: str = "all") -> Response:
+        result = ops(request).export_focus(workspace, month, by)
+        return Response(result.csv(), media_type="text/csv",
+                        headers={"content-disposition": f'attachment; filename="focus-{workspace}-{month}.csv"'})
 
     return app

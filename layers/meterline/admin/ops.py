@@ -299,6 +299,32 @@ class Ops:
         return {"workspace": workspace, "period": key[2:], "timezone": config.timezone, "by": by,
                 "rows": [{"value": r["value"], **{c: int(r.get(c, 0)) for c in COUNTERS}} for r in rows]}
 
+    # waste scores
+    def waste(self, workspace: str, period: str = "today", by: str | None = None) -> dict[str, Any]:
+        """Waste signals and grades for a period (scored on demand; closed days read back when stored)."""
+        from meterline.waste import DIMENSIONS
+        from meterline.waste.job import period_days, score_period
+
+        self._require_workspace(workspace)
+        if by is not None and by not in DIMENSIONS:
+            raise OpError(f"by must be one of {list(DIMENSIONS)}")
+        try:
+            period_days(period)
+        except ValueError as exc:
+            raise OpError(str(exc)) from exc
+        return score_period(self.settings, workspace, period).as_dict(by)
+
+    # FOCUS 1.2 export
+    def export_focus(self, workspace: str, month: str, by: str = "all") -> Any:
+        """A month's FOCUS 1.2 rows (validated and reconciled with the ledger before it is returned)."""
+        from meterline.focus.export import ExportError, export, month_days
+
+        self._require_workspace(workspace)
+        try:
+            return export(self.settings, workspace, month_days(month), by)
+        except ExportError as exc:
+            raise OpError(str(exc)) from exc
+
     # budgets and limits
     def set_budget(self, workspace: str, budget: Budget) -> dict[str, Any]:
         self._require_workspace(workspace)

@@ -15,10 +15,12 @@ from meterline.cli import (
     budget_commands,
     cost_commands,
     dev,
+    export_commands,
     lever_commands,
     lever_more_commands,
     policy_commands,
     target,
+    waste_commands,
 )
 from meterline.money import micros_to_usd
 
@@ -388,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", help="answer as the operator of this workspace (default)")
     p.add_argument("--key-env", help="answer as the virtual key in this environment variable (needs an mcp scope)")
     p.set_defaults(func=cmd_mcp)
+    waste_commands.register(sub)
+    export_commands.register(sub)
 
     spend = sub.add_parser("spend", help="spend by attribution dimension")
     spend.add_argument("--by", default="feature", choices=[d for d in DIMENSIONS if d != "session"])

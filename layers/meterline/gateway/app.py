@@ -40,6 +40,7 @@ from meterline.gateway.pipeline import (
     RouteStage,
 )
 from meterline.gateway.policy_stage import PolicyStage
+from meterline.gateway.profile import ProfileStage
 from meterline.gateway.routing import RoutingStage
 from meterline.gateway.semantic import SemanticStage
 from meterline.gateway.services import Services
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             ReadBodyStage(svc, read_limited, VALIDATORS[endpoint]),
             PolicyStage(svc),
             RouteStage(),
+            ProfileStage(),  # request shape for waste scoring (waste/features.py)
             CredentialsStage(svc),
         ]
         if endpoint != "messages.count_tokens":  # token counting is not spend: no ledger record, no budget

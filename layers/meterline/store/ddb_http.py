@@ -68,12 +68,12 @@ def sign(*, method: str, host: str, path: str, headers: dict[str, str], body: by
 
 
 class DynamoHttp:
-    def __init__(self, settings: Settings, max_attempts: int = 4):
+    def __init__(self, settings: Settings, max_attempts: int = 4, read_timeout: float = 5.0):
         self.settings = settings
         self.url = settings.aws_endpoint or f"https://dynamodb.{settings.region}.amazonaws.com"
         self.max_attempts = max_attempts
         self._credentials: Any = None
-        self._pool = Http1Pool(self.url, max_idle=128)
+        self._pool = Http1Pool(self.url, max_idle=128, read_timeout=read_timeout)
         self.host = self._pool.authority
         self.calls = 0
 

@@ -10,6 +10,8 @@ Access patterns:
     query_day(workspace, day)  Query pk, time-ordered either way, optionally filtered to one request
                                (reports, the MCP server's drill-downs, waste scoring, exports)
     recent(workspace, day, n)  Query pk, newest first, at most n records (alert e-mails)
+    stream_day(workspace, day) the same Query on the lean client (ddb_http): a whole partition for
+                               waste scoring, ~10x less CPU per record than boto3's parser
 
 The table's NEW_IMAGE stream feeds the rollup aggregator (meterline.rollup), so the request
 path pays for exactly one write however many scopes a request is attributed to.
@@ -94,3 +96,26 @@ class LedgerStore:
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    def stream_day(self, workspace: str, day: str, read_timeout: float = 60.0) -> Iterator[dict[str, Any]]:
+        """Every record of a workspace-day, page by page, in time order: the lean client on a private
+        event loop (callers are synchronous batch jobs). Never a Scan."""
+        import asyncio
+
+        client = DynamoHttp(self.settings, read_timeout=read_timeout)
+        loop = asyncio.new_event_loop()
+        payload: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": f"{workspace}#{day}"}},
+        }
+        try:
+            while True:
+                page = loop.run_until_complete(client.call("Query", payload))
+                for item in page.get("Items", []):
+                    yield from_item(item)
+                if "LastEvaluatedKey" not in page:
+                    return
+                payload["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        finally:
+            loop.run_until_complete(client.aclose())
+            loop.close()

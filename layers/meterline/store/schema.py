@@ -11,6 +11,7 @@ Each table's key layout and access patterns are owned by its data-access module:
     budgets     -> meterline.store.budgets      (budgets, rate limits, reservations, alert markers)
     cache       -> meterline.store.cache        (exact-match response cache entries, fill markers)
     semantic    -> meterline.store.semantic     (semantic-dedup LSH buckets and stored answers, TTL)
+    waste       -> meterline.store.waste        (waste scores per workspace-day and scope)
 
 This module is pure data: no boto3 import.
 """
@@ -145,7 +146,16 @@ SEMANTIC = TableSpec(
     description="Semantic dedup: embedding LSH buckets and stored answers per workspace scope; expires (TTL).",
 )
 
-ALL_TABLES: tuple[TableSpec, ...] = (WORKSPACES, KEYS, LEDGER, ROLLUPS, BUDGETS, CACHE, SEMANTIC)
+WASTE = TableSpec(
+    logical_name="waste",
+    partition_key=PK,  # "<workspace>#<yyyy-mm-dd>" (the scored ledger partition's UTC day)
+    sort_key=SK,  # "total#all" | "<dimension>#<value>" | "baseline#p95"
+    ttl_attribute="expires_at",
+    retain=False,  # derived data: recomputable from the ledger at any time
+    description="Waste scores (signals, grades) per workspace-day and attribution scope.",
+)
+
+ALL_TABLES: tuple[TableSpec, ...] = (WORKSPACES, KEYS, LEDGER, ROLLUPS, BUDGETS, CACHE, SEMANTIC, WASTE)
 
 # The KMS key that wraps provider credentials. Encryption context on every ciphertext:
 # {"meterline:purpose": "provider-key", "workspace": <id>, "provider": <name>}.
