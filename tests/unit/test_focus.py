@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -39,7 +40,8 @@ def test_a_row_carries_exact_quantities_prices_and_attribution():
     assert row["PricingUnit"] == "1000000 Tokens"
     assert (row["ListUnitPrice"], row["ListCost"], row["BilledCost"]) == ("10.000000", "0.004000", "0.004000")
     assert row["SkuId"] == "openai:gpt-4o:output"
-    assert row["SkuPriceId"] == "openai:gpt-4o:output:2024-10-01:standard:10000000"
+    effective = default_catalog().resolve("openai/gpt-4o").at(date(2026, 11, 10)).effective.isoformat()
+    assert row["SkuPriceId"] == f"openai:gpt-4o:output:{effective}:standard:10000000"
     assert (row["x_Member"], row["x_Department"], row["x_RequestCount"]) == ("dave", "eng", "4")
     assert (row["ProviderName"], row["ServiceName"], row["BillingAccountId"]) == ("OpenAI", "OpenAI API",
                                                                                    "ws_planted/openai")

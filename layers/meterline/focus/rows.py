@@ -25,7 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from meterline.money import micros_to_usd, round_scaled
-from meterline.pricing.catalog import Catalog, Rates
+from meterline.pricing.catalog import Catalog, PriceGap, Rates
 
 # (class, ledger field, Rates attribute, SkuMeter)
 TOKEN_CLASSES = (
@@ -116,7 +116,12 @@ class FocusBuilder:
         prompt = sum(int(r.get(f, 0)) for f in ("input_uncached", "cache_read", "cache_write_5m", "cache_write_1h"))
         tier = r.get("service_tier")
         point = pricing.at(day) if pricing else None
-        rates: Rates | None = point.rates_for(prompt, tier) if point else None
+        rates: Rates | None = None
+        if point is not None:
+            try:
+                rates = point.rates_for(prompt, tier)
+            except PriceGap:  # no price for that tier: standard rates weigh the split (the cost is the ledger's)
+                rates = point.rates_for(prompt, None)
         list_point = list_pricing.at(day) if list_pricing else None
         list_rates = list_point.rates_for(prompt, None) if list_point else None
         tokens = [int(r.get(f, 0)) for _, f, _, _ in TOKEN_CLASSES]

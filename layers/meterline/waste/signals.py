@@ -48,7 +48,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from meterline.money import round_scaled
-from meterline.pricing.catalog import Catalog, Rates
+from meterline.pricing.catalog import Catalog, PriceGap, Rates
 from meterline.waste import DIMENSIONS
 from meterline.waste.grades import ScopeReport
 
@@ -129,7 +129,12 @@ class Pricer:
 
     def rates(self, model: str, day: str, prompt_tokens: int, service_tier: str | None) -> Rates | None:
         point = self.point(model, day)
-        return point.rates_for(prompt_tokens, service_tier) if point else None
+        if point is None:
+            return None
+        try:
+            return point.rates_for(prompt_tokens, service_tier)
+        except PriceGap:  # a tier the catalog has no price for: the standard rates (estimates only)
+            return point.rates_for(prompt_tokens, None)
 
     def resolved(self, model: str) -> str | None:
         pricing = self.catalog.resolve(model) or self.catalog.find_by_name(model.rsplit("/", 1)[-1])
