@@ -34,6 +34,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra_cdk import constants as c
+from meterline.levers import LEVERS
 
 FIVE_MINUTES = Duration.minutes(5)
 GATEWAY_METRICS = (
@@ -44,14 +45,20 @@ GATEWAY_METRICS = (
     "InputTokens",
     "OutputTokens",
     "LatencyMs",
+    "SavedMicroUsd",
+    "CacheHits",
 )
 
 
-def app_metric(name: str, statistic: str = "Sum", label: str | None = None) -> cw.Metric:
+def app_metric(name: str, statistic: str = "Sum", label: str | None = None,
+               lever: str | None = None) -> cw.Metric:
+    dimensions = {"service": c.SERVICE_GATEWAY}
+    if lever is not None:  # the {service, lever} series: what each cost lever saved
+        dimensions["lever"] = lever
     return cw.Metric(
         namespace=c.METRICS_NAMESPACE,
         metric_name=name,
-        dimensions_map={"service": c.SERVICE_GATEWAY},
+        dimensions_map=dimensions,
         statistic=statistic,
         period=FIVE_MINUTES,
         label=label or name,
@@ -196,6 +203,12 @@ class Monitoring(Construct):
             ),
             graph("Spend (micro-USD)", [app_metric("CostMicroUsd", label="CostMicroUsd")]),
             graph("Tokens", [app_metric("InputTokens"), app_metric("OutputTokens")]),
+        )
+        self.dashboard.add_widgets(
+            graph("Saved by lever (micro-USD)",
+                  [app_metric("SavedMicroUsd", label=lever, lever=lever) for lever in LEVERS]),
+            graph("Saved vs spent (micro-USD)", [app_metric("SavedMicroUsd"), app_metric("CostMicroUsd")]),
+            graph("Response cache hits", [app_metric("CacheHits"), app_metric("Requests")]),
         )
         self.dashboard.add_widgets(
             graph(

@@ -66,8 +66,17 @@ def record_request(ctx: RequestContext) -> None:
     if ctx.usage:
         metrics.add_metric(name="InputTokens", unit=MetricUnit.Count, value=ctx.usage.prompt_total)
         metrics.add_metric(name="OutputTokens", unit=MetricUnit.Count, value=ctx.usage.output)
+    if ctx.outcome == "cache_hit":
+        metrics.add_metric(name="CacheHits", unit=MetricUnit.Count, value=1)
+    if ctx.savings:
+        metrics.add_metric(name="SavedMicroUsd", unit=MetricUnit.Count, value=sum(ctx.savings.values()))
     metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=ctx.elapsed_ms())
     metrics.flush_metrics()
+    # What each cost lever saved, as a bounded series ({lever, service}: six lever names).
+    for lever, micros in sorted(ctx.savings.items()):
+        with single_metric(name="SavedMicroUsd", unit=MetricUnit.Count, value=micros, namespace=metrics.namespace,
+                           default_dimensions={"service": "gateway"}) as metric:
+            metric.add_dimension(name="lever", value=lever)
     # Requests per endpoint, as a second, bounded series ({endpoint, service}).
     with single_metric(name="Requests", unit=MetricUnit.Count, value=1, namespace=metrics.namespace,
                        default_dimensions={"service": "gateway"}) as metric:

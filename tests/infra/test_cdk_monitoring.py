@@ -36,6 +36,12 @@ def _metric_rows(dashboard: dict[str, Any]) -> list[list[Any]]:
     return [row for w in dashboard["widgets"] for row in w.get("properties", {}).get("metrics", [])]
 
 
+def _dimensions(row: list[Any]) -> dict[str, str]:
+    """A metric row's dimensions: [namespace, name, dim, value, ..., {options}?]."""
+    pairs = [x for x in row[2:] if isinstance(x, str)]
+    return dict(zip(pairs[::2], pairs[1::2], strict=True))
+
+
 def _named(rows, namespace: str) -> list[list[Any]]:
     return [row for row in rows if row and row[0] == namespace]
 
@@ -45,7 +51,7 @@ def test_every_gateway_metric_is_graphed_by_service(dashboard):
     graphed = {row[1] for row in rows}
     assert set(GATEWAY_METRICS) <= graphed
     for row in rows:
-        assert row[2:4] == ["service", "gateway"], row
+        assert _dimensions(row).get("service") == "gateway", row
     latency_stats = {row[4]["stat"] for row in rows if row[1] == "LatencyMs"}
     assert {"p50", "p99"} <= latency_stats
 
@@ -120,3 +126,11 @@ def test_alerts_errors_are_alarmed_and_graphed(dashboard, synth):
     ]
     assert len(alarms) == 1 and alarms[0]["MetricName"] == "Errors"
     assert alarms[0]["EvaluationPeriods"] == 3 and alarms[0]["DatapointsToAlarm"] == 2
+
+
+def test_savings_are_graphed_per_lever(dashboard):
+    from meterline.levers import LEVERS
+
+    rows = _named(_metric_rows(dashboard), "Meterline")
+    per_lever = {_dimensions(row).get("lever") for row in rows if row[1] == "SavedMicroUsd"} - {None}
+    assert per_lever == set(LEVERS)
