@@ -41,6 +41,7 @@ from meterline.gateway.pipeline import (
 )
 from meterline.gateway.policy_stage import PolicyStage
 from meterline.gateway.profile import ProfileStage
+from meterline.gateway.prompt_caching import PromptCacheStage
 from meterline.gateway.routing import RoutingStage
 from meterline.gateway.semantic import SemanticStage
 from meterline.gateway.services import Services
@@ -133,12 +134,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             # route -> routing lever (the plan may change) -> exact-cache lookup (started; its key names
             # the routed model) -> enforce (writes while the lookup is in flight; may downgrade) -> exact-
             # cache serve (a hit stops here) -> semantic dedup (serve: a hit stops here) -> compression
-            # -> credentials
+            # -> prompt-cache breakpoints (on the compressed body) -> credentials
             routing = routing_stages.setdefault(id(svc), RoutingStage())
             cache = caching.ResponseCache(svc)
             at = len(stages) - 1
             stages[at:at] = [routing, cache.lookup_stage, EnforcementStage(svc), cache.serve_stage,
-                             SemanticStage(svc), CompressionStage()]
+                             SemanticStage(svc), CompressionStage(), PromptCacheStage()]
         return Pipeline(stages)
 
     pipelines: dict[tuple[int, str], Pipeline] = {}

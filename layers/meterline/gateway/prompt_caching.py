@@ -1,0 +1,59 @@
+"""The prompt-caching lever stage (decisions in levers/prompt_cache.py).
+
+Placed after the response cache (a hit never gets here) and before credentials: when the scope's
+cache rule turns `prompt_cache` on, it adds Anthropic breakpoints or an OpenAI `prompt_cache_key`
+to the body sent upstream (never to what the response cache keyed). Its `after` records the net
+value from the request's own usage and rates: `ctx.save("prompt_cache", read discount - write
+premium)` (negative when writes were not read), with both parts as ledger notes.
+"""
+
+from __future__ import annotations
+
+from meterline.cache import rules
+from meterline.gateway.context import RequestContext
+from meterline.gateway.pipeline import BaseStage, Decision
+from meterline.levers import PROMPT_CACHE
+from meterline.levers import prompt_cache as lever
+
+ANTHROPIC_KINDS = ("anthropic", "sim")
+
+
+class PromptCacheStage(BaseStage):
+    name = "prompt_cache"
+
+    def __init__(self) -> None:
+        self.tracker = lever.ReuseTracker()
+
+    async def before(self, ctx: RequestContext) -> Decision | None:
+        assert ctx.workspace and ctx.key and ctx.body is not None
+        rule = rules.resolve(ctx.workspace.cache_rules, ctx.key.key_id, ctx.tags.get("feature"))
+        if rule is None or not rule.prompt_cache:
+            return None
+        routes = ctx.extra.get("routes") or [ctx.extra["route"]]
+        kinds = {r.provider.kind for r in routes}
+        route = ctx.extra["route"]
+        if ctx.endpoint == "messages" and kinds <= set(ANTHROPIC_KINDS):
+            injected = lever.anthropic_breakpoints(ctx.body, route.model, ctx.workspace.workspace,
+                                                   rule.prompt_cache_ttl, self.tracker)
+            if injected is None:
+                return None
+            ctx.body = injected.body
+            ctx.extra["prompt_cache"] = injected.breakpoints
+            ctx.note(prompt_cache_breakpoints=list(injected.breakpoints))
+        elif ctx.endpoint in ("chat.completions", "responses") and kinds <= set(lever.OPENAI_KINDS):
+            body = lever.openai_cache_key(ctx.body, ctx.workspace.workspace, ctx.tags.get("feature"),
+                                          ctx.extra.get("template"), route.model)
+            if body is None:
+                return None
+            ctx.body = body
+            ctx.extra["prompt_cache"] = ("prompt_cache_key",)
+            ctx.note(prompt_cache_key=True)
+        return None
+
+    async def after(self, ctx: RequestContext) -> None:
+        if not ctx.extra.get("prompt_cache") or ctx.cost is None or ctx.usage is None or ctx.usage.estimated:
+            return
+        value = lever.value(ctx.usage, ctx.cost.rates)
+        ctx.save(PROMPT_CACHE, value.net)
+        if value.read_saved or value.write_premium:
+            ctx.note(prompt_cache_read_saved=value.read_saved, prompt_cache_write_premium=value.write_premium)
