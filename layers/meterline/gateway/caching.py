@@ -62,6 +62,7 @@ class Flight:
 
     key: str
     plan: Plan
+    route: tuple[str, str] = ("", "")  # (provider, model) the key names: only its answers are stored
     task: asyncio.Task[Entry | None] | None = None
     leader: asyncio.Future[Entry | None] | None = None  # set when followers in this instance wait on us
     claimed: bool = False  # we hold the cross-instance fill marker
@@ -206,7 +207,11 @@ class ResponseCache:
 
     @staticmethod
     def _answer(ctx: RequestContext, flight: Flight) -> tuple[dict[str, Any] | None, bytes]:
-        usable = (ctx.error is None and ctx.outcome == "ok" and ctx.reached_provider and ctx.attempt == 1
+        route = ctx.extra.get("route")
+        # Not a fallback's or a budget downgrade's answer: only the keyed route's.
+        same_route = route is not None and (route.provider.name, route.model) == flight.route
+        usable = (same_route and ctx.error is None and ctx.outcome == "ok" and ctx.reached_provider
+                  and ctx.attempt == 1
                   and ctx.usage is not None and not ctx.usage.estimated
                   and 200 <= (ctx.upstream_status or 200) < 300
                   and "meterline-max-tokens-clamped" not in ctx.extra.get("response_headers", {}))
@@ -257,7 +262,7 @@ class CacheLookupStage(BaseStage):
         key = cache_key(workspace=ctx.workspace.workspace, partition=partition, endpoint=ctx.endpoint,
                         provider=route.provider.name, model=route.model, body=ctx.body,
                         namespace=plan.rule.namespace, anthropic_beta=ctx.headers.get("anthropic-beta"))
-        flight = Flight(key=key, plan=plan)
+        flight = Flight(key=key, plan=plan, route=(route.provider.name, route.model))
         ctx.extra["cache"] = flight
         if plan.read:
             leader = self.cache.inflight.get(key)
