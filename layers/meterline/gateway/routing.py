@@ -19,7 +19,6 @@ routing saved.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime
@@ -248,11 +247,8 @@ def downgrade(ctx: RequestContext, budget: Budget, percent: int) -> bool:
     ctx.extra["routing"] = {"rule": rule, "decision": lever.Decision(budget.downgrade_to, reason),
                             "requested": requested, "target": target,
                             "history_key": (ws.workspace, rule.scope, requested.model_id)}
-    flight = ctx.extra.get("cache")
-    if flight is not None and getattr(flight, "plan", None) is not None and flight.plan.write:
-        # The exact cache's key (computed before enforcement) names the model asked for: a hit for it
-        # is still served, but the downgraded model's answer must not be stored under it.
-        flight.plan = dataclasses.replace(flight.plan, write=False)
+    # (The exact cache, keyed before enforcement on the model asked for, stores only that route's
+    # answers, never a downgrade's: gateway/caching.py.)
     plan = [target, *(r for r in ctx.extra.get("routes", [current]) if r.model_id != target.model_id)]
     ctx.extra["routes"] = plan[: addressing.MAX_ATTEMPTS]
     apply_route(ctx, target)
