@@ -63,6 +63,7 @@ def start(port: int, state_dir: str) -> tuple[subprocess.Popen[str], str]:
 async def drive(base: str, key: str, total: int, concurrency: int, every: int, pid: int, max_s: float) -> None:
     sent = 0
     started = time.monotonic()
+    statuses: dict[object, int] = {}
     print(f"{'requests':>9} {'rss_mb':>8} {'req/s':>7}", flush=True)
     print(f"{0:>9} {rss_mb(pid):>8.1f} {'-':>7}", flush=True)
     async with httpx.AsyncClient(base_url=base, timeout=60,
@@ -71,8 +72,11 @@ async def drive(base: str, key: str, total: int, concurrency: int, every: int, p
             body = {"model": "sim/gpt-4o-mini", "messages": [{"role": "user", "content": f"question {i}"}],
                     "stream": i % 10 == 0}
             headers = {"meterline-feature": f"f{i % 7}", "meterline-session-id": f"s{i % 100}"}
-            response = await client.post("/chat/completions", json=body, headers=headers)
-            response.raise_for_status()
+            try:
+                response = await client.post("/chat/completions", json=body, headers=headers)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            except httpx.HTTPError as exc:
+                statuses[type(exc).__name__] = statuses.get(type(exc).__name__, 0) + 1
 
         while sent < total and time.monotonic() - started < max_s:
             batch = min(every, total - sent)
@@ -81,7 +85,8 @@ async def drive(base: str, key: str, total: int, concurrency: int, every: int, p
                 await asyncio.gather(*(one(sent + offset + j) for j in range(min(concurrency, batch - offset))))
             sent += batch
             rate = batch / (time.monotonic() - window_start)
-            print(f"{sent:>9} {rss_mb(pid):>8.1f} {rate:>7.0f}", flush=True)
+            print(f"{sent:>9} {rss_mb(pid):>8.1f} {rate:>7.1f}", flush=True)
+    print(f"responses: {dict(sorted(statuses.items(), key=str))}", flush=True)
 
 
 def main() -> None:

@@ -58,7 +58,7 @@ def test_price_override_is_validated_and_stored(dev_state, capsys):
     with pytest.raises(SystemExit, match="invalid price"):
         main(["prices", "set", "--model", "x/y", "--input", "0.0000001", "--output", "1"])
     main(["prices", "show", "openai/gpt-4o"])
-    assert "input 2.500000" in capsys.readouterr().out
+    assert "2.500000" in capsys.readouterr().out
 
 
 def test_workspace_is_required_without_dev_state(settings, tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ def test_settings_come_from_the_stack_outputs(settings, moto, monkeypatch):
 
     boto3.client("cloudformation").create_stack(StackName="MeterlineTest", TemplateBody=json.dumps(template))
     resolved, context = target.resolve("MeterlineTest")
-    assert context == {}
+    assert context == {"stack": "MeterlineTest"}  # names the target in errors; no default workspace
     for spec in ALL_TABLES:
         assert resolved.table(spec) == f"Meterline-{spec.logical_name}-ABC123"
     assert resolved.kms_key_id.endswith("key/1234") and resolved.aws_endpoint is None

@@ -23,7 +23,7 @@ from meterline.policies.model import PolicyError, PolicySpec
 from meterline.pricing.catalog import validate_override
 from meterline.store.budgets import BudgetStore
 from meterline.store.keys import KeyNotFound, KeyRecord, KeyStore
-from meterline.store.rollups import COUNTERS, ROLLUP_DIMENSIONS, RollupStore, counters_of
+from meterline.store.rollups import ROLLUP_DIMENSIONS, RollupStore, counters_of
 from meterline.store.workspaces import Alias, ProviderEntry, WorkspaceStore
 from meterline.vault import Vault
 from meterline.vkeys import generate, hash_key
@@ -119,6 +119,10 @@ class Ops:
         scopes = tuple(KEY_SCOPES.get(s, s) for s in scopes)
         if any(s not in KEY_SCOPES.values() for s in scopes) or len(scopes) > 1:
             raise OpError(f"scopes: one of {', '.join(KEY_SCOPES)}")
+        if expires_in_days is not None and not 0 < expires_in_days <= 3650:
+            raise OpError("expires_in_days must be more than 0 and at most 3650 (ten years)")
+        if not member.strip():
+            raise OpError("member must not be empty")
         key, key_id = generate()
         expires = int(time.time() + expires_in_days * 86400) if expires_in_days else None
         KeyStore(self.settings).create(KeyRecord(key_hash=hash_key(key), key_id=key_id, workspace=workspace,
@@ -185,6 +189,8 @@ class Ops:
                  "key_stored": bool(p.ciphertext), "options": p.options} for p in config.providers.values()]
 
     def delete_provider(self, workspace: str, name: str) -> None:
+        if name not in self._require_workspace(workspace).providers:
+            raise OpError(f"no provider {name!r} in workspace {workspace}", status=404)
         WorkspaceStore(self.settings).delete_provider(workspace, name)
         self._audit("provider.delete", workspace, provider=name)
 
@@ -207,6 +213,8 @@ class Ops:
         return rows
 
     def delete_alias(self, workspace: str, name: str) -> None:
+        if name not in self._require_workspace(workspace).aliases:
+            raise OpError(f"no alias {name!r} in workspace {workspace}", status=404)
         WorkspaceStore(self.settings).delete_alias(workspace, name)
         self._audit("alias.delete", workspace, alias=name)
 
@@ -281,23 +289,31 @@ class Ops:
             validate_override(prices)
         except ValueError as exc:
             raise OpError(f"invalid price: {exc}") from exc
+        if "/" not in model:
+            raise OpError("the model is provider/model, e.g. openai/gpt-4o or sim/gpt-4o-mini")
+        if model.startswith("sim/"):
+            # The simulator's models are the catalog's: an override for one keeps its output limit.
+            from meterline.admin.reports import pricing_for
+            from meterline.pricing.catalog import default_catalog
+
+            named = pricing_for(default_catalog(), model)
+            if named is None:
+                raise OpError(f"{model} names no catalog model; the simulator serves sim/<catalog model>")
+            prices = {**prices, "max_output_tokens": named.max_output_tokens}
         WorkspaceStore(self.settings).update_settings(workspace,
                                                       price_overrides={**config.price_overrides, model: prices})
         self._audit("price.set", workspace, model=model)
 
     # spend
     def spend(self, workspace: str, by: str, period: str) -> dict[str, Any]:
-        config = self._require_workspace(workspace)
-        if period not in ("today", "month"):
-            raise OpError("period must be 'today' or 'month'")
-        tz = ZoneInfo(config.timezone)
-        now = datetime.now(UTC).astimezone(tz)
-        key = f"D#{now:%Y-%m-%d}" if period == "today" else f"M#{now:%Y-%m}"
-        dimension = "total" if by == "workspace" else by
-        rows = RollupStore(self.settings).by_dimension(workspace, key, dimension)
-        rows.sort(key=lambda r: -int(r.get("cost_micros", 0)))
-        return {"workspace": workspace, "period": key[2:], "timezone": config.timezone, "by": by,
-                "rows": [{"value": r["value"], **{c: int(r.get(c, 0)) for c in COUNTERS}} for r in rows]}
+        """Spend by an attribution dimension (or session) over a period (see admin/periods.py)."""
+        from meterline.admin.reports import ReportError, Reports
+
+        self._require_workspace(workspace)
+        try:
+            return Reports(self.settings).spend(workspace, by, period)
+        except ReportError as exc:
+            raise OpError(str(exc)) from exc
 
     # waste scores
     def waste(self, workspace: str, period: str = "today", by: str | None = None) -> dict[str, Any]:
@@ -365,7 +381,9 @@ class Ops:
         return rows
 
     def delete_budget(self, workspace: str, scope: str) -> None:
-        BudgetStore(self.settings).delete_budget(workspace, scope)
+        self._require_workspace(workspace)
+        if not BudgetStore(self.settings).delete_budget_if_exists(workspace, scope):
+            raise OpError(f"no budget for scope {scope!r} in workspace {workspace}", status=404)
         self._audit("budget.delete", workspace, scope=scope)
 
     def set_limit(self, workspace: str, limit: RateLimit) -> dict[str, Any]:
@@ -379,6 +397,12 @@ class Ops:
         self._audit("limit.set", workspace, subject=limit.subject, rpm=limit.rpm, rph=limit.rph,
                     burst=limit.burst, tpm=limit.tpm)
         return {"subject": limit.subject}
+
+    def delete_limit(self, workspace: str, subject: str) -> None:
+        self._require_workspace(workspace)
+        if not BudgetStore(self.settings).delete_limit(workspace, subject):
+            raise OpError(f"no rate limit for {subject!r} in workspace {workspace}", status=404)
+        self._audit("limit.delete", workspace, subject=subject)
 
     def set_policy(self, workspace: str, **changes: Any) -> dict[str, Any]:
         self._require_workspace(workspace)

@@ -8,7 +8,7 @@ from typing import Any
 
 from meterline.admin.ops import OpError, Ops
 from meterline.budgets.model import DEFAULT_ALERTS, SCOPE_TYPES, STRATEGIES, Budget, RateLimit
-from meterline.cli import target
+from meterline.cli import target, views
 from meterline.money import MoneyFormatError, micros_to_usd, usd_to_micros
 
 
@@ -47,6 +47,9 @@ def cmd_budgets_set(args: argparse.Namespace) -> None:
 def cmd_budgets_list(args: argparse.Namespace) -> None:
     ops, ws = _ops(args)
     rows = ops.list_budgets(ws)
+    if args.json:
+        views.print_json(rows)
+        return
     cols = ["scope", "strategy", "monthly", "daily", "spent_month", "spent_today", "reserved", "stage", "resets"]
     table = [{"scope": r["scope"], "strategy": r["on_exhaust"],
               "monthly": micros_to_usd(r["monthly_cap_micros"]) if r["monthly_cap_micros"] else "-",
@@ -63,7 +66,10 @@ def cmd_budgets_list(args: argparse.Namespace) -> None:
 
 def cmd_budgets_delete(args: argparse.Namespace) -> None:
     ops, ws = _ops(args)
-    ops.delete_budget(ws, args.scope)
+    try:
+        ops.delete_budget(ws, args.scope)
+    except OpError as exc:
+        sys.exit(f"error: {exc}")
     print(f"budget {args.scope} deleted")
 
 
@@ -110,6 +116,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_budgets_set)
     p = budgets.add_parser("list", help="each budget's spend, reservations, stage and reset time")
     p.add_argument("--workspace")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_budgets_list)
     p = budgets.add_parser("delete")
     p.add_argument("--workspace")
@@ -128,6 +135,7 @@ def register(sub: Any) -> None:
     p.add_argument("--burst", type=int, help="requests per second")
     p.add_argument("--tpm", type=int, help="tokens per minute (estimated input + max output)")
     p.set_defaults(func=cmd_limits_set)
+    views.register_limits(limits)
 
     enforcement = sub.add_parser("enforcement", help="workspace enforcement policy").add_subparsers(
         dest="action", required=True)
@@ -140,3 +148,4 @@ def register(sub: Any) -> None:
     p.add_argument("--loop-window", type=int, help="seconds")
     p.add_argument("--key-rpm-default", type=int, help="the per-key requests-per-minute floor (default 100)")
     p.set_defaults(func=cmd_enforcement_set)
+    views.register_enforcement(enforcement)

@@ -25,8 +25,8 @@ from typing import Any
 from meterline.cli import target
 from meterline.money import micros_to_usd
 
-GRACEFUL_S = 2
-DRAIN_S = 1.5
+GRACEFUL_S = 1
+DRAIN_S = 1.0
 
 
 class RequestLine(logging.Handler):
@@ -128,10 +128,10 @@ def cmd_dev(args: argparse.Namespace) -> None:
             saver.stop()
         except Exception as exc:
             print(f"warning: could not save the dev state to {state_path}: {exc}", file=sys.stderr)
-        embedded.stop()
         sock.close()
-        # Everything is saved and stopped. Skip the interpreter's teardown: native libraries loaded by
-        # the AWS SDKs join their own threads at exit, which took seconds after Ctrl-C.
+        # Everything is saved (under the embedded AWS's lock: no request half-applied). Skip the
+        # interpreter's teardown and the embedded AWS's shutdown: native libraries loaded by the AWS
+        # SDKs join their own threads at exit, which took seconds after Ctrl-C.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)

@@ -20,8 +20,10 @@ from meterline.cli import (
     lever_more_commands,
     policy_commands,
     target,
+    views,
     waste_commands,
 )
+from meterline.cli.helptext import describe_everything
 from meterline.money import micros_to_usd
 
 
@@ -55,7 +57,11 @@ def cmd_workspaces_create(args: argparse.Namespace) -> None:
 
 def cmd_workspaces_list(args: argparse.Namespace) -> None:
     ops, _ = target.ops(args)
-    _print_table(ops.list_workspaces(), ["id", "name", "default_provider", "unpriced", "timezone"])
+    rows = ops.list_workspaces()
+    if args.json:
+        views.print_json(rows)
+        return
+    _print_table(rows, ["id", "name", "default_provider", "unpriced", "timezone"])
 
 
 def cmd_workspaces_set(args: argparse.Namespace) -> None:
@@ -83,7 +89,11 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
 
 def cmd_keys_list(args: argparse.Namespace) -> None:
     ops, context = target.ops(args)
-    rows = [{**k, "models": ",".join(k["models"]) or "*"} for k in ops.list_keys(target.workspace_of(args, context))]
+    found = ops.list_keys(target.workspace_of(args, context))
+    if args.json:
+        views.print_json(found)
+        return
+    rows = [{**k, "models": ",".join(k["models"]) or "*"} for k in found]
     _print_table(rows, ["key_id", "name", "member", "department", "models", "status"])
 
 
@@ -147,6 +157,9 @@ def cmd_providers_add(args: argparse.Namespace) -> None:
 
 def cmd_providers_list(args: argparse.Namespace) -> None:
     ops, context = target.ops(args)
+    if args.json:
+        views.print_json(_run(lambda: ops.list_providers(target.workspace_of(args, context))))
+        return
     rows = [{**p, "key": "stored (encrypted)" if p["key_stored"] else
              ("aws credentials" if p["kind"] == "bedrock" else "none"),
              "options": ",".join(f"{k}={v}" for k, v in sorted(p["options"].items()) if k != "deployments")
@@ -157,7 +170,7 @@ def cmd_providers_list(args: argparse.Namespace) -> None:
 
 def cmd_providers_remove(args: argparse.Namespace) -> None:
     ops, context = target.ops(args)
-    ops.delete_provider(target.workspace_of(args, context), args.name)
+    _run(lambda: ops.delete_provider(target.workspace_of(args, context), args.name))
     print(f"removed {args.name}")
 
 
@@ -172,6 +185,9 @@ def cmd_aliases_set(args: argparse.Namespace) -> None:
 
 def cmd_aliases_list(args: argparse.Namespace) -> None:
     ops, context = target.ops(args)
+    if args.json:
+        views.print_json(_run(lambda: ops.list_aliases(target.workspace_of(args, context))))
+        return
     rows = [{**a, "fallbacks": ",".join(a["fallbacks"])}
             for a in _run(lambda: ops.list_aliases(target.workspace_of(args, context)))]
     _print_table(rows, ["alias", "model", "fallbacks"])
@@ -179,7 +195,7 @@ def cmd_aliases_list(args: argparse.Namespace) -> None:
 
 def cmd_aliases_remove(args: argparse.Namespace) -> None:
     ops, context = target.ops(args)
-    ops.delete_alias(target.workspace_of(args, context), args.name)
+    _run(lambda: ops.delete_alias(target.workspace_of(args, context), args.name))
     print(f"removed alias {args.name}")
 
 
@@ -200,20 +216,6 @@ def cmd_prices_set(args: argparse.Namespace) -> None:
     print(f"price override for {args.model} stored (USD per 1M tokens)")
 
 
-def cmd_prices_show(args: argparse.Namespace) -> None:
-    from meterline.pricing.catalog import default_catalog
-
-    pricing = default_catalog().resolve(args.model)
-    if pricing is None:
-        sys.exit(f"error: {args.model} is not in the catalog")
-    for point in pricing.points:
-        r = point.rates
-        print(f"{pricing.model_id} from {point.effective}: input {micros_to_usd(r.input)} cached "
-              f"{micros_to_usd(r.cache_read)} write5m {micros_to_usd(r.cache_write_5m)} write1h "
-              f"{micros_to_usd(r.cache_write_1h)} output {micros_to_usd(r.output)} per 1M tokens "
-              f"(source: {point.source})")
-
-
 # -- spend ----------------------------------------------------------------------------------------
 def cmd_spend(args: argparse.Namespace) -> None:
     ops, context = target.ops(args)
@@ -226,6 +228,9 @@ def cmd_spend(args: argparse.Namespace) -> None:
               "rejected": r["rejections"], "input_tok": r["input_tokens"], "cached_tok": r["cache_read_tokens"],
               "output_tok": r["output_tokens"], "estimated": r["estimated"]} for r in report["rows"]]
     print(f"Spend for workspace {ws}, {args.period} ({report['period']}, {report['timezone']}), by {args.by}:")
+    if not table:
+        print("(no spend recorded in this period)")
+        return
     _print_table(table, [args.by, "cost_usd", "requests", "rejected", "input_tok", "cached_tok", "output_tok",
                          "estimated"])
 
@@ -288,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unpriced", choices=["reject", "forward"], default="reject")
     p.add_argument("--timezone", default="UTC")
     p.set_defaults(func=cmd_workspaces_create)
-    ws.add_parser("list").set_defaults(func=cmd_workspaces_list)
+    p = ws.add_parser("list", help="every workspace")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_workspaces_list)
     p = ws.add_parser("set")
     p.add_argument("--workspace")
     p.add_argument("--default-provider")
@@ -310,8 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scopes", help="mcp (= mcp:key), mcp:member, mcp:department: the MCP server answers about that "
                                     "slice; mcp:admin: the whole workspace, budget changes included")
     p.set_defaults(func=cmd_keys_create)
-    p = keys.add_parser("list")
+    p = keys.add_parser("list", help="the workspace's keys (never the keys themselves: only ids)")
     p.add_argument("--workspace")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_keys_list)
     p = keys.add_parser("fallbacks", help="ordered fallback models for every request made with a key")
     p.add_argument("key_id")
@@ -341,8 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-env", help="name of an environment variable holding the key (never the key itself)")
     p.add_argument("--no-key", action="store_true", help="the endpoint needs no key (local vLLM, Ollama)")
     p.set_defaults(func=cmd_providers_add)
-    p = prov.add_parser("list")
+    p = prov.add_parser("list", help="the workspace's providers (keys are never shown)")
     p.add_argument("--workspace")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_providers_list)
     p = prov.add_parser("remove")
     p.add_argument("name")
@@ -357,8 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fallbacks", help="comma-separated provider/model list, tried in order")
     p.add_argument("--workspace")
     p.set_defaults(func=cmd_aliases_set)
-    p = aliases.add_parser("list")
+    p = aliases.add_parser("list", help="the workspace's aliases and per-key fallbacks")
     p.add_argument("--workspace")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_aliases_list)
     p = aliases.add_parser("remove")
     p.add_argument("name")
@@ -376,9 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-write-5m")
     p.add_argument("--cache-write-1h")
     p.set_defaults(func=cmd_prices_set)
-    p = prices.add_parser("show")
-    p.add_argument("model")
-    p.set_defaults(func=cmd_prices_show)
+    views.register_prices(prices)
 
     budget_commands.register(sub)
     lever_commands.register(sub)
@@ -394,11 +402,16 @@ def build_parser() -> argparse.ArgumentParser:
     export_commands.register(sub)
 
     spend = sub.add_parser("spend", help="spend by attribution dimension")
-    spend.add_argument("--by", default="feature", choices=[d for d in DIMENSIONS if d != "session"])
-    spend.add_argument("--period", default="today", choices=["today", "month"])
+    spend.add_argument("--by", default="feature", choices=list(DIMENSIONS),
+                       help="the attribution dimension to group by (default feature)")
+    spend.add_argument("--period", default="today",
+                       help="today (default), yesterday, month, last-month, YYYY-MM, YYYY-MM-DD or "
+                            "YYYY-MM-DD..YYYY-MM-DD, in the workspace's time zone")
     spend.add_argument("--workspace")
     spend.add_argument("--json", action="store_true")
     spend.set_defaults(func=cmd_spend)
+    views.register(sub)
+    describe_everything(parser)
     return parser
 
 

@@ -65,7 +65,10 @@ def resolve(requested: str, workspace: WorkspaceConfig, catalog: Catalog, endpoi
         raise NotFoundError(f"The model `{requested}` does not exist.", param="model")
     if provider_name == SIM:
         entry = SIM_ENTRY
-        pricing = catalog.resolve(model) if "/" in model else catalog.find_by_name(model)
+        # A workspace override for `sim/<model>` (meterline prices set --model sim/...) wins; otherwise
+        # the simulator is priced as the real model it names.
+        pricing = catalog.resolve(f"{SIM}/{model}") or (
+            catalog.resolve(model) if "/" in model else catalog.find_by_name(model))
     else:
         entry = workspace.providers.get(provider_name)
         if entry is None:

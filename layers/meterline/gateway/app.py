@@ -72,6 +72,9 @@ async def read_limited(ctx: RequestContext, limit: int) -> bytes:
 
 
 ANTHROPIC_ENDPOINTS = ("messages", "messages.count_tokens")
+# The data plane's routes and their methods (anything else on them is a 405, not a 404).
+METHODS = {"/v1/chat/completions": ("POST",), "/v1/responses": ("POST",), "/v1/embeddings": ("POST",),
+           "/v1/messages": ("POST",), "/v1/messages/count_tokens": ("POST",), "/v1/models": ("GET",)}
 VALIDATORS = {"chat.completions": validate_chat, "messages": validate_messages, "responses": validate_responses,
               "embeddings": validate_embeddings, "messages.count_tokens": validate_count_tokens}
 
@@ -262,9 +265,18 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                             headers={"meterline-request-id": ctx.request_id})
 
     @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
-    async def unknown(rest: str) -> Response:
+    async def unknown(rest: str, request: Request) -> Response:
+        path = f"/v1/{rest}"
+        allowed = METHODS.get(path.rstrip("/"))
+        if allowed and request.method not in allowed:
+            # A known endpoint with the wrong method: 405 with Allow, in the endpoint's dialect.
+            ctx = RequestContext(endpoint="messages" if path.startswith("/v1/messages") else "unknown", headers={})
+            ctx.error = GatewayError(f"{request.method} is not allowed on {path}; use {', '.join(allowed)}.",
+                                     code="method_not_allowed", status=405, headers={"allow": ", ".join(allowed)})
+            ctx.error.type = "invalid_request_error"
+            return error_response(ctx)
         ctx = RequestContext(endpoint="unknown", headers={})
-        ctx.error = NotFoundError(f"Unknown endpoint /v1/{rest}.", code="unknown_url")
+        ctx.error = NotFoundError(f"Unknown endpoint {path}.", code="unknown_url")
         return error_response(ctx)
 
     @app.exception_handler(Exception)

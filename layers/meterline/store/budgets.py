@@ -111,6 +111,17 @@ class BudgetStore:
             "subject_value": limit.subject_value, "rpm": limit.rpm, "rph": limit.rph, "burst": limit.burst,
             "tpm": limit.tpm}))
 
+    def delete_limit(self, workspace: str, subject: str) -> bool:
+        """Remove a rate limit; False when there was none."""
+        old = self._ddb.delete_item(TableName=self.table, Key=to_item({"pk": workspace, "sk": f"limit#{subject}"}),
+                                    ReturnValues="ALL_OLD")
+        return "Attributes" in old
+
+    def delete_budget_if_exists(self, workspace: str, scope: str) -> bool:
+        old = self._ddb.delete_item(TableName=self.table, Key=to_item({"pk": workspace, "sk": f"budget#{scope}"}),
+                                    ReturnValues="ALL_OLD")
+        return "Attributes" in old
+
     def put_policy(self, workspace: str, policy: Policy) -> None:
         self._ddb.put_item(TableName=self.table, Item=to_item({
             "pk": workspace, "sk": "policy", "policy": json.dumps(policy.__dict__, sort_keys=True)}))

@@ -8,7 +8,7 @@ Keys (see schema.LEDGER):
 Access patterns:
     put(record)                PutItem, condition: new (a retried write never duplicates)
     query_day(workspace, day)  Query pk, time-ordered either way, optionally filtered to one request
-                               (reports, the MCP server's drill-downs, waste scoring, exports)
+                               (reports, `meterline requests`, the MCP server's drill-downs, waste scoring, exports)
     recent(workspace, day, n)  Query pk, newest first, at most n records (alert e-mails)
     stream_day(workspace, day) the same Query on the lean client (ddb_http): a whole partition for
                                waste scoring, ~10x less CPU per record than boto3's parser
