@@ -13,6 +13,7 @@ import pytest
 
 from meterline.cli.helptext import missing_help
 from meterline.cli.main import build_parser, main
+from meterline.rollup import apply_stream_records
 from meterline.store.keys import KeyRecord, KeyStore
 from meterline.store.rollups import RollupStore
 from meterline.vkeys import generate, hash_key
@@ -71,9 +72,11 @@ def test_spend_by_session_and_periods(gateway, demo_key, dev_state, capsys):
 
     # Rollup periods: apply the ledger records (as the stream aggregator does), then read them back
     # over today / month / a day / a range / a month.
-    rollups = RollupStore(dev_state)
-    for record in records:
-        rollups.apply(record)
+    from meterline.store.codec import to_item
+
+    stream = [{"eventName": "INSERT", "eventID": f"e{i}",
+               "dynamodb": {"NewImage": to_item(r), "SequenceNumber": str(i)}} for i, r in enumerate(records)]
+    assert apply_stream_records(stream, RollupStore(dev_state)) == []
     day = records[0]["day"]
     for period in ("today", "month", day, f"{day}..{day}", day[:7]):
         main(["spend", "--by", "feature", "--period", period, "--json"])

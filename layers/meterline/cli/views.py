@@ -154,6 +154,11 @@ def cmd_prices_list(args: argparse.Namespace) -> None:
     print(f"{len(rows)} models; USD per 1M tokens", file=sys.stderr)
 
 
+def _base(rates: Any) -> Any:
+    """Rates, or a rate table's base rates (service tiers may carry their own long-context tiers)."""
+    return getattr(rates, "rates", rates)
+
+
 def cmd_prices_show(args: argparse.Namespace) -> None:
     from meterline.admin.reports import pricing_for
 
@@ -168,7 +173,7 @@ def cmd_prices_show(args: argparse.Namespace) -> None:
                                                        p.rates.as_tuple(), strict=True)},
                "tiers": [{"above_prompt_tokens": t, "input": micros_to_usd(r.input), "output": micros_to_usd(r.output)}
                          for t, r in p.tiers],
-               "service_tiers": {n: {"input": micros_to_usd(r.input), "output": micros_to_usd(r.output)}
+               "service_tiers": {n: {"input": micros_to_usd(_base(r).input), "output": micros_to_usd(_base(r).output)}
                                  for n, r in p.service_tiers.items()}} for p in pricing.points]
     shown = {"model": args.model, "priced_as": pricing.model_id, "overridden": pricing.overridden,
              "workspace": ws, "max_output_tokens": pricing.max_output_tokens, "prices": points}
