@@ -53,6 +53,8 @@ ALERTS_ASSET = FUNCTIONS_DIR / "alerts"
 MCP_ASSET = FUNCTIONS_DIR / "mcp"
 MCP_HANDLER = "handler.handler"  # a Mangum handler (streamable HTTP, app rebuilt per invocation)
 ALERTS_HANDLER = "handler.handler"  # scheduled: budget alert e-mails (SES) + expired lease sweep
+FOCUS_ASSET = FUNCTIONS_DIR / "focus"
+FOCUS_HANDLER = "handler.handler"  # scheduled: FOCUS 1.2 export of yesterday's rows to S3
 WASTE_ASSET = FUNCTIONS_DIR / "waste"
 WASTE_HANDLER = "handler.handler"  # scheduled: waste scoring of yesterday's ledger partitions
 
@@ -71,12 +73,20 @@ ALERTS_SCHEDULE_MINUTES = 5  # EventBridge rule rate(5 minutes)
 WASTE_MEMORY_MB = 1769
 WASTE_TIMEOUT_S = 900
 WASTE_SCHEDULE = {"minute": "30", "hour": "0"}  # daily at 00:30 UTC: yesterday's partitions are closed
+FOCUS_MEMORY_MB = 1024
+FOCUS_TIMEOUT_S = 900
+FOCUS_SCHEDULE = {"minute": "0", "hour": "1"}  # daily at 01:00 UTC
+FOCUS_EXPORT_RETENTION_DAYS = 730  # chargeback files: two years, then deleted (lifecycle rule)
+FOCUS_EXPORT_IA_AFTER_DAYS = 90  # then Standard-IA (read rarely after the month closes)
+ENV_FOCUS_BUCKET = "METERLINE_FOCUS_BUCKET"
+OUT_FOCUS_BUCKET = "FocusExportBucket"
 LOG_RETENTION_DAYS = 30  # = logs.RetentionDays.ONE_MONTH in function.py (CloudWatch allows fixed values)
 LOG_LEVEL = "INFO"
 
 # Reserved concurrency per function (CTX_RESERVED_CONCURRENCY). The rollup's covers the ledger
 # stream's shards x ROLLUP_PARALLELIZATION for a busy table; alerts runs overlap harmlessly.
-RESERVED_CONCURRENCY = {"admin": 5, "rollup": 20, "alerts": 2, "waste": 1}  # waste: one scoring run at a time
+# waste, focus: one scheduled run at a time.
+RESERVED_CONCURRENCY = {"admin": 5, "rollup": 20, "alerts": 2, "waste": 1, "focus": 1}
 
 SERVICE_GATEWAY = "gateway"
 SERVICE_ADMIN = "admin"
@@ -84,6 +94,7 @@ SERVICE_ROLLUP = "rollup"
 SERVICE_ALERTS = "alerts"
 SERVICE_MCP = "mcp"
 SERVICE_WASTE = "waste"
+SERVICE_FOCUS = "focus"
 METRICS_NAMESPACE = "Meterline"
 GATEWAY_ALIAS = "live"
 # Encryption context key every vault ciphertext carries (see meterline.store.schema); IAM conditions

@@ -8,6 +8,7 @@
     Aggregation   ledger stream -> rollups, with a dead-letter queue
     BudgetAlerts  every 5 minutes: budget alert e-mails (SES) and the expired-lease sweep
     WasteScoring  daily: waste signals and grades of yesterday's ledger partitions
+    FocusExport   daily: FOCUS 1.2 chargeback rows of yesterday to an encrypted S3 bucket
     Monitoring    dashboard + alarms
 
 Outputs are what the `meterline` CLI reads with `describe-stacks` (keys in constants.py).
@@ -25,6 +26,7 @@ from infra_cdk.aggregation import Aggregation
 from infra_cdk.alerts import BudgetAlerts
 from infra_cdk.control_plane import ControlPlane
 from infra_cdk.data_plane import DataPlane
+from infra_cdk.focus_export import FocusExport
 from infra_cdk.function import Shared
 from infra_cdk.layer import AppLayer, DependenciesLayer
 from infra_cdk.mcp_server import McpServer
@@ -89,6 +91,7 @@ class MeterlineStack(Stack):
             recipients=self.alert_recipients.value_as_string,
         )
         self.waste_scoring = WasteScoring(self, "WasteScoring", shared=shared)
+        self.focus_export = FocusExport(self, "FocusExport", shared=shared)
         self.monitoring = Monitoring(
             self,
             "Monitoring",
@@ -125,6 +128,8 @@ class MeterlineStack(Stack):
         CfnOutput(
             self, c.OUT_KMS_KEY_ARN, value=self.storage.vault_key.key_arn, description="Vault KMS key ARN"
         )
+        CfnOutput(self, c.OUT_FOCUS_BUCKET, value=self.focus_export.bucket.bucket_name,
+                  description="FOCUS 1.2 daily exports (focus/workspace=<ws>/billing_period=<yyyy-mm>/<day>.csv)")
         CfnOutput(self, c.OUT_DASHBOARD, value=self.monitoring.dashboard.dashboard_name)
         CfnOutput(self, c.OUT_DLQ_URL, value=self.aggregation.dead_letters.queue_url)
         CfnOutput(self, c.OUT_ALERT_SENDER, value=self.alert_sender.value_as_string)

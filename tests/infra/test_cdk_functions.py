@@ -89,7 +89,7 @@ def test_x86_without_snapstart_in_a_pinned_region(synth_x86):
     assert "Qualifier" not in url["Properties"]
     for layer in synth_x86.of_type("AWS::Lambda::LayerVersion").values():
         assert layer["Properties"]["CompatibleArchitectures"] == ["x86_64"]
-    for service in ("admin", "rollup", "alerts", "waste"):  # one dependency layer: every function on its arch
+    for service in ("admin", "rollup", "alerts", "waste", "focus"):  # one dependency layer: every function on its arch
         assert synth_x86.function(service)[1]["Properties"]["Architectures"] == ["x86_64"]
 
 
@@ -167,7 +167,7 @@ def test_a_bad_gateway_cap_is_refused_at_synth(value):
         DeploySettings.from_node(app.node)
 
 
-@pytest.mark.parametrize("service", ["gateway", "admin", "rollup", "alerts", "waste"])
+@pytest.mark.parametrize("service", ["gateway", "admin", "rollup", "alerts", "waste", "focus"])
 def test_powertools_environment_and_logs(synth, service):
     _, fn = synth.function(service)
     env = _env(fn)
@@ -179,8 +179,8 @@ def test_powertools_environment_and_logs(synth, service):
 
 
 def test_each_function_has_its_own_role(synth):
-    roles = {synth.role_of(service) for service in ("gateway", "admin", "rollup", "alerts", "waste")}
-    assert len(roles) == 5
+    roles = {synth.role_of(service) for service in ("gateway", "admin", "rollup", "alerts", "waste", "focus")}
+    assert len(roles) == 6
     for role_id in roles:
         role = synth.resources[role_id]["Properties"]
         assert "ManagedPolicyArns" not in role

@@ -24,6 +24,10 @@ DYNAMODB_WRITES = {
 }
 
 
+# The vault key (the FOCUS export bucket has a key of its own).
+VAULT_KEY = {"Description": "Meterline vault: wraps provider API keys (envelope encryption)"}
+
+
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
@@ -48,7 +52,7 @@ def index_arn(synth, name: str, index: str) -> dict[str, Any]:
 
 
 def key_arn(synth) -> dict[str, Any]:
-    key_id, _ = synth.one("AWS::KMS::Key")
+    key_id, _ = synth.one("AWS::KMS::Key", **VAULT_KEY)
     return {"Fn::GetAtt": [key_id, "Arn"]}
 
 
@@ -56,7 +60,7 @@ def actions_on(synth, service: str, resource: Any) -> set[str]:
     return {a for a, r, _ in grants(synth, service) if r == resource}
 
 
-SERVICES = ("gateway", "admin", "rollup", "alerts", "waste")
+SERVICES = ("gateway", "admin", "rollup", "alerts", "waste", "focus")
 
 
 def test_no_role_has_a_wildcard_action(synth):

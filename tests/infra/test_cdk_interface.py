@@ -11,6 +11,9 @@ pytest.importorskip("aws_cdk", reason="aws-cdk-lib is not installed (pip install
 from infra_cdk import constants as c
 from meterline.store import schema
 
+# The vault key (the FOCUS export bucket has a key of its own).
+VAULT_KEY = {"Description": "Meterline vault: wraps provider API keys (envelope encryption)"}
+
 
 def test_outputs_let_a_cli_find_everything(synth):
     outputs = synth.template["Outputs"]
@@ -26,7 +29,7 @@ def test_outputs_let_a_cli_find_everything(synth):
         *(c.table_output_key(spec.logical_name) for spec in schema.ALL_TABLES),
     }
     assert expected <= set(outputs)
-    key_id, _ = synth.one("AWS::KMS::Key")
+    key_id, _ = synth.one("AWS::KMS::Key", **VAULT_KEY)
     assert outputs[c.OUT_KMS_KEY_ID]["Value"] == {"Ref": key_id}
     assert outputs[c.OUT_KMS_KEY_ARN]["Value"] == {"Fn::GetAtt": [key_id, "Arn"]}
 

@@ -12,6 +12,10 @@ from meterline.store.schema import TableSpec
 SPECS = {spec.logical_name: spec for spec in schema.ALL_TABLES}
 
 
+# The vault key (the FOCUS export bucket has a key of its own).
+VAULT_KEY = {"Description": "Meterline vault: wraps provider API keys (envelope encryption)"}
+
+
 def test_one_table_per_spec(synth):
     assert len(synth.of_type("AWS::DynamoDB::Table")) == len(schema.ALL_TABLES)
     for name in SPECS:
@@ -78,7 +82,7 @@ def test_ledger_stream_feeds_rollups(synth):
 
 
 def test_vault_key(synth):
-    key_id, key = synth.one("AWS::KMS::Key")
+    key_id, key = synth.one("AWS::KMS::Key", **VAULT_KEY)
     assert key["Properties"]["EnableKeyRotation"] is True
     assert key["DeletionPolicy"] == "Retain"
     _, alias = synth.one("AWS::KMS::Alias")
@@ -93,6 +97,7 @@ FUNCTION_TABLES = {
     "rollup": {"rollups"},
     "alerts": {"budgets", "workspaces", "ledger", "rollups"},
     "waste": {"ledger", "workspaces", "waste"},
+    "focus": {"ledger", "workspaces"},
 }
 KEY_USERS = {"gateway", "admin"}
 
@@ -113,7 +118,7 @@ def test_every_table_is_used_by_some_function():
 
 @pytest.mark.parametrize("service", sorted(FUNCTION_TABLES))
 def test_only_key_users_get_the_vault_key(synth, service):
-    key_id, _ = synth.one("AWS::KMS::Key")
+    key_id, _ = synth.one("AWS::KMS::Key", **VAULT_KEY)
     env = synth.function(service)[1]["Properties"]["Environment"]["Variables"]
     if service in KEY_USERS:
         # A key ARN: the encryption SDK's KMS keyring decrypts only with key ARNs.
