@@ -268,3 +268,12 @@ def test_policies_apply_within_the_cache_ttl(start_gateway, tenant, fake_openai,
         time.sleep(0.1)
     else:
         pytest.fail("the new policy never applied")
+
+
+def test_model_list_hides_what_the_policies_deny(gateway, tenant, settings):
+    policy(settings, tenant, id="no-gpt5", kind="models", deny=["openai/gpt-5*", "sim/*"])
+    WorkspaceStore(settings).put_alias(tenant.workspace, Alias("big", "openai/gpt-5.1"))
+    WorkspaceStore(settings).put_alias(tenant.workspace, Alias("small", "openai/gpt-4o-mini"))
+    ids = {m.id for m in sdk(gateway, tenant).models.list()}
+    assert "openai/gpt-4o" in ids and "small" in ids
+    assert not any(i.startswith(("openai/gpt-5", "sim/")) for i in ids) and "big" not in ids

@@ -136,3 +136,20 @@ def test_whole_body_restoration_escapes_for_json():
     restored = json.loads(redactor.restorer().json_bytes(raw))
     assert restored["content"][0]["text"] == "to jane@x.org"
     assert json.loads(restored["tool"]["arguments"]) == {"to": "jane@x.org"}
+
+
+def test_responses_api_stream_deltas_and_final_events_are_restored():
+    redactor = Redactor(PII_ENTITIES)
+    redactor.text("jane@x.org")
+    stream = redactor.restorer().stream()
+
+    def event(kind: str, **data) -> bytes:
+        return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+
+    out = [*stream.feed(event("response.output_text.delta", item_id="msg_1", content_index=0, delta="to [EM")),
+           *stream.feed(event("response.output_text.delta", item_id="msg_1", content_index=0, delta="AIL_1] ok")),
+           *stream.feed(event("response.output_text.done", item_id="msg_1", content_index=0,
+                              text="to [EMAIL_1] ok"))]
+    deltas = [json.loads(o.split(b"data: ", 1)[1]) for o in out]
+    assert "".join(d["delta"] for d in deltas if d["type"].endswith(".delta")) == "to jane@x.org ok"
+    assert deltas[-1]["text"] == "to jane@x.org ok"

@@ -54,6 +54,7 @@ from meterline.gateway.validation import (
 )
 from meterline.levers import tokens
 from meterline.logs import configure as configure_logging
+from meterline.policies.engine import Facts
 from meterline.telemetry import record_request
 
 log = logging.getLogger("meterline.gateway")
@@ -261,6 +262,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 exposed = f"{entry.name}/{name}"
                 if addressing.allowed(ctx.key, exposed):
                     data.append({"id": exposed, "object": "model", "created": 0, "owned_by": entry.name})
+        policies = ctx.workspace.policies
+        if policies.count:  # hide what the workspace's model policies would deny this key
+            facts = Facts(endpoint="models", model="", key=ctx.key.key_id, member=ctx.key.member,
+                          department=ctx.key.department, feature=ctx.tags.get("feature"))
+            applicable = policies.applicable(facts)
+            data = [d for d in data if policies.model_permitted(facts, "/".join(addressing.target_of(
+                d["id"], ctx.workspace)), applicable)]
         return JSONResponse({"object": "list", "data": data},
                             headers={"meterline-request-id": ctx.request_id})
 

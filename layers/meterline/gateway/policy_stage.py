@@ -95,5 +95,4 @@ class PolicyStage(BaseStage):
                 if verdict.pii_restore and ctx.endpoint in GENERATION_ENDPOINTS:
                     ctx.extra["pii_restorer"] = redactor.restorer()
         ctx.extra["model_permit"] = lambda model_id: policies.model_permitted(facts, model_id, applicable)
-        ctx.extra["policy_verdict"] = verdict
         return None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -98,7 +98,6 @@ class PolicySpec:
     # pii
     entities: tuple[str, ...] = ()
     restore: bool = False
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def attach_type(self) -> str:
