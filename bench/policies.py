@@ -89,6 +89,19 @@ def main() -> None:
     print(f"  decisions per request: {len(probe.extra['ledger_extra']['policies'])} "
           f"({', '.join(f'{k}={v}' for k, v in probe.extra['ledger_extra']['policies'].items())})")
     print(f"  max_tokens sent upstream: {probe.body['max_tokens']} (asked 8000)")
+    # PII redaction (opt-in) scans the text: its cost grows with the prompt, so it is reported apart.
+    from meterline.policies.model import PII_ENTITIES
+    from meterline.policies.pii import Redactor
+
+    text = ("Customer jane.doe@example.com (+1 415-555-0132) asked about invoice 2026-0042 and card "
+            "4111 1111 1111 1111. ") + "The quick brown fox jumps over the lazy dog. " * 40
+    messages = [{"role": "system", "content": "You are a support agent."}, {"role": "user", "content": text}]
+    n = max(200, args.requests // 20)
+    start = time.process_time()
+    for _ in range(n):
+        Redactor(PII_ENTITIES).body({"messages": [dict(m) for m in messages]})
+    pii = (time.process_time() - start) / n * 1e6
+    print(f"  PII redaction of a {len(text)}-character prompt (all entity kinds): {pii:6.1f} µs")
     budget = 50.0
     verdict = "within" if results[f"{policies.count} policies"] <= budget else "OVER"
     print(f"  budget ≤ {budget:.0f} µs: {verdict}")

@@ -31,8 +31,7 @@ LABELS = {"email": "EMAIL", "phone": "PHONE", "credit_card": "CREDIT_CARD", "iba
 
 _SECRET = re.compile(
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"
-    r"|(?<![A-Za-z0-9_\-])(?:"
-    r"sk-(?:ant-|proj-|svcacct-)?[A-Za-z0-9_\-]{16,}"
+    r"|(?:sk-(?:ant-|proj-|svcacct-)?[A-Za-z0-9_\-]{16,}"
     r"|(?:AKIA|ASIA)[0-9A-Z]{16}"
     r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,}"
     r"|xox[abposr]-[A-Za-z0-9\-]{10,}"
@@ -42,17 +41,23 @@ _SECRET = re.compile(
     r"|mlk_[A-Za-z0-9_\-]{20,}"
     r"|eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"
     r")(?![A-Za-z0-9_\-])")
-_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}"
-                    r"(?![A-Za-z0-9\-])")
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
-_CARD = re.compile(r"(?<![\d\-])\d(?:[ \-]?\d){12,18}(?![\d\-])")
-_SSN = re.compile(r"(?<![\d\-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d\-])")
-_NINO = re.compile(r"(?<![A-Za-z0-9])(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?"
-                   r"[A-D](?![A-Za-z0-9])")
-_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
-_IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f:]*:)[0-9A-Fa-f:]{2,39}(?:%[A-Za-z0-9]+)?"
-                   r"(?![0-9A-Fa-f:])")
-_PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?\d{2,4}(?:[ .\-]?\d{2,4}){1,4}(?![\w])")
+_SECRET_HINTS = ("sk-", "AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xox", "AIza",
+                 "_live_", "_test_", "glpat-", "mlk_", "eyJ", "PRIVATE KEY")
+# Patterns start with a literal or a character class (never a lookaround), so the regex engine can
+# skip ahead to candidates at C speed; the boundary checks a lookbehind would do run in Python on
+# the few candidates.
+_EMAIL_DOMAIN = re.compile(r"@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}(?![A-Za-z0-9\-])")
+_EMAIL_LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
+_IBAN = re.compile(r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
+_CARD = re.compile(r"\d(?:[ \-]?\d){12,18}(?![\d\-])")
+_SSN = re.compile(r"\d{3}-\d{2}-\d{4}(?![\d\-])")
+_NINO = re.compile(r"[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![A-Za-z0-9])")
+_NINO_BAD_PREFIXES = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
+_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
+_IPV6 = re.compile(r":[0-9A-Fa-f:.]*:[0-9A-Fa-f.]*(?:%[A-Za-z0-9]+)?")
+_HEX = frozenset("0123456789abcdefABCDEF")
+_PHONE = re.compile(r"[+(\d][\d ().\-]{6,}\d")
+_NUMERIC = re.compile(r"\d[\d ().\-]*")  # one pass finds every region a numeric detector looks at
 PLACEHOLDER = re.compile(r"\[(EMAIL|PHONE|CREDIT_CARD|IBAN|NATIONAL_ID|IP_ADDRESS|SECRET)_(\d{1,6})\]")
 _PARTIAL = re.compile(r"\[[A-Z_]*\d*\Z")
 MAX_PLACEHOLDER = 22  # len("[CREDIT_CARD_999999]") + slack
@@ -76,22 +81,108 @@ def iban_ok(value: str) -> bool:
     return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
 
 
-def _phone_ok(value: str) -> bool:
-    digits = sum(c.isdigit() for c in value)
-    return 9 <= digits <= 15 and (value.startswith("+") or any(c in value for c in " .-()"))
+def _after(text: str, start: int, forbidden: str) -> bool:
+    """The character before `start` is not one of `forbidden` (or alphanumeric, for "alnum")."""
+    if start == 0:
+        return True
+    prev = text[start - 1]
+    return not (prev.isalnum() if forbidden == "alnum" else prev in forbidden)
 
 
-# (kind, pattern, validator), in priority order: when two detections overlap, the earlier kind wins.
-DETECTORS: tuple[tuple[str, re.Pattern[str], Any], ...] = (
-    ("secret", _SECRET, None),
-    ("email", _EMAIL, None),
-    ("iban", _IBAN, iban_ok),
-    ("credit_card", _CARD, lambda v: luhn("".join(c for c in v if c.isdigit()))),
-    ("national_id", _SSN, None),
-    ("national_id", _NINO, None),
-    ("ip_address", _IPV4, lambda v: parse_ip(v) is not None),
-    ("ip_address", _IPV6, lambda v: parse_ip(v) is not None),
-    ("phone", _PHONE, _phone_ok),
+Span = tuple[int, int]
+
+
+def _secrets(text: str, regions: list[Span]) -> Iterator[Span]:
+    if any(h in text for h in _SECRET_HINTS):
+        for m in _SECRET.finditer(text):
+            if m.group().startswith("-----") or (_after(text, m.start(), "_-") and _after(text, m.start(), "alnum")):
+                yield m.span()
+
+
+def _emails(text: str, regions: list[Span]) -> Iterator[Span]:
+    if "@" not in text:
+        return
+    for m in _EMAIL_DOMAIN.finditer(text):
+        start = m.start()
+        while start > 0 and m.start() - start < 64 and text[start - 1] in _EMAIL_LOCAL:
+            start -= 1
+        if start < m.start() and (start == 0 or text[start - 1] not in _EMAIL_LOCAL):
+            yield start, m.end()
+
+
+def _ibans(text: str, regions: list[Span]) -> Iterator[Span]:
+    # An IBAN is two letters, then its check digits: a numeric region starts right after the letters.
+    for a, _ in regions:
+        if a >= 2 and text[a - 2:a].isupper() and text[a - 2:a].isalpha() and _after(text, a - 2, "alnum"):
+            m = _IBAN.match(text, a - 2)
+            if m and iban_ok(m.group()):
+                yield m.span()
+
+
+def _cards(text: str, regions: list[Span]) -> Iterator[Span]:
+    for a, b in regions:
+        if b - a >= 13:
+            for m in _CARD.finditer(text, a, b):
+                if _after(text, m.start(), "0123456789-") and luhn("".join(c for c in m.group() if c.isdigit())):
+                    yield m.span()
+
+
+def _national_ids(text: str, regions: list[Span]) -> Iterator[Span]:
+    for a, b in regions:
+        if b - a >= 11:
+            for m in _SSN.finditer(text, a, b):
+                area, group, serial = m.group().split("-")
+                if (_after(text, m.start(), "0123456789-") and area not in ("000", "666") and area[0] != "9"
+                        and group != "00" and serial != "0000"):
+                    yield m.span()
+        for lead in (3, 2):  # UK NINO: two letters, an optional space, then its digits
+            if a >= lead and _after(text, a - lead, "alnum"):
+                m = _NINO.match(text, a - lead)
+                if m and m.group()[:2] not in _NINO_BAD_PREFIXES:
+                    yield m.span()
+                    break
+
+
+def _ips(text: str, regions: list[Span]) -> Iterator[Span]:
+    for a, b in regions:
+        if b - a >= 7:
+            for m in _IPV4.finditer(text, a, b):
+                if _after(text, m.start(), "0123456789.") and parse_ip(m.group()) is not None:
+                    yield m.span()
+    if text.count(":") >= 2:
+        for m in _IPV6.finditer(text):
+            start = m.start()
+            while start > 0 and m.start() - start < 4 and text[start - 1] in _HEX:
+                start -= 1
+            end = m.end()
+            if (start == 0 or text[start - 1] not in _HEX) and parse_ip(text[start:end]) is not None:
+                yield start, end
+
+
+def _phones(text: str, regions: list[Span]) -> Iterator[Span]:
+    for a, b in regions:
+        if b - a < 9:
+            continue
+        while a > 0 and text[a - 1] in "+(":
+            a -= 1
+        for m in _PHONE.finditer(text, a, b):
+            value = m.group().rstrip(" .-(")
+            count = sum(c.isdigit() for c in value)
+            if (9 <= count <= 15 and (value[0] == "+" or any(c in value for c in " .-()"))
+                    and _after(text, m.start(), "+_") and _after(text, m.start(), "alnum")
+                    and not text[m.start() + len(value):m.start() + len(value) + 1].isalnum()):
+                yield m.start(), m.start() + len(value)
+
+
+# (kind, finder), in priority order: when two detections overlap, the earlier kind wins.
+DETECTORS: tuple[tuple[str, Any], ...] = (
+    ("secret", _secrets),
+    ("email", _emails),
+    ("iban", _ibans),
+    ("credit_card", _cards),
+    ("national_id", _national_ids),
+    ("ip_address", _ips),
+    ("phone", _phones),
 )
 
 # Keys whose string values are structure, not content (and thinking blocks, whose signature covers
@@ -125,10 +216,10 @@ class Redactor:
         if not text or len(text) < 5:
             return text
         spans: list[tuple[int, int, int, str]] = []  # start, end, priority, kind
-        for priority, (kind, pattern, valid) in enumerate(self.detectors):
-            for match in pattern.finditer(text):
-                if valid is None or valid(match.group()):
-                    spans.append((match.start(), match.end(), priority, kind))
+        regions = [m.span() for m in _NUMERIC.finditer(text)]
+        for priority, (kind, find) in enumerate(self.detectors):
+            for start, end in find(text, regions):
+                spans.append((start, end, priority, kind))
         if not spans:
             return text
         spans.sort(key=lambda s: (s[0], s[2]))
