@@ -34,6 +34,12 @@ class FakeAnthropic:
     tool_call: dict[str, Any] | None = None  # {"id", "name", "input"}: answer with a tool_use block
     error: tuple[int, dict[str, Any]] | None = None
     cut_after_deltas: int | None = None
+    # More billed classes in `usage`: e.g. server_tool_use, speed, inference_geo (in the final usage).
+    usage_extra: dict[str, Any] = field(default_factory=dict)
+    # `usage.iterations`: streamed, the first list rides on message_start, the second on the final
+    # message_delta (the delta's list does not repeat message_start's); not streamed, both in order.
+    iterations_start: list[dict[str, Any]] = field(default_factory=list)
+    iterations_delta: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
@@ -83,11 +89,16 @@ def build_app(fake: FakeAnthropic) -> Starlette:
         if not body.get("stream"):
             return JSONResponse({
                 "id": "msg_fake01", "type": "message", "role": "assistant", "model": model, "content": content,
-                "stop_reason": stop, "stop_sequence": None, "usage": fake.usage(fake.output_tokens),
+                "stop_reason": stop, "stop_sequence": None, "usage": {
+                    **fake.usage(fake.output_tokens), **fake.usage_extra,
+                    **({"iterations": fake.iterations_start + fake.iterations_delta}
+                       if fake.iterations_start or fake.iterations_delta else {})},
             }, headers={"request-id": "req_fake_anthropic"})
 
         async def events():
             start_usage = fake.usage(1)
+            if fake.iterations_start:
+                start_usage["iterations"] = fake.iterations_start
             yield _sse("message_start", {"type": "message_start", "message": {
                 "id": "msg_fake01", "type": "message", "role": "assistant", "model": model, "content": [],
                 "stop_reason": None, "stop_sequence": None, "usage": start_usage}})
@@ -114,8 +125,12 @@ def build_app(fake: FakeAnthropic) -> Starlette:
                                          "usage": {"output_tokens": fake.output_tokens // 2}})
             yield _sse("message_delta", {"type": "message_delta",
                                          "delta": {"stop_reason": stop, "stop_sequence": None},
-                                         "usage": {"output_tokens": fake.output_tokens}})
-            yield _sse("message_stop", {"type": "message_stop"})
+                                         "usage": {"output_tokens": fake.output_tokens, **fake.usage_extra,
+                                                   **({"iterations": fake.iterations_delta}
+                                                      if fake.iterations_delta else {})}})
+            # The provider's own final event, byte for byte (with an extra field the gateway must keep).
+            yield b'event: message_stop\ndata: {"type":"message_stop","amazon-bedrock-invocationMetrics":null}\n\n'
+
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"request-id": "req_fake_anthropic"})

@@ -135,7 +135,8 @@ def test_anthropic_passthrough_holds_back_message_stop_and_reads_usage():
     assert request.headers["x-api-key"] == "sk-secret-123456"
     out = feed_sse(translator, ANTHROPIC_STREAM)
     assert b"message_stop" not in b"".join(out) and len(out) == 7
-    assert translator.stream_final() == [b'event: message_stop\ndata: {"type":"message_stop"}\n\n']
+    # The provider's own final event, byte for byte (not one the gateway writes).
+    assert translator.stream_final() == [b'event: message_stop\ndata: {"type": "message_stop"}\n\n']
     assert translator.stream_usage == Usage(input_uncached=5, cache_read=10, output=7)
 
 

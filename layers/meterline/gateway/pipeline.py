@@ -18,10 +18,18 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from meterline import attribution
-from meterline.errors import AuthenticationError, GatewayError, PayloadTooLargeError, ServiceUnavailable
+from meterline.budgets import policy
+from meterline.errors import (
+    AuthenticationError,
+    GatewayError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    ServiceUnavailable,
+)
 from meterline.gateway import addressing
 from meterline.gateway.context import RequestContext
 from meterline.gateway.metering import ledger_record, meter
@@ -180,9 +188,29 @@ class RouteStage(BaseStage):
         except GatewayError as exc:
             ctx.model_id = None
             return Decision.deny(exc)
+        unpriced_tier = _unpriced_tier(ctx.body, routes[0])
+        if unpriced_tier is not None:
+            return Decision.deny(unpriced_tier)
         ctx.extra["routes"] = routes
         apply_route(ctx, routes[0])
         return None
+
+
+def _unpriced_tier(body: dict[str, Any] | None, route: addressing.Route) -> GatewayError | None:
+    """A request that asks for a service tier or speed the catalog cannot price is refused before
+    it is sent (a clear 400), rather than billed at a price the gateway would have to guess."""
+    point = route.pricing.at(datetime.now(UTC).date()) if route.pricing is not None else None
+    if point is None or not body:
+        return None
+    tier = policy.requested_tier(body)
+    speed = body.get("speed") if isinstance(body.get("speed"), str) else None
+    if point.can_price(tier, speed):
+        return None
+    asked = f"service_tier '{tier}'" if not point.can_price(tier) else f"speed '{speed}'"
+    return InvalidRequestError(
+        f"The model `{route.model_id}` has no catalog price for {asked}, so its cost cannot be metered. "
+        "Use the standard tier, or add a workspace price override for it.",
+        code="unpriced_service_tier", param="service_tier" if "service_tier" in asked else "speed")
 
 
 def apply_route(ctx: RequestContext, route: addressing.Route) -> None:

@@ -9,7 +9,7 @@ advisor calls at the advisor's model, each with its own rates and tiers).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 
 from meterline.money import round_scaled
@@ -96,7 +96,9 @@ def price_request(pricing: ModelPricing, usage: Usage, day: date, service_tier: 
                 gaps.append(f"iteration model {iteration.model!r}")
             else:
                 it_point = other_point
-        it_usage = iteration.usage
+        # An iteration runs in the request's region; a compaction (same model) also at its speed.
+        it_usage = replace(iteration.usage, inference_geo=iteration.usage.inference_geo or usage.inference_geo,
+                           speed=iteration.usage.speed or (usage.speed if iteration.kind == "compaction" else None))
         it_rates = _rates(it_point, it_usage, service_tier, gaps)
         scaled += _scaled_tokens(it_usage, it_rates)
         for name, calls in it_usage.tool_calls:

@@ -3,8 +3,9 @@
 The body passes through untouched (cache_control, thinking, tools, betas) except `model`, which loses
 its `provider/` prefix. The client's credentials never reach Anthropic: the request carries the
 workspace's stored key as `x-api-key`, the client's `anthropic-version` (or the current one) and its
-`anthropic-beta`, nothing else. Every streamed event passes through unchanged; `message_stop` is held
-back and sent after the ledger record is durable. Usage: `message_start` overlaid with the last
+`anthropic-beta`, nothing else. Every streamed event passes through unchanged, the provider's own
+`message_stop` included: it is held back and forwarded byte for byte after the ledger record is
+durable. Usage: `message_start` overlaid with the last
 (cumulative) `message_delta`.
 """
 
@@ -68,6 +69,7 @@ class AnthropicToAnthropic(AnthropicTally):
         self._model: str | None = None
         self._done = False
         self._output_units = 0
+        self._stop_raw: bytes | None = None
 
     def build_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         out = dict(body)
@@ -114,14 +116,15 @@ class AnthropicToAnthropic(AnthropicTally):
                 self._delta_usage = data["usage"]
         if kind == "message_stop":
             self._done = True
-            return []  # held back: sent after the ledger record is durable
+            self._stop_raw = event.raw
+            return []  # held back: forwarded unchanged after the ledger record is durable
         if kind == "content_block_delta" and event.data:
             # ~ one token per 4 characters of streamed text: the estimate if usage never arrives.
             self._output_units += max(1, estimate_tokens(len(event.data) - 60))
         return [event.raw]
 
     def stream_final(self) -> list[bytes]:
-        return [_MESSAGE_STOP]
+        return [self._stop_raw or _MESSAGE_STOP]
 
     def stream_error(self, message: str, code: str) -> bytes:
         # The Anthropic SDKs raise APIStatusError-like errors on an `error` event.

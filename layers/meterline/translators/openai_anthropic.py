@@ -105,6 +105,9 @@ def to_messages_request(body: dict[str, Any], target: Target) -> dict[str, Any]:
     response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
         raise oa.unsupported("Anthropic", "response_format")
+    tier = oa.service_tier(body, "Anthropic", {"auto": "auto", "default": "standard_only"})
+    if tier:
+        out["service_tier"] = tier
     if body.get("stream"):
         out["stream"] = True
     return out

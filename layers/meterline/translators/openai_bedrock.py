@@ -111,7 +111,18 @@ def to_converse_request(body: dict[str, Any], target: Target) -> dict[str, Any]:
     response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
         raise oa.unsupported("Bedrock", "response_format")
+    tier = oa.service_tier(body, "Bedrock", {"auto": None, "default": "default", "flex": "flex",
+                                             "priority": "priority"})
+    if tier:
+        out["serviceTier"] = {"type": tier}
     return out
+
+
+def bedrock_service_tier(payload: Any) -> str | None:
+    """The tier Bedrock says it served (`serviceTier.type` on the response / metadata event)."""
+    tier = payload.get("serviceTier") if isinstance(payload, dict) else None
+    value = tier.get("type") if isinstance(tier, dict) else None
+    return value.lower() if isinstance(value, str) and value else None
 
 
 class OpenAIChatToBedrock(StreamTally):
@@ -156,7 +167,8 @@ class OpenAIChatToBedrock(StreamTally):
         body = oa.completion(response_id="bedrock-" + str(payload.get("metrics", {}).get("latencyMs", "0")),
                              model=self._model_name, text="".join(texts), tool_calls=calls,
                              finish_reason=FINISH.get(payload.get("stopReason") or "", "stop"), usage=usage)
-        return Translated(json.dumps(body, separators=(",", ":")).encode(), usage, None, None)
+        return Translated(json.dumps(body, separators=(",", ":")).encode(), usage, None,
+                          bedrock_service_tier(payload))
 
     def error_message(self, raw: bytes) -> str:
         try:
@@ -207,6 +219,7 @@ class OpenAIChatToBedrock(StreamTally):
             return [*first, writer.delta({}, self._finish)]
         elif kind == "metadata":
             self._usage = from_bedrock(data.get("usage"))
+            self._service_tier = bedrock_service_tier(data) or self._service_tier
         return first
 
     @property

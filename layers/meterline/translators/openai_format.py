@@ -111,6 +111,19 @@ def tool_choice(body: dict[str, Any]) -> tuple[str, str | None] | None:
     raise InvalidRequestError("Invalid 'tool_choice'.", code="invalid_value", param="tool_choice")
 
 
+def service_tier(body: dict[str, Any], provider: str, mapping: dict[str, str | None]) -> str | None:
+    """An OpenAI-format `service_tier` as the provider's own value (None: send nothing, the provider's
+    default is the same thing); a tier the provider has no equivalent for is a clear 400, never dropped."""
+    value = body.get("service_tier")
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in mapping:
+        supported = ", ".join(f"'{k}'" for k in mapping)
+        raise InvalidRequestError(f"service_tier '{value}' has no equivalent on {provider}; use one of {supported}.",
+                                  code="unsupported_value", param="service_tier")
+    return mapping[value]
+
+
 def unsupported(provider: str, param: str) -> InvalidRequestError:
     return InvalidRequestError(f"'{param}' is not supported when calling {provider} models through the OpenAI "
                                "format.", code="unsupported_parameter", param=param)

@@ -18,6 +18,7 @@ candidates + thoughts).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
@@ -26,7 +27,7 @@ from meterline.providers.base import UpstreamRequest
 from meterline.sse import Event
 from meterline.translators import openai_format as oa
 from meterline.translators.base import StreamTally, Target, Translated
-from meterline.usage import Usage, from_gemini
+from meterline.usage import Usage, from_gemini, gemini_tool_calls, tool_calls
 
 FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
           "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
@@ -134,7 +135,17 @@ def to_gemini_request(body: dict[str, Any], target: Target) -> dict[str, Any]:
         if name:
             calling["allowedFunctionNames"] = [name]
         out["toolConfig"] = {"functionCallingConfig": calling}
+    tier = oa.service_tier(body, "Gemini", {"auto": None, "default": "standard", "flex": "flex",
+                                            "priority": "priority"})
+    if tier:
+        out["serviceTier"] = tier
     return out
+
+
+def gemini_service_tier(meta: Any) -> str | None:
+    """The tier Gemini says it served (`usageMetadata.serviceTier`), lower-cased."""
+    tier = meta.get("serviceTier") if isinstance(meta, dict) else None
+    return tier.lower() if isinstance(tier, str) and tier else None
 
 
 class OpenAIChatToGemini(StreamTally):
@@ -144,6 +155,7 @@ class OpenAIChatToGemini(StreamTally):
         self._model_name = ""
         self._writer: oa.ChunkWriter | None = None
         self._usage: Usage | None = None
+        self._tools: dict[str, int] = {}
         self._model: str | None = None
         self._tools = 0
         self._finished = False
@@ -175,6 +187,9 @@ class OpenAIChatToGemini(StreamTally):
         if not isinstance(payload, dict):
             raise ValueError("provider response is not a JSON object")
         usage = from_gemini(payload.get("usageMetadata"))
+        tools = gemini_tool_calls(payload.get("candidates"))
+        if usage is not None and tools:
+            usage = replace(usage, tool_calls=tools)
         candidate = self._candidate(payload)
         texts, calls = [], []
         for part in (candidate.get("content") or {}).get("parts") or []:
@@ -190,7 +205,8 @@ class OpenAIChatToGemini(StreamTally):
         body = oa.completion(response_id=payload.get("responseId") or "gemini", model=model, text="".join(texts),
                              tool_calls=calls, finish_reason=self._finish(candidate.get("finishReason"), bool(calls)),
                              usage=usage)
-        return Translated(json.dumps(body, separators=(",", ":")).encode(), usage, model, None)
+        return Translated(json.dumps(body, separators=(",", ":")).encode(), usage, model,
+                          gemini_service_tier(payload.get("usageMetadata")))
 
     def error_message(self, raw: bytes) -> str:
         try:
@@ -216,8 +232,12 @@ class OpenAIChatToGemini(StreamTally):
             message = (payload.get("error") or {}).get("message") or "The provider reported a stream error."
             return [oa.error_event(redact(str(message), *self._secrets), "upstream_error")]
         usage = from_gemini(payload.get("usageMetadata"))
+        # Grounding metadata may come on any chunk: count each kind at its largest.
+        for name, count in gemini_tool_calls(payload.get("candidates")):
+            self._tools[name] = max(self._tools.get(name, 0), count)
         if usage is not None:
-            self._usage = usage
+            self._usage = replace(usage, tool_calls=tool_calls(self._tools)) if self._tools else usage
+            self._service_tier = gemini_service_tier(payload.get("usageMetadata")) or self._service_tier
         self._model = payload.get("modelVersion") or self._model
         out: list[bytes] = []
         if self._writer is None:

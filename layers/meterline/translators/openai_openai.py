@@ -13,6 +13,7 @@ providers put it on a chunk with choices); the last one wins. Every other byte p
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from meterline.errors import redact
@@ -23,6 +24,8 @@ from meterline.translators.openai_hosts import endpoint
 from meterline.usage import Usage, from_openai_chat
 
 _USAGE_MARK = '"usage"'
+# A null `usage` member with its separating comma (compact or spaced JSON).
+_NULL_USAGE = re.compile(r'\s*,\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,\s*')
 # Chunks that carry no token: the opening role chunk (empty content) and the closing empty delta.
 _EMPTY_DELTAS = ('"content":""', '"content": ""', '"delta":{}', '"delta": {}')
 
@@ -92,9 +95,14 @@ class OpenAIChatToOpenAI(StreamTally):
             return [event.raw]
         if data.strip() == "[DONE]":
             self._done = True
-            return []  # held back: the gateway emits it after the ledger record is durable
-        if _USAGE_MARK not in data or '"usage":null' in data:
+            self._done_raw = event.raw
+            return []  # held back: forwarded unchanged after the ledger record is durable
+        if _USAGE_MARK not in data or _NULL_USAGE.search(data):
             self._output_units += _carries_tokens(data)
+            if not self._client_wants_usage:
+                # include_usage was the gateway's: OpenAI then adds `"usage":null` to every chunk,
+                # which a client that did not ask would never see.
+                return [_NULL_USAGE.sub("", event.raw.decode()).encode()]
             return [event.raw]
         try:
             chunk = json.loads(data)
@@ -113,7 +121,7 @@ class OpenAIChatToOpenAI(StreamTally):
         return [event.raw] if self._client_wants_usage else []
 
     def stream_final(self) -> list[bytes]:
-        return [b"data: [DONE]\n\n"]
+        return [getattr(self, "_done_raw", None) or b"data: [DONE]\n\n"]
 
     def stream_error(self, message: str, code: str) -> bytes:
         # The OpenAI SDKs raise APIError on a stream event carrying "error".

@@ -9,6 +9,7 @@ and sent after the ledger record is durable; every other event passes through un
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from meterline.errors import redact
@@ -16,7 +17,7 @@ from meterline.providers.base import UpstreamRequest
 from meterline.sse import Event, encode
 from meterline.translators.base import StreamTally, Target, Translated
 from meterline.translators.openai_hosts import endpoint
-from meterline.usage import Usage, from_openai_responses
+from meterline.usage import Usage, from_openai_responses, openai_tool_calls
 
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 
@@ -29,6 +30,13 @@ def openai_error_text(raw: bytes) -> str:
     except Exception:
         message = raw[:500].decode("utf-8", errors="replace")
     return str(message)
+
+
+def _usage(response: dict[str, Any]) -> Usage | None:
+    """Token usage plus the server-side tool calls billed per call (from the response's output items)."""
+    usage = from_openai_responses(response.get("usage"))
+    calls = openai_tool_calls(response.get("output"))
+    return replace(usage, tool_calls=calls) if usage is not None and calls else usage
 
 
 class ResponsesToOpenAI(StreamTally):
@@ -55,8 +63,7 @@ class ResponsesToOpenAI(StreamTally):
         payload = json.loads(raw)
         if not isinstance(payload, dict):
             raise ValueError("provider response is not a JSON object")
-        return Translated(raw, from_openai_responses(payload.get("usage")), payload.get("model"),
-                          payload.get("service_tier"))
+        return Translated(raw, _usage(payload), payload.get("model"), payload.get("service_tier"))
 
     def error_message(self, raw: bytes) -> str:
         return redact(openai_error_text(raw), *self._secrets) or "The provider returned an error."
@@ -75,7 +82,7 @@ class ResponsesToOpenAI(StreamTally):
                 response = json.loads(event.data).get("response") or {}
             except ValueError:
                 response = {}
-            self._usage = from_openai_responses(response.get("usage"))
+            self._usage = _usage(response)
             self._model = response.get("model") or self._model
             self._service_tier = response.get("service_tier") or self._service_tier
             self._terminal.append(event.raw)
