@@ -65,6 +65,10 @@ class FakeBedrock:
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+    service_tier: str | None = None  # echoed as serviceTier {"type": ...} when set
+
+    def tier(self) -> dict[str, Any]:
+        return {"serviceTier": {"type": self.service_tier}} if self.service_tier else {}
 
     def usage(self) -> dict[str, Any]:
         if self.writes_inside_input:
@@ -98,7 +102,8 @@ def build_app(fake: FakeBedrock) -> Starlette:
             stop = "tool_use"
         if operation == "converse":
             return JSONResponse({"output": {"message": {"role": "assistant", "content": content}},
-                                 "stopReason": stop, "usage": fake.usage(), "metrics": {"latencyMs": 321}},
+                                 "stopReason": stop, "usage": fake.usage(), "metrics": {"latencyMs": 321},
+                                 **fake.tier()},
                                 headers={"x-amzn-RequestId": "bedrock-req-1"})
 
         async def events():
@@ -117,7 +122,7 @@ def build_app(fake: FakeBedrock) -> Starlette:
                     "toolUse": {"input": json.dumps(use["input"])}}})
                 yield event("contentBlockStop", {"contentBlockIndex": 1})
             yield event("messageStop", {"stopReason": stop})
-            yield event("metadata", {"usage": fake.usage(), "metrics": {"latencyMs": 321}})
+            yield event("metadata", {"usage": fake.usage(), "metrics": {"latencyMs": 321}, **fake.tier()})
 
         return StreamingResponse(events(), media_type="application/vnd.amazon.eventstream",
                                  headers={"x-amzn-RequestId": "bedrock-req-1"})

@@ -33,16 +33,33 @@ class FakeGemini:
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
+    audio_tokens: int = 0  # of prompt_tokens, reported per modality in promptTokensDetails
+    audio_cached: int = 0  # of cached_tokens, in cacheTokensDetails
+    service_tier: str | None = None  # usageMetadata.serviceTier
+    grounding_queries: list[str] = field(default_factory=list)  # candidates[].groundingMetadata
 
     def usage(self, candidates: int | None = None) -> dict[str, Any]:
         out = candidates if candidates is not None else self.candidates_tokens
         meta = {"promptTokenCount": self.prompt_tokens, "candidatesTokenCount": out,
                 "totalTokenCount": self.prompt_tokens + out + self.thoughts_tokens,
                 "thoughtsTokenCount": self.thoughts_tokens,
-                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": self.prompt_tokens}]}
+                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": self.prompt_tokens - self.audio_tokens}]}
+        if self.audio_tokens:
+            meta["promptTokensDetails"].append({"modality": "AUDIO", "tokenCount": self.audio_tokens})
         if self.cached_tokens:
             meta["cachedContentTokenCount"] = self.cached_tokens
+            meta["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": self.cached_tokens - self.audio_cached}]
+            if self.audio_cached:
+                meta["cacheTokensDetails"].append({"modality": "AUDIO", "tokenCount": self.audio_cached})
+        if self.service_tier:
+            meta["serviceTier"] = self.service_tier
         return meta
+
+    def grounding(self) -> dict[str, Any]:
+        if not self.grounding_queries:
+            return {}
+        return {"groundingMetadata": {"webSearchQueries": self.grounding_queries,
+                                      "groundingChunks": [{"web": {"uri": "https://example.com", "title": "ex"}}]}}
 
 
 def build_app(fake: FakeGemini) -> Starlette:
@@ -60,7 +77,8 @@ def build_app(fake: FakeGemini) -> Starlette:
             parts.append({"functionCall": fake.function_call})
         if method == "generateContent":
             return JSONResponse({
-                "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}],
+                "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0,
+                                **fake.grounding()}],
                 "usageMetadata": fake.usage(), "modelVersion": model, "responseId": "gem-resp-1",
             })
         if method != "streamGenerateContent" or request.query_params.get("alt") != "sse":
@@ -76,6 +94,7 @@ def build_app(fake: FakeGemini) -> Starlette:
                 candidate: dict[str, Any] = {"content": {"role": "model", "parts": chunk_parts}, "index": 0}
                 if last:
                     candidate["finishReason"] = "STOP"
+                    candidate.update(fake.grounding())
                 chunk = {"candidates": [candidate],
                          "usageMetadata": fake.usage(None if last else i + 1),
                          "modelVersion": model, "responseId": "gem-resp-1"}

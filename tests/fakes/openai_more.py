@@ -43,12 +43,14 @@ class FakeOpenAIMore:
     error: tuple[int, dict[str, Any]] | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    # Server-side tool call items placed before the message (web_search_call, code_interpreter_call, ...).
+    tool_items: list[dict[str, Any]] = field(default_factory=list)
 
     def response(self, model: str, status: str = "completed") -> dict[str, Any]:
         return {
             "id": "resp_fake1", "object": "response", "created_at": int(time.time()), "status": status,
             "model": model + "-2025-08-07", "service_tier": "default",
-            "output": [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+            "output": [*self.tool_items, {"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
                         "content": [{"type": "output_text", "text": "".join(RESPONSE_TEXT), "annotations": []}]}],
             "usage": {"input_tokens": self.input_tokens,
                       "input_tokens_details": {"cached_tokens": self.cached_tokens},

@@ -80,3 +80,61 @@ def test_openai_responses_and_embeddings():
     assert from_openai_responses(None) is None
     assert from_openai_embeddings({"prompt_tokens": 8, "total_tokens": 8}) == Usage(input_uncached=8)
     assert from_openai_embeddings({}) is None
+
+
+# -- billed classes beyond the five token classes (#8) ------------------------------------------------
+def test_anthropic_stream_keeps_message_start_iterations_when_the_delta_omits_them():
+    from meterline.usage import merge_anthropic_stream
+
+    compaction = {"type": "compaction", "input_tokens": 180_000, "output_tokens": 3_500}
+    message = {"type": "message", "input_tokens": 300, "output_tokens": 42}
+    start = {"input_tokens": 300, "output_tokens": 1, "iterations": [compaction]}
+    delta = {"output_tokens": 42, "iterations": [message]}  # cumulative counts, but not start's list
+    merged = merge_anthropic_stream(start, delta)
+    assert [i.kind for i in merged.iterations] == ["compaction"]
+    assert merged.iterations[0].usage.input_uncached == 180_000 and merged.output == 42
+    # A delta that repeats start's entries counts them once.
+    again = merge_anthropic_stream(start, {"output_tokens": 42, "iterations": [compaction, message]})
+    assert len(again.iterations) == 1
+
+
+def test_anthropic_server_tools_speed_and_region():
+    from meterline.usage import from_anthropic
+
+    u = from_anthropic({"input_tokens": 10, "output_tokens": 5, "speed": "fast", "inference_geo": "us",
+                        "server_tool_use": {"web_search_requests": 4, "web_fetch_requests": 9},
+                        "iterations": [{"type": "advisor_message", "model": "claude-haiku-4-5",
+                                        "input_tokens": 7, "output_tokens": 3}]})
+    assert u.tool_calls == (("web_search", 4),) and u.speed == "fast" and u.inference_geo == "us"
+    assert u.iterations[0].model == "claude-haiku-4-5" and u.iterations[0].usage.output == 3
+
+
+def test_openai_audio_and_rejected_prediction_tokens():
+    from meterline.usage import from_openai_chat
+
+    u = from_openai_chat({"prompt_tokens": 1000, "completion_tokens": 300,
+                          "prompt_tokens_details": {"cached_tokens": 200, "audio_tokens": 500},
+                          "completion_tokens_details": {"rejected_prediction_tokens": 120}})
+    assert (u.input_uncached, u.input_audio, u.cache_read) == (300, 500, 200)
+    assert u.rejected_prediction == 120 and u.output == 300  # rejected tokens are inside completion_tokens
+    assert u.prompt_total == 1000
+
+
+def test_gemini_audio_modality_is_split_from_text():
+    from meterline.usage import from_gemini
+
+    u = from_gemini({"promptTokenCount": 1500, "cachedContentTokenCount": 1024, "candidatesTokenCount": 30,
+                     "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 900},
+                                             {"modality": "AUDIO", "tokenCount": 600}],
+                     "cacheTokensDetails": [{"modality": "AUDIO", "tokenCount": 200}]})
+    assert (u.input_uncached, u.cache_read, u.input_audio, u.cache_read_audio) == (76, 824, 400, 200)
+    assert u.prompt_total == 1500
+
+
+def test_rollup_counters_carry_the_new_classes():
+    from meterline.store.rollups import counters_of
+
+    counters = counters_of({"input_audio": 400, "cache_read_audio": 200, "tool_calls": {"web_search": 3},
+                            "iteration_tokens": 1234, "cost_micros": 5})
+    assert (counters["billed_audio_tokens"], counters["billed_tool_calls"],
+            counters["billed_iteration_tokens"]) == (600, 3, 1234)

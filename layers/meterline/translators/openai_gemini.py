@@ -155,7 +155,7 @@ class OpenAIChatToGemini(StreamTally):
         self._model_name = ""
         self._writer: oa.ChunkWriter | None = None
         self._usage: Usage | None = None
-        self._tools: dict[str, int] = {}
+        self._grounding: dict[str, int] = {}
         self._model: str | None = None
         self._tools = 0
         self._finished = False
@@ -234,9 +234,9 @@ class OpenAIChatToGemini(StreamTally):
         usage = from_gemini(payload.get("usageMetadata"))
         # Grounding metadata may come on any chunk: count each kind at its largest.
         for name, count in gemini_tool_calls(payload.get("candidates")):
-            self._tools[name] = max(self._tools.get(name, 0), count)
+            self._grounding[name] = max(self._grounding.get(name, 0), count)
         if usage is not None:
-            self._usage = replace(usage, tool_calls=tool_calls(self._tools)) if self._tools else usage
+            self._usage = replace(usage, tool_calls=tool_calls(self._grounding)) if self._grounding else usage
             self._service_tier = gemini_service_tier(payload.get("usageMetadata")) or self._service_tier
         self._model = payload.get("modelVersion") or self._model
         out: list[bytes] = []
