@@ -10,6 +10,7 @@ Permissions (role of this function only):
     workspaces           Query (the workspace config: time zone)
     ledger, rollups      GetItem / Query (reports)
     budgets              GetItem / Query (budget status), PutItem (set_budget, admin keys only)
+    waste                GetItem / Query, BatchWriteItem (a period scored on demand keeps its days)
 No KMS: the MCP server never touches provider keys.
 """
 
@@ -23,7 +24,7 @@ from infra_cdk import constants as c
 from infra_cdk.function import Shared, make_function
 from meterline.store import schema
 
-TABLES = (schema.WORKSPACES, schema.KEYS, schema.LEDGER, schema.ROLLUPS, schema.BUDGETS)
+TABLES = (schema.WORKSPACES, schema.KEYS, schema.LEDGER, schema.ROLLUPS, schema.BUDGETS, schema.WASTE)
 READ = ["dynamodb:GetItem", "dynamodb:Query"]
 
 
@@ -62,6 +63,13 @@ class McpServer(Construct):
                 actions=READ,
                 resources=[tables[schema.LEDGER.logical_name].table_arn,
                            tables[schema.ROLLUPS.logical_name].table_arn],
+            )
+        )
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="WasteScores",
+                actions=[*READ, "dynamodb:BatchWriteItem"],
+                resources=[tables[schema.WASTE.logical_name].table_arn],
             )
         )
         self.function.add_to_role_policy(

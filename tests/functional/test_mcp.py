@@ -129,6 +129,9 @@ async def scoped_checks(client_for, world: World) -> None:
         assert mine["records"][0]["cost_usd"] == "1.500000" and mine["records"][0]["model"] == "openai/gpt-4o"
         savings = await call(alice, "get_savings", period="today")
         assert savings["saved_usd"] == "0.040000" and savings["by_lever_usd"] == {"exact_cache": "0.040000"}
+        mine_waste = await call(alice, "get_waste_report", period="today")
+        assert mine_waste["scope"] == f"key:{world.alice['key_id']}"
+        assert mine_waste["report"]["spend_usd"] == "1.750000"
         denied = await call(alice, "set_budget", scope="workspace", monthly_usd="1")
         assert "admin" in denied["error"]
 
@@ -148,6 +151,8 @@ async def scoped_checks(client_for, world: World) -> None:
         forecast = await call(admin, "forecast_month_end")
         assert forecast["spent_usd"] == "5.450000" and forecast["monthly_cap_usd"] == "100.000000"
         assert "error" in await call(admin, "explain_request", request_id=world.records[4]["request_id"])
+        waste = await call(admin, "get_waste_report", period="today")
+        assert waste["total"]["spend_usd"] == "5.450000" and waste["total"]["grade"] in ("S", "A", "B", "C", "D")
         assert (await call(admin, "set_budget", scope="feature:search", monthly_usd="25"))["scope"] == "feature:search"
     assert "feature:search" in [b.scope for b in BudgetStore(world.settings).definitions(world.ws).budgets]
 

@@ -1,4 +1,5 @@
-"""The MCP server's function: its own role (reads, plus budget PutItem; no KMS, no Scan), a buffered
+"""The MCP server's function: its own role (reads, plus budget PutItem and waste-day writes; no KMS, no
+Scan), a buffered
 public URL (the app authenticates bearer keys), and the output clients configure."""
 
 from __future__ import annotations
@@ -30,4 +31,6 @@ def test_mcp_role_is_read_only_except_budget_definitions(synth):
     assert "dynamodb:Scan" not in actions
     writes = [(a, r) for a, r, _ in allowed if a.startswith("dynamodb:") and a not in ("dynamodb:GetItem",
                                                                                         "dynamodb:Query")]
-    assert writes == [("dynamodb:PutItem", table_arn(synth, schema.BUDGETS.logical_name))]
+    assert sorted(writes, key=str) == sorted([("dynamodb:PutItem", table_arn(synth, schema.BUDGETS.logical_name)),
+                                              ("dynamodb:BatchWriteItem", table_arn(synth, schema.WASTE.logical_name))],
+                                             key=str)

@@ -148,6 +148,23 @@ def build_server(settings: Settings) -> MCPServer:
                                  if total.get(f"saved_{lever}")}}
 
     @server.tool(annotations=READ_ONLY)
+    async def get_waste_report(period: str = "today", top: int = 5) -> dict[str, Any]:
+        """Waste grade (S best .. D) and the dollars at risk by signal (duplicates, model overkill, agent
+        thrashing, low max_tokens use, off-hours bursts, cache misses, oversized prompts, wasteful
+        retries), with where to look first. Periods: today, yesterday, 7d, 30d, month, yyyy-mm, yyyy-mm-dd."""
+        p = caller()
+        if p.scope is not None and p.scope[0] == "department":
+            raise ToolError("waste is scored per member, key, agent, feature and customer, not per department")
+        report = await run(ops(p).waste, p.workspace, period, p.scope[0] if p.scope else None)
+        if p.scope is not None:
+            rows = [r for r in report["by"].get(p.scope[0], []) if r["value"] == p.scope[1]]
+            return {"period": report["period"], "scope": f"{p.scope[0]}:{p.scope[1]}",
+                    "report": _waste(rows[0]) if rows else None}
+        return {"period": report["period"], "total": _waste(report["total"]),
+                "worst": {dim: [_waste(r, brief=True) for r in rows[:_top(top)] if r.get("waste_micros")]
+                          for dim, rows in report["by"].items()}}
+
+    @server.tool(annotations=READ_ONLY)
     async def recent_requests(limit: int = 10, outcome: str | None = None) -> dict[str, Any]:
         """The newest requests (optionally only one outcome: ok, rejected, upstream_error, ...)."""
         p = caller()
@@ -188,6 +205,17 @@ def build_server(settings: Settings) -> MCPServer:
         return {"scope": budget.scope, "set": True, "applies_within_s": 30}
 
     return server
+
+
+def _waste(row: dict[str, Any], brief: bool = False) -> dict[str, Any]:
+    """A waste scope report, small: grade, dollars, and the signals that cost something."""
+    out = {k: row[k] for k in ("value", "grade", "rating", "spend_micros", "waste_micros", "requests") if k in row}
+    out["waste_pct"] = round(int(row.get("waste_pct_bp", 0)) / 100, 2)
+    if not brief:
+        out["look_first"] = row.get("look_first")
+        out["signals"] = {s["name"]: {"usd": micros_to_usd(int(s["micros"])), "count": s["count"]}
+                          for s in (row.get("signals") or {}).values()}
+    return _usd(out)
 
 
 def _top(top: int) -> int:
