@@ -8,6 +8,8 @@ Permissions (role of this function only):
     workspaces, keys (+ by_workspace index)  read and write (Scan on workspaces: listing them)
     rollups, ledger                          GetItem / Query / BatchGetItem (reports)
     waste                                    Query / GetItem / BatchWriteItem (scores on demand)
+    audit (+ by_actor index)                 PutItem (append; the code conditions it on a new key) and
+                                             Query. No UpdateItem, DeleteItem or BatchWriteItem.
     budgets                                  GetItem / Query / PutItem / UpdateItem / DeleteItem
                                              (budget, limit and policy definitions; the spend
                                              counters `budgets list` shows). No Scan.
@@ -30,7 +32,7 @@ from infra_cdk import constants as c
 from infra_cdk.function import Shared, make_function
 from meterline.store import schema
 
-TABLES = (schema.WORKSPACES, schema.KEYS, schema.LEDGER, schema.ROLLUPS, schema.BUDGETS, schema.WASTE)
+TABLES = (schema.WORKSPACES, schema.KEYS, schema.LEDGER, schema.ROLLUPS, schema.BUDGETS, schema.WASTE, schema.AUDIT)
 READ = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"]
 WRITE = [
     "dynamodb:PutItem",
@@ -103,6 +105,17 @@ class ControlPlane(Construct):
                     "dynamodb:DeleteItem",
                 ],
                 resources=[tables[schema.BUDGETS.logical_name].table_arn],
+            )
+        )
+        audit = tables[schema.AUDIT.logical_name]
+        fn.add_to_role_policy(
+            iam.PolicyStatement(sid="AppendAuditRecords", actions=["dynamodb:PutItem"], resources=[audit.table_arn])
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadAuditTrail",
+                actions=["dynamodb:Query"],
+                resources=[audit.table_arn, *(f"{audit.table_arn}/index/{i.name}" for i in schema.AUDIT.indexes)],
             )
         )
         fn.add_to_role_policy(

@@ -24,7 +24,8 @@ from infra_cdk import constants as c
 from infra_cdk.function import Shared, make_function
 from meterline.store import schema
 
-TABLES = (schema.WORKSPACES, schema.KEYS, schema.LEDGER, schema.ROLLUPS, schema.BUDGETS, schema.WASTE)
+TABLES = (schema.WORKSPACES, schema.KEYS, schema.LEDGER, schema.ROLLUPS, schema.BUDGETS, schema.WASTE,
+          schema.AUDIT)
 READ = ["dynamodb:GetItem", "dynamodb:Query"]
 
 
@@ -55,6 +56,13 @@ class McpServer(Construct):
                 actions=READ,
                 resources=[tables[schema.KEYS.logical_name].table_arn,
                            tables[schema.WORKSPACES.logical_name].table_arn],
+            )
+        )
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(  # the operations it runs are audited (append only)
+                sid="AppendAuditRecords",
+                actions=["dynamodb:PutItem"],
+                resources=[tables[schema.AUDIT.logical_name].table_arn],
             )
         )
         self.function.add_to_role_policy(

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
@@ -41,6 +42,18 @@ _STREAMS = {
 
 def _attr(key: KeyAttr) -> dynamodb.Attribute:
     return dynamodb.Attribute(name=key.name, type=_ATTR_TYPES[key.type])
+
+
+# Item-level changes an append-only table refuses to every principal (resource policy; an explicit
+# Deny overrides any Allow, including an administrator's). TTL expiry is done by DynamoDB itself.
+APPEND_ONLY_DENIED = ["dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem",
+                      "dynamodb:PartiQLUpdate", "dynamodb:PartiQLDelete", "dynamodb:RestoreTableToPointInTime"]
+
+
+def _append_only_policy() -> iam.PolicyDocument:
+    return iam.PolicyDocument(statements=[iam.PolicyStatement(
+        sid="AppendOnly", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
+        actions=APPEND_ONLY_DENIED, resources=["*"])])
 
 
 class Storage(Construct):
@@ -78,6 +91,7 @@ class Storage(Construct):
             stream=_STREAMS[spec.stream] if spec.stream else None,
             deletion_protection=spec.retain,
             removal_policy=RemovalPolicy.RETAIN if spec.retain else RemovalPolicy.DESTROY,
+            resource_policy=_append_only_policy() if spec.append_only else None,
         )
         for index in spec.indexes:
             table.add_global_secondary_index(

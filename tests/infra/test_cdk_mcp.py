@@ -31,6 +31,8 @@ def test_mcp_role_is_read_only_except_budget_definitions(synth):
     assert "dynamodb:Scan" not in actions
     writes = [(a, r) for a, r, _ in allowed if a.startswith("dynamodb:") and a not in ("dynamodb:GetItem",
                                                                                         "dynamodb:Query")]
+    # Budget definitions, waste days, and appending the audit records of what it did (test_cdk_audit).
     assert sorted(writes, key=str) == sorted([("dynamodb:PutItem", table_arn(synth, schema.BUDGETS.logical_name)),
-                                              ("dynamodb:BatchWriteItem", table_arn(synth, schema.WASTE.logical_name))],
+                                              ("dynamodb:BatchWriteItem", table_arn(synth, schema.WASTE.logical_name)),
+                                              ("dynamodb:PutItem", table_arn(synth, schema.AUDIT.logical_name))],
                                              key=str)

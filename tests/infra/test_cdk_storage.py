@@ -93,7 +93,7 @@ def test_vault_key(synth):
 # Tables each function is given the name of (and may use): see test_cdk_iam for the grants.
 FUNCTION_TABLES = {
     "gateway": {"workspaces", "keys", "ledger", "budgets", "cache", "semantic"},
-    "admin": {"workspaces", "keys", "ledger", "rollups", "budgets", "waste"},
+    "admin": {"workspaces", "keys", "ledger", "rollups", "budgets", "waste", "audit"},
     "rollup": {"rollups"},
     "alerts": {"budgets", "workspaces", "ledger", "rollups"},
     "waste": {"ledger", "workspaces", "waste"},

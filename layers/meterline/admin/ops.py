@@ -21,6 +21,7 @@ from meterline.levers.routing import RouteRule
 from meterline.policies.engine import Facts, evaluate, message_count, requested_max_tokens
 from meterline.policies.model import PolicyError, PolicySpec
 from meterline.pricing.catalog import validate_override
+from meterline.store.audit import AuditStore
 from meterline.store.budgets import BudgetStore
 from meterline.store.keys import KeyNotFound, KeyRecord, KeyStore
 from meterline.store.rollups import ROLLUP_DIMENSIONS, RollupStore, counters_of
@@ -72,9 +73,17 @@ class Ops:
     settings: Settings
     actor: str = "cli"
 
-    def _audit(self, action: str, workspace: str | None, **target: Any) -> None:
+    def _audit(self, action: str, workspace: str | None, *, before: Any = None, after: Any = None,
+               **target: Any) -> None:
+        """Record a change in the immutable audit table (who, what, before and after, when) and the log."""
         audit.info("admin_action", extra={"audit": {"actor": self.actor, "action": action, "workspace": workspace,
                                                     "target": target, "ts": int(time.time())}})
+        AuditStore(self.settings).record(self.actor, action, workspace, target=target, before=before,
+                                         after=after if after is not None else (target or None))
+
+    def _audit_read(self, what: str, workspace: str | None, **target: Any) -> None:
+        """Reads are audited too (who looked at which workspace's spend, keys, exports), table only."""
+        AuditStore(self.settings).record(self.actor, f"read.{what}", workspace, target=target or None)
 
     def _require_workspace(self, workspace: str) -> Any:
         config = WorkspaceStore(self.settings).load(workspace)
@@ -107,9 +116,11 @@ class Ops:
             ZoneInfo(changes["timezone"])
         if "trusted_proxies" in changes:
             changes["trusted_proxies"] = _cidrs(changes["trusted_proxies"])
-        self._require_workspace(workspace)
+        config = self._require_workspace(workspace)
+        before = {k: _plain(getattr(config, k, None)) for k in changes}
         WorkspaceStore(self.settings).update_settings(workspace, **changes)
-        self._audit("workspace.update", workspace, fields=sorted(changes))
+        self._audit("workspace.update", workspace, before=before, after={k: _plain(v) for k, v in changes.items()},
+                    fields=sorted(changes))
 
     # keys
     def create_key(self, workspace: str, member: str, department: str = "default", models: tuple[str, ...] = (),
@@ -133,6 +144,7 @@ class Ops:
                 "models": list(models), "expires_at": expires, "scopes": list(scopes)}
 
     def list_keys(self, workspace: str) -> list[dict[str, Any]]:
+        self._audit_read("keys", workspace)
         now = time.time()
         return [{"key_id": k.key_id, "name": k.name, "member": k.member, "department": k.department,
                  "models": list(k.models), "expires_at": k.expires_at, "scopes": list(k.scopes),
@@ -144,7 +156,7 @@ class Ops:
             KeyStore(self.settings).revoke(workspace, key_id)
         except KeyNotFound as exc:
             raise OpError(f"no key {key_id} in workspace {workspace}", status=404) from exc
-        self._audit("key.revoke", workspace, key_id=key_id)
+        self._audit("key.revoke", workspace, key_id=key_id, before={"status": "active"}, after={"status": "revoked"})
 
     # providers (the vault)
     def put_provider(self, workspace: str, name: str, *, secret: str | None, kind: str | None = None,
@@ -185,14 +197,18 @@ class Ops:
 
     def list_providers(self, workspace: str) -> list[dict[str, Any]]:
         config = self._require_workspace(workspace)
+        self._audit_read("providers", workspace)
         return [{"name": p.name, "kind": p.kind, "base_url": p.base_url, "priced_as": p.catalog,
                  "key_stored": bool(p.ciphertext), "options": p.options} for p in config.providers.values()]
 
     def delete_provider(self, workspace: str, name: str) -> None:
-        if name not in self._require_workspace(workspace).providers:
+        entry = self._require_workspace(workspace).providers.get(name)
+        if entry is None:
             raise OpError(f"no provider {name!r} in workspace {workspace}", status=404)
         WorkspaceStore(self.settings).delete_provider(workspace, name)
-        self._audit("provider.delete", workspace, provider=name)
+        self._audit("provider.delete", workspace, provider=name, before={
+            "kind": entry.kind, "base_url": entry.base_url, "catalog": entry.catalog, "options": entry.options,
+            "key_stored": bool(entry.ciphertext)}, after={})
 
     # aliases and fallbacks
     def set_alias(self, workspace: str, name: str, model: str, fallbacks: tuple[str, ...] = ()) -> Alias:
@@ -200,10 +216,11 @@ class Ops:
             raise OpError("an alias name has no '/' (it would shadow provider/model addressing)")
         if "/" not in model:
             raise OpError("the alias target is provider/model, e.g. anthropic/claude-haiku-4-5")
-        self._require_workspace(workspace)
+        old = self._require_workspace(workspace).aliases.get(name)
         alias = Alias(name, model, tuple(fallbacks))
         WorkspaceStore(self.settings).put_alias(workspace, alias)
-        self._audit("alias.set", workspace, alias=name, model=model, fallbacks=list(fallbacks))
+        self._audit("alias.set", workspace, alias=name, model=model, fallbacks=list(fallbacks),
+                    before={"model": old.model, "fallbacks": list(old.fallbacks)} if old else None)
         return alias
 
     def list_aliases(self, workspace: str) -> list[dict[str, Any]]:
@@ -213,10 +230,12 @@ class Ops:
         return rows
 
     def delete_alias(self, workspace: str, name: str) -> None:
-        if name not in self._require_workspace(workspace).aliases:
+        old = self._require_workspace(workspace).aliases.get(name)
+        if old is None:
             raise OpError(f"no alias {name!r} in workspace {workspace}", status=404)
         WorkspaceStore(self.settings).delete_alias(workspace, name)
-        self._audit("alias.delete", workspace, alias=name)
+        self._audit("alias.delete", workspace, alias=name, after={},
+                    before={"model": old.model, "fallbacks": list(old.fallbacks)})
 
     def set_key_fallbacks(self, workspace: str, key_id: str, fallbacks: tuple[str, ...]) -> None:
         self._require_workspace(workspace)
@@ -302,7 +321,7 @@ class Ops:
             prices = {**prices, "max_output_tokens": named.max_output_tokens}
         WorkspaceStore(self.settings).update_settings(workspace,
                                                       price_overrides={**config.price_overrides, model: prices})
-        self._audit("price.set", workspace, model=model)
+        self._audit("price.set", workspace, model=model, before=config.price_overrides.get(model), after=prices)
 
     # spend
     def spend(self, workspace: str, by: str, period: str) -> dict[str, Any]:
@@ -310,6 +329,7 @@ class Ops:
         from meterline.admin.reports import ReportError, Reports
 
         self._require_workspace(workspace)
+        self._audit_read("spend", workspace, by=by, period=period)
         try:
             return Reports(self.settings).spend(workspace, by, period)
         except ReportError as exc:
@@ -328,6 +348,7 @@ class Ops:
             period_days(period)
         except ValueError as exc:
             raise OpError(str(exc)) from exc
+        self._audit_read("waste", workspace, period=period, by=by)
         return score_period(self.settings, workspace, period).as_dict(by)
 
     # FOCUS 1.2 export
@@ -336,6 +357,7 @@ class Ops:
         from meterline.focus.export import ExportError, export, month_days
 
         self._require_workspace(workspace)
+        self._audit_read("export.focus", workspace, month=month, by=by)
         try:
             return export(self.settings, workspace, month_days(month), by)
         except ExportError as exc:
@@ -348,8 +370,11 @@ class Ops:
             budget.validate()
         except ValueError as exc:
             raise OpError(str(exc)) from exc
-        BudgetStore(self.settings).put_budget(workspace, budget)
-        self._audit("budget.set", workspace, scope=budget.scope, monthly=budget.monthly_micros,
+        store = BudgetStore(self.settings)
+        old = next((b for b in store.definitions(workspace).budgets if b.scope == budget.scope), None)
+        store.put_budget(workspace, budget)
+        self._audit("budget.set", workspace, before=_plain(old), after=_plain(budget), scope=budget.scope,
+                    monthly=budget.monthly_micros,
                     daily=budget.daily_micros, on_exhaust=budget.on_exhaust, downgrade_at=budget.downgrade_at,
                     downgrade_to=budget.downgrade_to)
         return {"scope": budget.scope}
@@ -382,9 +407,11 @@ class Ops:
 
     def delete_budget(self, workspace: str, scope: str) -> None:
         self._require_workspace(workspace)
-        if not BudgetStore(self.settings).delete_budget_if_exists(workspace, scope):
+        store = BudgetStore(self.settings)
+        old = next((b for b in store.definitions(workspace).budgets if b.scope == scope), None)
+        if not store.delete_budget_if_exists(workspace, scope):
             raise OpError(f"no budget for scope {scope!r} in workspace {workspace}", status=404)
-        self._audit("budget.delete", workspace, scope=scope)
+        self._audit("budget.delete", workspace, scope=scope, before=_plain(old), after={})
 
     def set_limit(self, workspace: str, limit: RateLimit) -> dict[str, Any]:
         self._require_workspace(workspace)
@@ -407,12 +434,13 @@ class Ops:
     def set_policy(self, workspace: str, **changes: Any) -> dict[str, Any]:
         self._require_workspace(workspace)
         store = BudgetStore(self.settings)
+        previous = store.definitions(workspace).policy
         try:
-            policy = replace(store.definitions(workspace).policy, **changes)
+            policy = replace(previous, **changes)
         except TypeError as exc:
             raise OpError(f"unknown policy setting: {exc}") from exc
         store.put_policy(workspace, policy)
-        self._audit("policy.set", workspace, **changes)
+        self._audit("policy.set", workspace, before=_plain(previous), after=_plain(policy), **changes)
         return dict(policy.__dict__)
 
     # cost levers: cache rules and savings
@@ -818,6 +846,17 @@ def _cidrs(values: Any) -> list[str]:
     return out
 
 
+def _plain(value: Any) -> Any:
+    """A JSON-able snapshot for the audit trail (dataclasses as dicts, tuples as lists)."""
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
 def _stage(budget: Budget, spent: int, cap: int | None) -> str:
     """A budget's stage for one period, as `budgets list` shows it."""
     if cap is None:
@@ -831,3 +870,20 @@ def _stage(budget: Budget, spent: int, cap: int | None) -> str:
         return f"downgraded to {budget.downgrade_to}"
     crossed = [a for a in budget.alerts if pct >= a]
     return f"alerted {max(crossed)}%" if crossed else "ok"
+
+
+# -- the audit trail ----------------------------------------------------------------------------
+def audit_query(ops: Ops, workspace: str | None, *, since_ms: int = 0, actor: str | None = None,
+                limit: int = 1000) -> list[dict[str, Any]]:
+    """Audit records of one workspace (optionally one actor's), or everything one actor did."""
+    if workspace is None and actor is None:
+        raise OpError("name a workspace or an actor")
+    store = AuditStore(ops.settings)
+    if workspace is not None:
+        ops._require_workspace(workspace)
+        rows = store.query(workspace, since_ms, actor, limit)
+    else:
+        assert actor is not None
+        rows = store.by_actor(actor, since_ms, None, limit)
+    ops._audit_read("audit", workspace, actor=actor, since_ms=since_ms)
+    return rows

@@ -12,6 +12,7 @@ from typing import Any
 
 from meterline.attribution import DIMENSIONS
 from meterline.cli import (
+    audit_commands,
     budget_commands,
     cost_commands,
     dev,
@@ -399,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-env", help="answer as the virtual key in this environment variable (needs an mcp scope)")
     p.set_defaults(func=cmd_mcp)
     waste_commands.register(sub)
+    audit_commands.register(sub)
     export_commands.register(sub)
 
     spend = sub.add_parser("spend", help="spend by attribution dimension")

@@ -12,6 +12,7 @@ Each table's key layout and access patterns are owned by its data-access module:
     cache       -> meterline.store.cache        (exact-match response cache entries, fill markers)
     semantic    -> meterline.store.semantic     (semantic-dedup LSH buckets and stored answers, TTL)
     waste       -> meterline.store.waste        (waste scores per workspace-day and scope)
+    audit       -> meterline.store.audit        (immutable audit trail of admin actions and reads)
 
 This module is pure data: no boto3 import.
 """
@@ -46,6 +47,9 @@ class TableSpec:
     stream: str | None = None
     # Tables that hold money or key material survive a stack deletion and cannot be dropped by accident.
     retain: bool = False
+    # Records are never updated or deleted (TTL aside): the CDK table's resource policy denies item
+    # updates and deletes to every principal, on top of no role being granted them.
+    append_only: bool = False
     description: str = ""
 
     @property
@@ -155,7 +159,18 @@ WASTE = TableSpec(
     description="Waste scores (signals, grades) per workspace-day and attribution scope.",
 )
 
-ALL_TABLES: tuple[TableSpec, ...] = (WORKSPACES, KEYS, LEDGER, ROLLUPS, BUDGETS, CACHE, SEMANTIC, WASTE)
+AUDIT = TableSpec(
+    logical_name="audit",
+    partition_key=PK,  # "<workspace>" ("-" for actions on no workspace)
+    sort_key=SK,  # "<epoch ms, 13 digits>#<random id>"
+    indexes=(IndexSpec("by_actor", KeyAttr("actor"), KeyAttr("sk")),),
+    ttl_attribute="expires_at",  # retention (METERLINE_AUDIT_RETENTION_DAYS, default 7 years)
+    retain=True,
+    append_only=True,
+    description="Immutable audit trail: who did what to which workspace, before and after, when.",
+)
+
+ALL_TABLES: tuple[TableSpec, ...] = (WORKSPACES, KEYS, LEDGER, ROLLUPS, BUDGETS, CACHE, SEMANTIC, WASTE, AUDIT)
 
 # The KMS key that wraps provider credentials. Encryption context on every ciphertext:
 # {"meterline:purpose": "provider-key", "workspace": <id>, "provider": <name>}.

@@ -1,0 +1,98 @@
+"""The audit trail: every admin action (CLI and admin API) and read, with who, before, after and when;
+queryable by workspace, actor and time; scoped to one workspace; append only; never a secret."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+from meterline.admin.ops import Ops
+from meterline.cli.main import main
+from meterline.store import aws
+from meterline.store.audit import AuditStore
+from meterline.store.codec import to_item
+from meterline.store.schema import AUDIT
+from meterline.store.workspaces import WorkspaceStore
+from tests.functional.test_admin_handler import call, load_handler
+
+ARN = "arn:aws:iam::123456789012:user/finops"
+
+
+def audit_json(capsys, *args: str) -> list[dict]:
+    capsys.readouterr()
+    main(["audit", "--json", *args])
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cli_actions_are_recorded_with_before_and_after(dev_state, capsys, monkeypatch):
+    monkeypatch.setenv("USER", "carol")
+    main(["workspaces", "set", "--timezone", "Europe/Paris"])
+    main(["budgets", "set", "--scope", "feature:search", "--monthly", "100"])
+    main(["budgets", "set", "--scope", "feature:search", "--monthly", "250"])
+    main(["keys", "create", "--member", "dan"])
+    key_id = next(line.split(": ")[1] for line in capsys.readouterr().out.splitlines() if line.startswith("key_id"))
+    main(["keys", "revoke", key_id])
+    main(["spend", "--by", "member", "--json"])
+    records = audit_json(capsys)
+    actions = [r["action"] for r in records]
+    assert actions[:6] == ["workspace.update", "budget.set", "budget.set", "key.create", "key.revoke",
+                           "read.spend"]
+    assert {r["actor"] for r in records} == {"cli:carol"} and {r["workspace"] for r in records} == {"demo"}
+    update = records[0]
+    assert (update["before"], update["after"]) == ({"timezone": "UTC"}, {"timezone": "Europe/Paris"})
+    first, second = records[1], records[2]
+    assert first["before"] is None and first["after"]["monthly_micros"] == 100_000_000
+    assert second["before"]["monthly_micros"] == 100_000_000 and second["after"]["monthly_micros"] == 250_000_000
+    assert records[4]["before"] == {"status": "active"} and records[4]["target"] == {"key_id": key_id}
+    assert all(r["ts"] <= s["ts"] for r, s in itertools.pairwise(records))
+    # The audit read is itself audited; --since filters by time, --actor by principal.
+    assert audit_json(capsys, "--since", "1d", "--actor", "cli:nobody") == []
+    assert [r["action"] for r in audit_json(capsys, "--since", "1d")][-2:] == ["read.audit", "read.audit"]
+    with pytest.raises(SystemExit, match="--since takes"):
+        main(["audit", "--since", "last tuesday"])
+
+
+def test_admin_api_audit_is_scoped_to_the_workspace_and_keeps_no_secret(settings, monkeypatch):
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    admin = load_handler("functions/admin/handler.py", "admin_handler_audit").handler
+    for ws in ("acme", "globex"):
+        assert call(admin, "POST", "/workspaces", {"id": ws, "name": ws})[0] == 201
+    call(admin, "PUT", "/workspaces/acme/providers/openai", {"api_key": "sk-audit-secret-0123456789"})
+    call(admin, "PUT", "/workspaces/globex/aliases/fast", {"model": "sim/gpt-4o-mini"})
+    call(admin, "PUT", "/workspaces/globex/aliases/fast", {"model": "sim/gpt-4o"})
+    Ops(settings, actor="cli:eve").create_key("acme", "eve")
+
+    status, body = call(admin, "GET", "/workspaces/globex/audit")
+    assert status == 200
+    records = body["records"]
+    assert [r["action"] for r in records] == ["workspace.create", "alias.set", "alias.set"]
+    assert {r["workspace"] for r in records} == {"globex"} and {r["actor"] for r in records} == {ARN}
+    assert records[2]["before"] == {"model": "sim/gpt-4o-mini", "fallbacks": []}
+    assert records[2]["after"]["model"] == "sim/gpt-4o"
+
+    acme = call(admin, "GET", "/workspaces/acme/audit", query="actor=cli:eve")[1]["records"]
+    assert [(r["action"], r["actor"]) for r in acme] == [("key.create", "cli:eve")]
+    everything = call(admin, "GET", "/audit", query=f"actor={ARN}")[1]["records"]
+    assert {r["workspace"] for r in everything} == {"acme", "globex"}
+    assert call(admin, "GET", "/workspaces/nope/audit")[0] == 404
+
+    raw = aws.client("dynamodb", settings).scan(TableName=settings.table(AUDIT))["Items"]
+    assert raw and "sk-audit-secret" not in json.dumps(raw)
+
+
+def test_records_are_append_only(settings):
+    WorkspaceStore(settings).create("ws_a", "A")
+    store = AuditStore(settings)
+    first = store.record("cli:x", "workspace.update", "ws_a", before={"a": 1}, after={"a": 2}, now_ms=1_000)
+    second = store.record("cli:x", "workspace.update", "ws_a", now_ms=1_000)
+    assert first["sk"] != second["sk"]  # same millisecond, two records
+    # The store's only write is conditioned on a new key: an existing record is never overwritten.
+    ddb = aws.client("dynamodb", settings)
+    with pytest.raises(ddb.exceptions.ConditionalCheckFailedException):
+        ddb.put_item(TableName=settings.table(AUDIT), Item=to_item({**first, "after": "tampered"}),
+                     ConditionExpression="attribute_not_exists(sk)")
+    assert not any(hasattr(store, name) for name in ("update", "delete", "remove"))
+    assert sorted(json.dumps(r["after"]) for r in store.query("ws_a")) == ["null", "{\"a\": 2}"]
