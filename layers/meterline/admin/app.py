@@ -97,6 +97,12 @@ class CacheRuleIn(BaseModel):
     prompt_cache_ttl: str | None = None
 
 
+class PricesSyncIn(BaseModel):
+    source: str | None = None  # price data URL or file; default: genai-prices' published data
+    accept: bool = False
+    allow_removals: bool = False
+
+
 class PriceIn(BaseModel):
     input: str
     output: str
@@ -194,6 +200,22 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
     @app.delete("/workspaces/{workspace}/levers/{lever}/{scope}", status_code=204)
     def delete_lever(workspace: str, lever: str, scope: str, request: Request) -> None:
         ops(request).delete_lever(workspace, lever, scope)
+
+    def https_only(source: str | None) -> str | None:
+        # Deployed, the source is a public https URL: never a path on the function or a plain-http host.
+        if source is not None and not source.startswith("https://"):
+            raise OpError("source must be an https:// URL of published price data")
+        return source
+
+    @app.post("/prices/diff")
+    def prices_diff(body: PricesSyncIn, request: Request) -> dict[str, Any]:
+        out = ops(request).prices_diff(https_only(body.source))
+        return {k: v for k, v in out.items() if k != "catalog"}
+
+    @app.post("/prices/sync")
+    def prices_sync(body: PricesSyncIn, request: Request) -> dict[str, Any]:
+        return ops(request).prices_sync(https_only(body.source), accept=body.accept,
+                                        allow_removals=body.allow_removals)
 
     @app.put("/workspaces/{workspace}/prices/{model:path}")
     def set_price(workspace: str, model: str, body: PriceIn, request: Request) -> dict[str, str]:

@@ -6,6 +6,7 @@ never with a secret in it.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -300,6 +301,55 @@ class Ops:
         if not WorkspaceStore(self.settings).delete_lever(workspace, lever, scope):
             raise OpError(f"no {lever} settings for {scope} in workspace {workspace}", status=404)
         self._audit(f"{lever}.delete", workspace, scope=scope)
+
+    # the price catalog in force (`prices sync` / `prices diff`)
+    def catalog_in_force(self) -> tuple[dict[str, Any], str]:
+        """The accepted catalog stored by `prices sync`, else the bundled one; and where it came from."""
+        from meterline.pricing.catalog import bundled_catalog_text
+        from meterline.store.prices import PriceCatalogStore
+
+        store = PriceCatalogStore(self.settings)
+        head = store.head()
+        if head is not None:
+            body = store.body(head.digest)
+            if body is not None:
+                return body, f"accepted {head.accepted_at} from {head.source}"
+        return json.loads(bundled_catalog_text()), "bundled"
+
+    def prices_diff(self, source: str | None = None) -> dict[str, Any]:
+        from meterline.pricing import sync
+
+        try:
+            data = sync.fetch(source)
+            new = sync.compile_source(data, "published")
+        except sync.SyncError as exc:
+            raise OpError(str(exc)) from exc
+        current, origin = self.catalog_in_force()
+        return {"source": source or sync.DEFAULT_SOURCE, "current": origin, "catalog": new,
+                "diff": sync.diff(current, new)}
+
+    def prices_sync(self, source: str | None = None, accept: bool = False,
+                    allow_removals: bool = False) -> dict[str, Any]:
+        """Compile newer published prices, show the diff, and (accept) store them: gateways price
+        with them within their cache TTL, no redeploy. Removing models needs `allow_removals`."""
+        from meterline.store.prices import PriceCatalogStore
+
+        out = self.prices_diff(source)
+        diff = out["diff"]
+        out["accepted"] = False
+        if accept:
+            if diff["removed"] and not allow_removals:
+                raise OpError(f"the new data drops {len(diff['removed'])} priced models (e.g. "
+                              f"{', '.join(diff['removed'][:3])}): requests to them would be refused. "
+                              "Accept with allow_removals (--allow-removals) if that is intended.", status=409)
+            head = PriceCatalogStore(self.settings).put(out["catalog"], out["source"],
+                                                        datetime.now(UTC).isoformat(timespec="seconds"))
+            out["accepted"] = True
+            out["digest"] = head.digest
+            self._audit("prices.sync", None, source=out["source"], digest=head.digest, new=len(diff["new"]),
+                        changed=len(diff["changed"]), removed=len(diff["removed"]))
+        del out["catalog"]
+        return out
 
     # prices
     def set_price(self, workspace: str, model: str, prices: dict[str, str]) -> None:

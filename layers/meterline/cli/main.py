@@ -217,6 +217,51 @@ def cmd_prices_set(args: argparse.Namespace) -> None:
     print(f"price override for {args.model} stored (USD per 1M tokens)")
 
 
+def cmd_prices_diff(args: argparse.Namespace) -> None:
+    ops, _ = target.ops(args)
+    out = _run(lambda: ops.prices_diff(args.source))
+    out.pop("catalog", None)
+    if args.json:
+        views.print_json(out)
+        return
+    from meterline.pricing.sync import render_diff
+
+    print(f"{out['source']} vs the catalog in force ({out['current']}):")
+    print(render_diff(out["diff"]))
+
+
+def cmd_prices_sync(args: argparse.Namespace) -> None:
+    ops, _ = target.ops(args)
+    out = _run(lambda: ops.prices_sync(args.source, accept=args.yes, allow_removals=args.allow_removals))
+    if args.json:
+        views.print_json(out)
+        return
+    from meterline.pricing.sync import render_diff
+
+    print(f"{out['source']} vs the catalog in force ({out['current']}):")
+    print(render_diff(out["diff"]))
+    if out["accepted"]:
+        print(f"accepted: catalog {out['digest']} stored; gateways price with it within their cache TTL "
+              "(30 s by default), no redeploy")
+    else:
+        print("not stored: run again with --yes to accept these prices")
+
+
+def register_sync(prices: Any) -> None:
+    for action, helptext in (("diff", "compare newer published prices (genai-prices data) with the catalog in force"),
+                             ("sync", "fetch newer published prices, show the diff, and with --yes store them so "
+                                      "deployed gateways use them without a redeploy")):
+        p = prices.add_parser(action, help=helptext)
+        p.add_argument("--from", dest="source",
+                       help="price data URL or file (default: genai-prices' published data.json)")
+        p.add_argument("--json", action="store_true")
+        if action == "sync":
+            p.add_argument("--yes", action="store_true", help="accept and store the new prices")
+            p.add_argument("--allow-removals", action="store_true",
+                           help="accept even if some models would lose their price")
+        p.set_defaults(func=cmd_prices_diff if action == "diff" else cmd_prices_sync)
+
+
 # -- spend ----------------------------------------------------------------------------------------
 def cmd_spend(args: argparse.Namespace) -> None:
     ops, context = target.ops(args)
@@ -388,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-write-1h")
     p.set_defaults(func=cmd_prices_set)
     views.register_prices(prices)
+    register_sync(prices)
 
     budget_commands.register(sub)
     lever_commands.register(sub)

@@ -6,6 +6,7 @@ Built once per process (per Lambda execution environment). Nothing here is creat
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 from meterline.budgets.model import Enforcement
@@ -20,8 +21,11 @@ from meterline.store.budgets import BudgetStore
 from meterline.store.ddb_http import DynamoHttp
 from meterline.store.keys import KeyRecord, KeyStore
 from meterline.store.ledger import LedgerStore
+from meterline.store.prices import PriceCatalogStore
 from meterline.store.workspaces import WorkspaceConfig, WorkspaceStore
 from meterline.vault import SecretCache, Vault
+
+log = logging.getLogger("meterline.gateway")
 
 
 @dataclass
@@ -49,8 +53,12 @@ class Services:
     http: Upstream
     sim: Upstream
     dynamo: DynamoHttp
+    prices: PriceCatalogStore
     key_cache: RefreshingCache[str, KeyRecord | None] = field(init=False)
     workspace_cache: RefreshingCache[str, WorkspaceView | None] = field(init=False)
+    # The price catalog in force: one with key "current" (`prices sync` stores accepted ones).
+    catalog_cache: RefreshingCache[str, Catalog] = field(init=False)
+    _catalog: tuple[str, Catalog] | None = field(default=None, init=False)
     budgets: BudgetStore = field(init=False)
     enforcement_cache: RefreshingCache[str, Enforcement] = field(init=False)
     calls: AwsCallCounter = field(default_factory=AwsCallCounter)
@@ -60,6 +68,7 @@ class Services:
         ttl = self.settings.key_cache_ttl_s
         self.key_cache = RefreshingCache(self._load_key, ttl=ttl)
         self.workspace_cache = RefreshingCache(self._load_workspace, ttl=ttl)
+        self.catalog_cache = RefreshingCache(self._load_catalog, ttl=ttl)
         self.budgets = BudgetStore(self.settings)
         # Budget and limit definitions change rarely: cached like the workspace config.
         self.enforcement_cache = RefreshingCache(self._load_enforcement, ttl=ttl)
@@ -71,13 +80,37 @@ class Services:
             raise ServiceUnavailable("The key store is unavailable; try again shortly.") from exc
 
     async def _load_workspace(self, workspace: str) -> WorkspaceView | None:
-        try:
-            config = await asyncio.to_thread(self.workspaces.load, workspace)
-        except Exception as exc:
-            raise ServiceUnavailable("The workspace store is unavailable; try again shortly.") from exc
+        # The catalog rides on the workspace load: concurrent with it on a miss, and a cache hit (or a
+        # background refresh) otherwise, so it adds no round trip before the first upstream byte.
+        loaded = await asyncio.gather(asyncio.to_thread(self.workspaces.load, workspace),
+                                      self.catalog_cache.get("current"), return_exceptions=True)
+        config, catalog = loaded
+        if isinstance(config, BaseException):
+            raise ServiceUnavailable("The workspace store is unavailable; try again shortly.") from config
+        if isinstance(catalog, BaseException):
+            catalog = self._catalog[1] if self._catalog else default_catalog()
         if config is None:
             return None
-        return WorkspaceView(config, default_catalog().with_overrides(config.price_overrides))
+        return WorkspaceView(config, catalog.with_overrides(config.price_overrides))
+
+    async def _load_catalog(self, _: str) -> Catalog:
+        """The catalog accepted by `prices sync` (read again only when its digest changes), else the
+        bundled one. A store or data problem keeps the catalog in memory: pricing never stops."""
+        try:
+            head = await asyncio.to_thread(self.prices.head)
+            if head is None:
+                return default_catalog()
+            if self._catalog is not None and self._catalog[0] == head.digest:
+                return self._catalog[1]
+            body = await asyncio.to_thread(self.prices.body, head.digest)
+            if body is None:
+                return self._catalog[1] if self._catalog else default_catalog()
+            catalog = Catalog.from_dict(body)
+            self._catalog = (head.digest, catalog)
+            return catalog
+        except Exception:
+            log.warning("price_catalog_unavailable", exc_info=True)
+            return self._catalog[1] if self._catalog else default_catalog()
 
     async def _load_enforcement(self, workspace: str) -> Enforcement:
         try:
@@ -162,4 +195,5 @@ class Services:
             ),
             sim=SimUpstream(),
             dynamo=DynamoHttp(settings),
+            prices=PriceCatalogStore(settings),
         )
