@@ -26,7 +26,8 @@ def main() -> None:
             "workspace_misses": services.workspace_cache.misses,
             "workspace_refreshes": services.workspace_cache.refreshes,
             "kms_decrypts": services.secrets.kms_decrypts, "ledger_writes": services.calls.after_upstream,
-            "dynamo_calls": services.dynamo.calls, "enforcement_misses": services.enforcement_cache.misses,
+            "dynamo_calls": services.dynamo.calls, "dynamo_busy_s": services.dynamo.busy_s,
+            "enforcement_misses": services.enforcement_cache.misses,
         }
         with open(stats_path, "w") as f:
             json.dump(stats, f)

@@ -37,8 +37,14 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process: system time is mostly loopback TCP to the embedded
+    store and the upstream, which a real deployment spends on the NIC path instead."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
 
 
 def wait_http(url: str, timeout: float = 30) -> None:
@@ -129,13 +135,16 @@ def main() -> None:
         mode = ("stream" if args.stream else "non-stream") + (", 3 budgets + key rate limit" if args.budgets else "")
         print(f"Meterline overhead ({mode}, {args.requests} requests per row, 2-core machine, loopback)\n")
         print(f"{'transport':9} {'conc':>4} | {'direct p50':>10} {'p99':>7} | {'gateway p50':>11} {'p99':>7} | "
-              f"{'added p50':>9} {'p99':>7} | {'CPU/req':>8} | AWS/req before  after  background"
+              f"{'added p50':>9} {'p99':>7} | {'store':>8} {'own':>8} | {'CPU usr+sys':>11} | "
+              "AWS/req before  after  background"
               "   enforcement writes/req (concurrent: 1 round trip before, settles beside the ledger write)")
         for transport in args.transports.split(","):
             gw_port = free_port()
             stats_file = Path(tempfile.mkdtemp()) / "stats.json"
             env = {**os.environ, **settings.to_env(), "METERLINE_UPSTREAM_TRANSPORT": transport}
-            gw = subprocess.Popen([sys.executable, str(ROOT / "bench/gateway_proc.py"), str(gw_port), str(stats_file)],
+            # BENCH_GATEWAY: another gateway script (e.g. one wrapped in cProfile) with the same arguments.
+            script = os.environ.get("BENCH_GATEWAY", str(ROOT / "bench/gateway_proc.py"))
+            gw = subprocess.Popen([sys.executable, script, str(gw_port), str(stats_file)],
                                   env=env)
             procs.append(gw)
             wait_http(f"http://127.0.0.1:{gw_port}/healthz")
@@ -152,9 +161,9 @@ def main() -> None:
                                             "--rate", "1000", "--nonblocking", "-o", f"{args.profile}.{transport}"],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(1.0)
-                cpu0 = cpu_seconds(gw.pid)
+                user0, sys0 = cpu_split(gw.pid)
                 through = asyncio.run(load(base, demo["api_key"], args.requests, concurrency, args.stream))
-                cpu1 = cpu_seconds(gw.pid)
+                user1, sys1 = cpu_split(gw.pid)
                 if spy:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(timeout=30)
@@ -171,11 +180,19 @@ def main() -> None:
                 after = delta["ledger_writes"] / n
                 d50, d99 = statistics.median(direct), pct(direct, 0.99)
                 g50, g99 = statistics.median(through), pct(through, 0.99)
+                store_ms = delta["dynamo_busy_s"] / n * 1000
+                # Means, like store_ms: the gateway's own added latency, apart from the store's.
+                own = (statistics.mean(through) - statistics.mean(direct)) - store_ms if concurrency == 1 \
+                    else float("nan")
                 print(f"{transport:9} {concurrency:>4} | {d50:8.2f}ms {d99:5.2f}ms | {g50:9.2f}ms {g99:5.2f}ms | "
-                      f"{g50 - d50:7.2f}ms {g99 - d99:5.2f}ms | {(cpu1 - cpu0) / n * 1000:6.2f}ms | "
+                      f"{g50 - d50:7.2f}ms {g99 - d99:5.2f}ms | {store_ms:6.2f}ms {own:6.2f}ms | "
+                      f"{(user1 - user0) / n * 1000:5.2f}+{(sys1 - sys0) / n * 1000:4.2f}ms | "
                       f"        {before:6.3f} {after:6.3f} {background:8.3f}   {enforce:5.2f}")
             gw.terminate()
             gw.wait(timeout=10)
+        print("\nstore = wall time per request with a store call in flight (the embedded AWS answering); own = "
+              "mean added latency minus store (concurrency 1 only): the gateway's own latency. CPU usr+sys = gateway "
+              "process CPU per request; sys is mostly loopback TCP to the embedded store and the upstream.")
         print("\nAWS calls/request: 'before' = store/KMS round trips a request waited for before its first upstream "
               "byte (0 when warm); 'after' = the ledger write after the last upstream byte; 'background' = "
               "refresh-ahead cache reloads off the request path. Rollups cost no request-path call (ledger stream). "

@@ -15,7 +15,7 @@ from meterline.errors import ServiceUnavailable
 from meterline.gateway.memo import RefreshingCache
 from meterline.pricing.catalog import Catalog, default_catalog
 from meterline.providers.base import Upstream
-from meterline.providers.http import HttpUpstream
+from meterline.providers.http import http_upstream
 from meterline.providers.sim import SimUpstream
 from meterline.store.budgets import BudgetStore
 from meterline.store.ddb_http import DynamoHttp
@@ -188,7 +188,7 @@ class Services:
             ledger=LedgerStore(settings),
             vault=vault,
             secrets=SecretCache(vault, settings.secret_cache_ttl_s),
-            http=HttpUpstream(
+            http=http_upstream(
                 connect_timeout=settings.upstream_connect_timeout_s,
                 read_timeout=settings.upstream_read_timeout_s,
                 transport=settings.upstream_transport,

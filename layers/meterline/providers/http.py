@@ -1,11 +1,17 @@
-"""HTTP upstream: one pooled httpx client per process, on aiohttp's transport by default.
+"""HTTP upstream: one pooled client per process.
 
-bench/overhead.py measures both transports; aiohttp's added ~3x less latency than httpx's
-default here, so it is the default (METERLINE_UPSTREAM_TRANSPORT=httpx switches back).
-httpx exceptions are mapped to gateway errors at this boundary.
+`aiohttp` (the default) drives aiohttp directly: the httpx API over aiohttp's transport spent about
+half the gateway's CPU per request building httpx requests, merging URLs and extracting cookies
+(bench/overhead.py with a profile). `httpx-aiohttp` (the httpx API on aiohttp's transport) and
+`httpx` (httpx's own transport) remain selectable with METERLINE_UPSTREAM_TRANSPORT.
+Transport exceptions are mapped to gateway errors at this boundary; errors while reading a body are
+raised as httpx's read errors, the types the proxy handles for every transport.
 """
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 
@@ -13,11 +19,20 @@ from meterline.errors import UpstreamTimeout, UpstreamUnavailable
 from meterline.providers.base import UpstreamRequest, UpstreamResponse
 
 
+def http_upstream(*, connect_timeout: float, read_timeout: float, transport: str = "aiohttp") -> Any:
+    """The upstream for METERLINE_UPSTREAM_TRANSPORT: aiohttp (default), httpx-aiohttp or httpx."""
+    if transport == "aiohttp":
+        return AiohttpUpstream(connect_timeout=connect_timeout, read_timeout=read_timeout)
+    return HttpUpstream(connect_timeout=connect_timeout, read_timeout=read_timeout, transport=transport)
+
+
 class HttpUpstream:
-    def __init__(self, *, connect_timeout: float, read_timeout: float, transport: str = "aiohttp"):
+    """The httpx API, on aiohttp's transport (`httpx-aiohttp`) or httpx's own (`httpx`)."""
+
+    def __init__(self, *, connect_timeout: float, read_timeout: float, transport: str = "httpx"):
         timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout)
         limits = httpx.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=60)
-        if transport == "aiohttp":
+        if transport == "httpx-aiohttp":
             from httpx_aiohttp import AiohttpTransport
 
             self._client = httpx.AsyncClient(
@@ -47,3 +62,76 @@ def _refused(exc: Exception) -> bool:
     httpx.ConnectTimeout; the original cause tells a refusal (an OSError) from a real timeout."""
     cause = exc.__cause__
     return isinstance(cause, OSError) and not isinstance(cause, TimeoutError)
+
+
+class _AiohttpResponse:
+    """An aiohttp response behind the UpstreamResponse protocol."""
+
+    __slots__ = ("_response", "headers", "status_code")
+
+    def __init__(self, response: Any):
+        self._response = response
+        self.status_code: int = response.status
+        self.headers = response.headers  # case-insensitive, like httpx's
+
+    async def aread(self) -> bytes:
+        import aiohttp
+
+        try:
+            return bytes(await self._response.read())
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout("the provider stopped sending") from exc
+        except aiohttp.ClientError as exc:
+            raise httpx.ReadError("the provider's response broke off") from exc
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        import aiohttp
+
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout("the provider stopped sending") from exc
+        except aiohttp.ClientError as exc:
+            raise httpx.ReadError("the provider's response broke off") from exc
+
+    async def aclose(self) -> None:
+        self._response.release()
+
+
+class AiohttpUpstream:
+    """aiohttp directly: pooled keep-alive connections, no cookies, no proxy from the environment."""
+
+    def __init__(self, *, connect_timeout: float, read_timeout: float):
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._session: Any = None  # created on the first request, inside the running event loop
+
+    def _client(self) -> Any:
+        if self._session is None or self._session.closed:
+            import aiohttp
+
+            connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
+                                              sock_connect=self.connect_timeout, sock_read=self.read_timeout))
+        return self._session
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        import aiohttp
+
+        try:
+            response = await self._client().request(request.method, request.url, headers=request.headers,
+                                                     data=request.body, allow_redirects=False)
+        except aiohttp.ClientConnectorError as exc:  # refused, DNS failure, TLS handshake
+            raise UpstreamUnavailable("The provider could not be reached.") from exc
+        except TimeoutError as exc:
+            raise UpstreamTimeout("The provider did not respond in time.") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable("The provider could not be reached.") from exc
+        return _AiohttpResponse(response)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import random
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,6 +77,11 @@ class DynamoHttp:
         self._pool = Http1Pool(self.url, max_idle=128, read_timeout=read_timeout)
         self.host = self._pool.authority
         self.calls = 0
+        # Wall time with at least one call in flight (bench/overhead.py subtracts it from the added
+        # latency, so the gateway's own overhead shows apart from the store's round trips).
+        self.busy_s = 0.0
+        self._in_flight = 0
+        self._busy_since = 0.0
 
     def _creds(self) -> Any:
         if self._credentials is None:
@@ -98,7 +104,7 @@ class DynamoHttp:
             headers.update(base)
             self.calls += 1
             try:
-                response = await self._pool.post("/", headers, body)
+                response = await self._post(headers, body)
             except HttpError as exc:
                 if attempt == self.max_attempts:
                     raise DynamoError("TransportError", str(exc), 0) from exc
@@ -115,6 +121,17 @@ class DynamoHttp:
                                       error)
             await asyncio.sleep(random.uniform(0, 0.025 * 2 ** attempt))  # full jitter
         raise AssertionError("unreachable")
+
+    async def _post(self, headers: dict[str, str], body: bytes) -> Any:
+        if not self._in_flight:
+            self._busy_since = time.perf_counter()
+        self._in_flight += 1
+        try:
+            return await self._pool.post("/", headers, body)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self.busy_s += time.perf_counter() - self._busy_since
 
     async def aclose(self) -> None:
         await self._pool.aclose()
