@@ -161,6 +161,10 @@ class Services:
         import anyio.streams.tls  # noqa: F401
 
         done.append("anyio")
+        # The upstream client library (its session is created on the first request, in the loop).
+        import aiohttp  # noqa: F401
+
+        done.append("aiohttp")
         try:
             self.dynamo._creds()
             done.append("credentials")
