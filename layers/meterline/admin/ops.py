@@ -385,6 +385,52 @@ class Ops:
         except ReportError as exc:
             raise OpError(str(exc)) from exc
 
+    def unit_costs(self, workspace: str, period: str) -> dict[str, Any]:
+        """Unit economics of a period: $ per request, per customer, per session, per request by feature,
+        the daily spend (local days) and, for the current month, the month-end projection."""
+        from meterline.admin import periods
+        from meterline.admin.reports import ReportError, Reports
+
+        config = self._require_workspace(workspace)
+        self._audit_read("spend.units", workspace, period=period)
+        reports = Reports(self.settings)
+        try:
+            by = {dim: reports.spend(workspace, dim, period)["rows"] for dim in ("workspace", "customer", "session",
+                                                                                  "feature")}
+            span = periods.parse(period, datetime.now(UTC).astimezone(ZoneInfo(config.timezone)))
+        except (ReportError, periods.PeriodError) as exc:
+            raise OpError(str(exc)) from exc
+        total = sum(r["cost_micros"] for r in by["workspace"])
+        requests = sum(r["requests"] for r in by["workspace"])
+        customers = [r for r in by["customer"] if r["value"] != "-"]
+        sessions = [r for r in by["session"] if r["value"] != "-"]
+        rollups = RollupStore(self.settings)
+        days: list[dict[str, Any]] = []
+        day = span.start.date()
+        while day < span.end.date() and day <= datetime.now(UTC).astimezone(ZoneInfo(config.timezone)).date():
+            rows = rollups.by_dimension(workspace, f"D#{day.isoformat()}", "total")
+            days.append({"day": day.isoformat(), "cost_micros": sum(int(r.get("cost_micros", 0)) for r in rows)})
+            day += timedelta(days=1)
+        out: dict[str, Any] = {
+            "workspace": workspace, "period": span.label, "timezone": config.timezone, "cost_micros": total,
+            "requests": requests, "per_request_micros": total // requests if requests else None,
+            "customers": len(customers),
+            "per_customer_micros": sum(r["cost_micros"] for r in customers) // len(customers) if customers else None,
+            "sessions": len(sessions),
+            "per_session_micros": sum(r["cost_micros"] for r in sessions) // len(sessions) if sessions else None,
+            "per_request_by_feature": [{"feature": r["value"], "requests": r["requests"],
+                                        "per_request_micros": r["cost_micros"] // r["requests"] if r["requests"]
+                                        else None} for r in by["feature"]],
+            "daily": days,
+        }
+        this_month = datetime.now(UTC).astimezone(ZoneInfo(config.timezone)).strftime("%Y-%m")
+        if span.label in ("month", this_month) or span.start.strftime("%Y-%m") == this_month:
+            forecast = self.forecast_month_end(workspace)
+            out["projection"] = {**forecast, "cap_reached_on": cap_reached_on(
+                forecast.get("spent_micros", 0), forecast.get("daily_rate_micros", 0),
+                forecast.get("monthly_cap_micros"), datetime.now(UTC).astimezone(ZoneInfo(config.timezone)).date())}
+        return out
+
     # waste scores
     def waste(self, workspace: str, period: str = "today", by: str | None = None) -> dict[str, Any]:
         """Waste signals and grades for a period (scored on demand; closed days read back when stored)."""
@@ -894,6 +940,22 @@ def _cidrs(values: Any) -> list[str]:
         except ValueError as exc:
             raise OpError(f"trusted proxy {value!r}: {exc}") from exc
     return out
+
+
+def cap_reached_on(spent: int, daily_rate: int, cap: int | None, today: date) -> str | None:
+    """The local day a monthly cap is reached at the current daily rate; None if not this month."""
+    if cap is None:
+        return None
+    if spent >= cap:
+        return today.isoformat()
+    if daily_rate <= 0:
+        return None
+    # ceil(remaining / rate) days of spend from the start of today: the last of them is the day.
+    offset = (cap - spent - 1) // daily_rate
+    month_end = (today.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+    if offset > (month_end - today).days:
+        return None
+    return (today + timedelta(days=offset)).isoformat()
 
 
 def _plain(value: Any) -> Any:

@@ -263,9 +263,55 @@ def register_sync(prices: Any) -> None:
 
 
 # -- spend ----------------------------------------------------------------------------------------
+def bars(days: list[dict[str, Any]], width: int = 40) -> list[str]:
+    """Daily spend as terminal bars, scaled to the largest day (a non-zero day shows at least one cell)."""
+    peak = max((d["cost_micros"] for d in days), default=0)
+    out = []
+    for d in days:
+        cells = 0 if peak == 0 else max(d["cost_micros"] * width // peak, 1 if d["cost_micros"] else 0)
+        out.append(f"{d['day']}  {'█' * cells}{' ' * (width - cells)}  ${micros_to_usd(d['cost_micros'])}")
+    return out
+
+
+def _usd_or_dash(micros: int | None) -> str:
+    return "-" if micros is None else "$" + micros_to_usd(micros)
+
+
+def cmd_spend_units(args: argparse.Namespace, ops: Any, ws: str) -> None:
+    units = _run(lambda: ops.unit_costs(ws, args.period))
+    if args.json:
+        print(json.dumps(units, indent=2))
+        return
+    print(f"Unit costs for workspace {ws}, {args.period} ({units['period']}, {units['timezone']}):")
+    print(f"  ${micros_to_usd(units['cost_micros'])} over {units['requests']} requests: "
+          f"{_usd_or_dash(units['per_request_micros'])} per request")
+    print(f"  {_usd_or_dash(units['per_customer_micros'])} per customer ({units['customers']} customers), "
+          f"{_usd_or_dash(units['per_session_micros'])} per session ({units['sessions']} sessions)")
+    projection = units.get("projection")
+    if projection:
+        line = (f"  On track for ${micros_to_usd(projection['projected_micros'])} this month "
+                f"(${micros_to_usd(projection['daily_rate_micros'])} a day)")
+        if projection.get("monthly_cap_micros"):
+            reached = projection.get("cap_reached_on")
+            line += (f"; cap ${micros_to_usd(projection['monthly_cap_micros'])} reached on {reached}" if reached
+                     else f"; cap ${micros_to_usd(projection['monthly_cap_micros'])} not reached this month")
+        print(line)
+    rows = [{"feature": f["feature"], "requests": f["requests"],
+             "usd_per_request": _usd_or_dash(f["per_request_micros"])} for f in units["per_request_by_feature"]]
+    if rows:
+        _print_table(rows, ["feature", "requests", "usd_per_request"])
+    if args.chart:
+        print()
+        for line in bars(units["daily"]):
+            print(line)
+
+
 def cmd_spend(args: argparse.Namespace) -> None:
     ops, context = target.ops(args)
     ws = target.workspace_of(args, context)
+    if args.units or args.chart:
+        cmd_spend_units(args, ops, ws)
+        return
     report = _run(lambda: ops.spend(ws, args.by, args.period))
     if args.json:
         print(json.dumps(report["rows"], indent=2))
@@ -457,6 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "YYYY-MM-DD..YYYY-MM-DD, in the workspace's time zone")
     spend.add_argument("--workspace")
     spend.add_argument("--json", action="store_true")
+    spend.add_argument("--units", action="store_true",
+                       help="unit economics: $ per request, per customer, per session, per request by feature, "
+                            "and (this month) the month-end projection and the day the cap is reached")
+    spend.add_argument("--chart", action="store_true", help="daily spend bars in the terminal (with --units' figures)")
     spend.set_defaults(func=cmd_spend)
     views.register(sub)
     describe_everything(parser)
