@@ -119,14 +119,19 @@ class PricePoint:
     # Inference region -> decimal multiplier on every token rate (Anthropic `inference_geo: us` 1.1x).
     geo: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_table", RateTable(self.rates, self.tiers))  # built once, read per request
+
     @property
     def table(self) -> RateTable:
-        return RateTable(self.rates, self.tiers)
+        return self._table  # type: ignore[attr-defined,no-any-return]
 
     def rates_for(self, prompt_tokens: int, service_tier: str | None, speed: str | None = None,
                   geo: str | None = None) -> Rates:
         """The rates billed for this request. A non-standard tier, speed or region without a price
         raises PriceGap: never silently the standard price."""
+        if not service_tier and not speed and not geo:
+            return self._table.at(prompt_tokens)  # type: ignore[attr-defined,no-any-return]
         table = self.table
         tier = (service_tier or "").lower()
         if tier not in STANDARD_TIERS:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 
 from meterline.money import round_scaled
-from meterline.pricing.catalog import ModelPricing, PriceGap, PricePoint, Rates
+from meterline.pricing.catalog import STANDARD_TIERS, ModelPricing, PriceGap, PricePoint, Rates
 from meterline.usage import Usage
 
 
@@ -51,6 +51,8 @@ def cost_of(usage: Usage, rates: Rates) -> int:
 
 
 def _rates(point: PricePoint, usage: Usage, service_tier: str | None, gaps: list[str]) -> Rates:
+    if (not service_tier or service_tier in STANDARD_TIERS) and not usage.speed and not usage.inference_geo:
+        return point.table.at(usage.prompt_total)  # the common case, no lookups
     try:
         return point.rates_for(usage.prompt_total, service_tier, usage.speed, usage.inference_geo)
     except PriceGap as gap:
@@ -74,11 +76,21 @@ def price_request(pricing: ModelPricing, usage: Usage, day: date, service_tier: 
     gaps: list[str] = []
     rates = _rates(point, usage, service_tier, gaps)
     breakdown: dict[str, tuple[int, int]] = {}
-    scaled = 0
-    for name, units, rate in _token_terms(usage, rates):
-        scaled += units * rate
-        if units:
-            breakdown[name] = (units, rate)
+    if usage.input_uncached:
+        breakdown["input"] = (usage.input_uncached, rates.input)
+    if usage.cache_read:
+        breakdown["cache_read"] = (usage.cache_read, rates.cache_read)
+    if usage.cache_write_5m:
+        breakdown["cache_write_5m"] = (usage.cache_write_5m, rates.cache_write_5m)
+    if usage.cache_write_1h:
+        breakdown["cache_write_1h"] = (usage.cache_write_1h, rates.cache_write_1h)
+    if usage.output:
+        breakdown["output"] = (usage.output, rates.output)
+    if usage.input_audio:
+        breakdown["input_audio"] = (usage.input_audio, rates.audio_in)
+    if usage.cache_read_audio:
+        breakdown["cache_read_audio"] = (usage.cache_read_audio, rates.audio_cache_read)
+    scaled = sum(units * rate for units, rate in breakdown.values())
     for name, calls in usage.tool_calls:
         fee = point.fees.get(name)
         if fee is None:
@@ -107,4 +119,5 @@ def price_request(pricing: ModelPricing, usage: Usage, day: date, service_tier: 
                 scaled += calls * fee * 1000
         key = f"iteration:{index}:{iteration.kind}"
         breakdown[key] = (it_usage.prompt_total + it_usage.output, round_scaled(_scaled_tokens(it_usage, it_rates)))
-    return Cost(round_scaled(scaled), rates, point.source, point.effective, breakdown, tuple(dict.fromkeys(gaps)))
+    return Cost(round_scaled(scaled), rates, point.source, point.effective, breakdown,
+                tuple(dict.fromkeys(gaps)) if gaps else ())
