@@ -88,6 +88,11 @@ LOG_LEVEL = "INFO"
 # waste, focus: one scheduled run at a time.
 RESERVED_CONCURRENCY = {"admin": 5, "rollup": 20, "alerts": 2, "waste": 1, "focus": 1}
 
+# Partition keys of the budgets table the gateway may write (IAM dynamodb:LeadingKeys patterns): counters,
+# windows and leases ("<ws>#budget#...", "<ws>#rl#...", "<ws>#loop#...") and the alert outbox; never the
+# definitions under the bare "<ws>" (see meterline.store.budgets).
+GATEWAY_BUDGET_WRITE_KEYS = ("*#*", "alert")
+
 SERVICE_GATEWAY = "gateway"
 SERVICE_ADMIN = "admin"
 SERVICE_ROLLUP = "rollup"

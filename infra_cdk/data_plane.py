@@ -15,7 +15,9 @@ Permissions (role of this function only):
     ledger                                   PutItem                            (append only)
     budgets                                  Query / GetItem (definitions), UpdateItem (reservations,
                                              settle/release, rate and loop windows, inline lease
-                                             sweep), PutItem (alert outbox, conditional on new)
+                                             sweep), PutItem (alert outbox, conditional on new);
+                                             writes only under "<ws>#..." and "alert" partition keys
+                                             (dynamodb:LeadingKeys), never a definition
     cache                                    GetItem (entries), PutItem (entries, fill markers)
     vault key                                kms:Decrypt, only for ciphertexts whose encryption
                                              context says meterline:purpose=provider-key
@@ -126,9 +128,21 @@ class DataPlane(Construct):
         )
         fn.add_to_role_policy(
             iam.PolicyStatement(
-                sid="EnforceBudgets",
-                actions=["dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"],
+                sid="ReadBudgetDefinitions",
+                actions=["dynamodb:Query", "dynamodb:GetItem"],
                 resources=[budgets.table_arn],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                # Counters, leases, rate and loop windows live under "<ws>#..." partition keys and
+                # the alert outbox under "alert"; definitions live under the bare "<ws>" (workspace ids
+                # cannot contain '#'). So the gateway can write what enforcement needs and never a
+                # budget, limit or policy definition, even if its code were subverted.
+                sid="EnforceBudgets",
+                actions=["dynamodb:UpdateItem", "dynamodb:PutItem"],
+                resources=[budgets.table_arn],
+                conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": list(c.GATEWAY_BUDGET_WRITE_KEYS)}},
             )
         )
         fn.add_to_role_policy(

@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from infra_cdk import constants as c
+
 pytest.importorskip("aws_cdk", reason="aws-cdk-lib is not installed (pip install -e '.[cdk]')")
 
 from meterline.store import schema
@@ -89,6 +91,22 @@ def test_gateway_reads_workspaces_and_keys(synth):
 def test_gateway_only_appends_to_the_ledger(synth):
     assert actions_on(synth, "gateway", table_arn(synth, "ledger")) == {"dynamodb:PutItem"}
     assert actions_on(synth, "gateway", table_arn(synth, "rollups")) == set()
+
+
+def test_gateway_cannot_write_budget_definitions(synth):
+    from fnmatch import fnmatchcase
+
+    budgets = table_arn(synth, "budgets")
+    writes = [(a, cond) for a, r, cond in grants(synth, "gateway")
+              if r == budgets and a in ("dynamodb:UpdateItem", "dynamodb:PutItem")]
+    assert {a for a, _ in writes} == {"dynamodb:UpdateItem", "dynamodb:PutItem"}
+    for _, cond in writes:
+        patterns = cond["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+        assert patterns == list(c.GATEWAY_BUDGET_WRITE_KEYS)
+    # The keys enforcement writes match; a definition's (the bare workspace id) does not.
+    for key in ("ws1#budget#feature:search", "ws1#rl#key:k1", "ws1#loop#sess", "alert"):
+        assert any(fnmatchcase(key, p) for p in patterns), key
+    assert not any(fnmatchcase("ws1", p) for p in patterns)
 
 
 def test_gateway_enforces_budgets_without_scan_or_delete(synth):
