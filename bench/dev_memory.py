@@ -4,9 +4,9 @@
 
 Starts `meterline dev --fresh --quiet` on a free loopback port with a throwaway state dir, sends
 chat completions to the simulator (attributed to a rotating feature and session, every 10th
-streamed; the key's rate limit lifted first), samples the server's resident memory from /proc,
-then stops it with SIGINT and reports how long the exit took. Bounded in requests and in time
-(--max-seconds). Loopback only.
+streamed; the key's rate limit and the agent-loop breaker lifted first), samples the server's
+resident memory from /proc, then stops it with SIGINT and reports how long the exit took. Bounded
+in requests and in time (--max-seconds). Loopback only.
 """
 
 from __future__ import annotations
@@ -102,6 +102,9 @@ def main() -> None:
         try:
             # The demo key's 100 RPM floor would turn most of the load into 429s: lift it for the bench.
             cli(state_dir, port, "limits", "set", "--key", "*", "--rpm", "10000000")
+            # The numbers in the prompts fold to one fingerprint per session: lift the agent-loop breaker.
+            cli(state_dir, port, "enforcement", "set", "--loop-throttle-after", "1000000", "--loop-reject-after",
+                "1000000")
             time.sleep(1)
             asyncio.run(drive(f"http://127.0.0.1:{port}/v1", key, args.requests, args.concurrency, args.every,
                               proc.pid, args.max_seconds))
