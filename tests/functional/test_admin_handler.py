@@ -140,3 +140,11 @@ def test_azure_provider_and_aliases_through_the_admin_api(admin, settings):
     status, body = call(admin, "PUT", "/workspaces/corp/aliases/slow", {"model": "gpt-4o"})
     assert status == 400 and "provider/model" in body["error"]["message"]
     assert call(admin, "DELETE", "/workspaces/corp/aliases/fast")[0] == 204
+
+
+def test_a_bare_workspace_budget_scope_is_the_workspace(admin):
+    assert call(admin, "POST", "/workspaces", {"id": "bare", "name": "Bare"})[0] == 201
+    status, body = call(admin, "PUT", "/workspaces/bare/budgets/workspace", {"monthly_usd": "10"})
+    assert status == 200 and body["scope"] == "workspace:bare"
+    status, body = call(admin, "GET", "/workspaces/bare/budgets")
+    assert [b["scope"] for b in body["budgets"]] == ["workspace:bare"]

@@ -225,6 +225,8 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
     @app.put("/workspaces/{workspace}/budgets/{scope}")
     def set_budget(workspace: str, scope: str, body: BudgetIn, request: Request) -> dict[str, Any]:
         scope_type, _, scope_value = scope.partition(":")
+        if scope_type == "workspace" and not scope_value:
+            scope_value = workspace  # a bare `workspace` scope, as the CLI accepts it
         try:
             monthly = usd_to_micros(body.monthly_usd) if body.monthly_usd is not None else None
             daily = usd_to_micros(body.daily_usd) if body.daily_usd is not None else None
