@@ -25,7 +25,7 @@ _ALLOWED = re.compile(r"^[A-Za-z0-9._:@/+=\-]+$")
 
 # Dimensions a spend report can group by.
 DIMENSIONS = ("workspace", "key", "member", "department", "agent", "session", "feature", "customer",
-              "provider", "model")
+              "provider", "model", "template")
 
 
 @dataclass(frozen=True)

@@ -294,6 +294,18 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
     def delete_cache_rule(workspace: str, scope: str, request: Request) -> None:
         ops(request).delete_cache_rule(workspace, scope)
 
+    @app.put("/workspaces/{workspace}/templates/{name}")
+    def put_template(workspace: str, name: str, body: dict[str, Any], request: Request) -> dict[str, Any]:
+        return ops(request).put_template(workspace, name, body)
+
+    @app.get("/workspaces/{workspace}/templates")
+    def list_templates(workspace: str, request: Request) -> dict[str, Any]:
+        return {"templates": ops(request).list_templates(workspace)}
+
+    @app.get("/workspaces/{workspace}/templates/{name}")
+    def get_template(workspace: str, name: str, request: Request, version: int | None = None) -> dict[str, Any]:
+        return ops(request).get_template(workspace, name, version)
+
     @app.get("/workspaces/{workspace}/savings")
     def savings(workspace: str, request: Request, by: str = "lever", period: str = "month") -> dict[str, Any]:
         return ops(request).savings(workspace, by, period)

@@ -572,6 +572,44 @@ class Ops:
             raise OpError(f"no cache rule for {scope} in workspace {workspace}", status=404)
         self._audit("cache.delete", workspace, scope=scope)
 
+    # prompt templates
+    def put_template(self, workspace: str, name: str, document: Any) -> dict[str, Any]:
+        """Publish the next version of a template (versions are immutable)."""
+        from meterline.levers.templates import TemplateError, parse
+        from meterline.store.templates import TemplateStore
+
+        self._require_workspace(workspace)
+        store = TemplateStore(self.settings)
+        try:
+            parse(name, document)  # validate before choosing a version
+            latest = max((t.version for t in store.versions(workspace, name)), default=0)
+            template = parse(name, document, latest + 1)
+        except TemplateError as exc:
+            raise OpError(str(exc)) from exc
+        try:
+            store.put(workspace, template)
+        except Exception as exc:
+            raise OpError(f"version {template.version} of {name} was published concurrently; try again",
+                          status=409) from exc
+        self._audit("template.put", workspace, template=template.ref)
+        return {"template": template.ref, "name": name, "version": template.version}
+
+    def list_templates(self, workspace: str) -> list[dict[str, Any]]:
+        from meterline.store.templates import TemplateStore
+
+        self._require_workspace(workspace)
+        return TemplateStore(self.settings).list(workspace)
+
+    def get_template(self, workspace: str, name: str, version: int | None = None) -> dict[str, Any]:
+        from meterline.store.templates import TemplateStore
+
+        self._require_workspace(workspace)
+        versions = TemplateStore(self.settings).versions(workspace, name)
+        found = [t for t in versions if version is None or t.version == version]
+        if not found:
+            raise OpError(f"no template {name}{'@' + str(version) if version else ''}", status=404)
+        return max(found, key=lambda t: t.version).as_dict()
+
     def savings(self, workspace: str, by: str, period: str) -> dict[str, Any]:
         """What the cost levers saved: per lever (from the workspace total), or per value of a rollup
         dimension (feature, key, model, ...), with spend beside it. Exact micro-dollars from the rollups."""

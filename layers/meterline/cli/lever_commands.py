@@ -97,6 +97,35 @@ def cmd_savings(args: argparse.Namespace) -> None:
     _table(rows, [args.by, "spent_usd", "saved_usd", "requests", "levers"])
 
 
+def cmd_templates_put(args: argparse.Namespace) -> None:
+    import yaml
+
+    ops, ws = _ops(args)
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            document = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as exc:
+        sys.exit(f"error: cannot read {args.file}: {exc}")
+    result = _run(lambda: ops.put_template(ws, args.name, document))
+    print(f"published {result['template']} (send Meterline-Template: {result['template']})")
+
+
+def cmd_templates_list(args: argparse.Namespace) -> None:
+    ops, ws = _ops(args)
+    rows = _run(lambda: ops.list_templates(ws))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    _table(rows, ["name", "version", "created_at"])
+
+
+def cmd_templates_show(args: argparse.Namespace) -> None:
+    ops, ws = _ops(args)
+    name, _, version = args.ref.partition("@")
+    template = _run(lambda: ops.get_template(ws, name, int(version) if version.isdigit() else None))
+    print(json.dumps(template, indent=2))
+
+
 def register(sub: Any) -> None:
     cache = sub.add_parser("cache", help="the exact-match response cache and prompt caching, per scope").add_subparsers(
         dest="action", required=True)
@@ -126,6 +155,23 @@ def register(sub: Any) -> None:
     where.add_argument("--key")
     p.add_argument("--workspace")
     p.set_defaults(func=cmd_cache_remove)
+
+    templates = sub.add_parser("templates", help="versioned prompt templates (Meterline-Template: NAME@VERSION)"
+                               ).add_subparsers(dest="action", required=True)
+    p = templates.add_parser("put", help="publish the next version of NAME from a YAML file (system, tools, "
+                                         "examples, prompt, variables)")
+    p.add_argument("name")
+    p.add_argument("--file", required=True)
+    p.add_argument("--workspace")
+    p.set_defaults(func=cmd_templates_put)
+    p = templates.add_parser("list")
+    p.add_argument("--workspace")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_templates_list)
+    p = templates.add_parser("show", help="NAME (latest) or NAME@VERSION")
+    p.add_argument("ref")
+    p.add_argument("--workspace")
+    p.set_defaults(func=cmd_templates_show)
 
     from meterline.store.rollups import ROLLUP_DIMENSIONS
 

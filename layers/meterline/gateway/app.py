@@ -45,6 +45,7 @@ from meterline.gateway.prompt_caching import PromptCacheStage
 from meterline.gateway.routing import RoutingStage
 from meterline.gateway.semantic import SemanticStage
 from meterline.gateway.services import Services
+from meterline.gateway.templates import TemplateStage
 from meterline.gateway.validation import (
     validate_chat,
     validate_count_tokens,
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         stages = [
             AuthenticateStage(svc),
             ReadBodyStage(svc, read_limited, VALIDATORS[endpoint]),
+            TemplateStage(svc),  # Meterline-Template: assembled before policies and the cache key
             PolicyStage(svc),
             RouteStage(),
             ProfileStage(),  # request shape for waste scoring (waste/features.py)

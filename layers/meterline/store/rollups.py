@@ -40,7 +40,7 @@ from meterline.store import aws
 from meterline.store.codec import from_item, paginate
 from meterline.store.schema import ROLLUPS
 
-ROLLUP_DIMENSIONS = ("key", "member", "department", "agent", "feature", "customer", "provider", "model")
+ROLLUP_DIMENSIONS = ("key", "member", "department", "agent", "feature", "customer", "provider", "model", "template")
 UNATTRIBUTED = "-"
 COUNTERS = ("cost_micros", "requests", "rejections", "input_tokens", "cache_read_tokens",
             "cache_write_tokens", "output_tokens", "estimated", "unpriced", "saved_micros",

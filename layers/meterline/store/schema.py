@@ -5,6 +5,7 @@ stack (`infra_cdk`) builds its tables from the same specs, so the two can never 
 Each table's key layout and access patterns are owned by its data-access module:
 
     workspaces  -> meterline.store.workspaces   (settings, provider credentials)
+                   meterline.store.templates    (prompt templates, pk "<workspace>#template")
     keys        -> meterline.store.keys         (virtual keys, by hash; by workspace via GSI)
     ledger      -> meterline.store.ledger       (one record per request; stream feeds rollups)
     rollups     -> meterline.store.rollups      (spend counters per scope and period)
