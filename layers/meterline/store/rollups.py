@@ -42,6 +42,9 @@ from meterline.store.schema import ROLLUPS
 
 ROLLUP_DIMENSIONS = ("key", "member", "department", "agent", "feature", "customer", "provider", "model", "template")
 UNATTRIBUTED = "-"
+# Sparse dimensions: most requests have no value, so no "-" row is kept for them (it would cost a
+# write per request and say nothing the total does not).
+SPARSE_DIMENSIONS = ("template",)
 COUNTERS = ("cost_micros", "requests", "rejections", "input_tokens", "cache_read_tokens",
             "cache_write_tokens", "output_tokens", "estimated", "unpriced", "saved_micros",
             *(f"saved_{lever}" for lever in LEVERS),
@@ -94,6 +97,8 @@ def scopes_of(record: dict[str, Any]) -> list[str]:
     scopes = ["total#all"]
     for dim in ROLLUP_DIMENSIONS:
         value = record.get(dim)
+        if not value and dim in SPARSE_DIMENSIONS:
+            continue
         scopes.append(f"{dim}#{bound_value(str(value)) if value else UNATTRIBUTED}")
     return scopes
 
