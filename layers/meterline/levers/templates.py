@@ -19,6 +19,8 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
+from meterline.levers.prompt_cache import MAX_BREAKPOINTS, client_breakpoints
+
 NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 MAX_TEMPLATE_BYTES = 200_000
 _ROLES = ("user", "assistant")
@@ -117,12 +119,6 @@ def _render(template: Template, values: dict[str, str]) -> str:
     return string.Template(template.prompt).safe_substitute(merged)
 
 
-def _breakpoints(body: dict[str, Any]) -> int:
-    from meterline.levers.prompt_cache import client_breakpoints
-
-    return client_breakpoints(body)
-
-
 def assemble(template: Template, endpoint: str, body: dict[str, Any], values: dict[str, str]) -> tuple[dict, bool]:
     """(the request with the template applied, whether a breakpoint marks the template boundary)."""
     prompt = _render(template, values) if template.prompt else ""
@@ -139,7 +135,7 @@ def assemble(template: Template, endpoint: str, body: dict[str, Any], values: di
         if examples:
             stable = examples  # the boundary is the last example
         marked = False
-        if stable and _breakpoints(body) < 4:
+        if stable and client_breakpoints(body) < MAX_BREAKPOINTS:
             last = stable[-1]
             if "text" in last:
                 stable[-1] = {**last, "cache_control": {"type": "ephemeral"}}
