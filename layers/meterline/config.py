@@ -23,6 +23,10 @@ def _float_env(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
+# Local development talks to local providers (a fake, a vLLM on loopback): allowed over http there.
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 @dataclass(frozen=True)
 class Settings:
     region: str = "us-east-1"
@@ -35,14 +39,27 @@ class Settings:
     # How long a decrypted provider key stays in memory (zero KMS calls on a warm request).
     secret_cache_ttl_s: float = 300.0
     max_body_bytes: int = 4 * 1024 * 1024
+    # A buffered provider answer above this is refused instead of held in memory (gateway/proxy.py).
+    max_upstream_body_bytes: int = 32 * 1024 * 1024
     upstream_connect_timeout_s: float = 10.0
     upstream_read_timeout_s: float = 600.0
+    # One request's whole time at the gateway, all attempts and the stream included: below Lambda's
+    # 900 s hard stop, so a cut request is still metered and recorded (gateway/proxy.py).
+    request_deadline_s: float = 840.0
     ledger_retention_days: int = 400
     # "aiohttp" (aiohttp directly, the fastest: bench/overhead.py), "httpx-aiohttp" or "httpx".
     upstream_transport: str = "aiohttp"
     # Behind the AWS Lambda Web Adapter: the caller's IP comes from the request context it passes
     # (x-amzn-request-context), trusted only then (policies/ip.py).
     behind_lambda_adapter: bool = False
+    # Request-path store client (store/ddb_http.py): calls on the wire at once, the wait for one
+    # call's answer once sent, and one call's whole deadline (slot wait and retries included).
+    store_max_in_flight: int = 16
+    store_attempt_timeout_s: float = 10.0
+    store_deadline_s: float = 30.0
+    # Hosts a provider URL may name over plain http, or on a loopback/private address (meterline.egress):
+    # empty on AWS unless the owner sets METERLINE_EGRESS_ALLOW (e.g. a vLLM inside the VPC).
+    egress_allow_hosts: tuple[str, ...] = ()
 
     def table(self, spec: TableSpec) -> str:
         return self.table_names.get(spec.logical_name, f"meterline-{spec.logical_name}")
@@ -61,10 +78,15 @@ class Settings:
             max_body_bytes=_int_env("METERLINE_MAX_BODY_BYTES", 4 * 1024 * 1024),
             upstream_connect_timeout_s=_float_env("METERLINE_UPSTREAM_CONNECT_TIMEOUT", 10.0),
             upstream_read_timeout_s=_float_env("METERLINE_UPSTREAM_READ_TIMEOUT", 600.0),
+            request_deadline_s=_float_env("METERLINE_REQUEST_DEADLINE", 840.0),
             ledger_retention_days=_int_env("METERLINE_LEDGER_RETENTION_DAYS", 400),
             upstream_transport=env.get("METERLINE_UPSTREAM_TRANSPORT", "aiohttp"),
             behind_lambda_adapter=env.get("AWS_LAMBDA_EXEC_WRAPPER") == "/opt/bootstrap"
             or bool(env.get("AWS_LWA_INVOKE_MODE")),
+            store_max_in_flight=_int_env("METERLINE_STORE_MAX_IN_FLIGHT", 16),
+            store_attempt_timeout_s=_float_env("METERLINE_STORE_ATTEMPT_TIMEOUT", 10.0),
+            store_deadline_s=_float_env("METERLINE_STORE_DEADLINE", 30.0),
+            egress_allow_hosts=tuple(h.strip() for h in env.get("METERLINE_EGRESS_ALLOW", "").split(",") if h.strip()),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -74,4 +96,6 @@ class Settings:
         env["AWS_DEFAULT_REGION"] = self.region
         if self.aws_endpoint:
             env["METERLINE_AWS_ENDPOINT"] = self.aws_endpoint
+        if self.egress_allow_hosts:
+            env["METERLINE_EGRESS_ALLOW"] = ",".join(self.egress_allow_hosts)
         return env

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meterline import moto_patches
-from meterline.config import Settings
+from meterline.config import LOCAL_HOSTS, Settings
 from meterline.store import aws
 from meterline.store.keys import KeyRecord, KeyStore
 from meterline.store.schema import ALL_TABLES, KMS_KEY_ALIAS
@@ -88,7 +88,8 @@ def provision(endpoint: str, region: str = "us-east-1", prefix: str = "meterline
     kms = aws.client("kms", settings)
     key = kms.create_key(Description="Meterline vault (embedded)")["KeyMetadata"]
     kms.create_alias(AliasName=f"{KMS_KEY_ALIAS}-{prefix}", TargetKeyId=key["KeyId"])
-    return Settings(region=region, aws_endpoint=endpoint, table_names=names, kms_key_id=key["Arn"])
+    return Settings(region=region, aws_endpoint=endpoint, table_names=names, kms_key_id=key["Arn"],
+                    egress_allow_hosts=LOCAL_HOSTS)
 
 
 def seed_demo(settings: Settings, workspace: str = "demo") -> dict[str, str]:

@@ -19,8 +19,9 @@ the app maps them to a generic 500.
 
 from __future__ import annotations
 
-import re
 from typing import Any
+
+from meterline.redaction import redact as _redact
 
 
 class GatewayError(Exception):
@@ -107,18 +108,10 @@ class ServiceUnavailable(GatewayError):
     code = "service_unavailable"
 
 
-# Provider key shapes (OpenAI sk-..., Anthropic sk-ant-..., Google AIza..., generic bearer tokens).
-_KEY_PATTERNS = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{6,}|AIza[0-9A-Za-z_\-]{20,}|mlk_[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9._\-]{8,})"
-)
-
-
-def redact(text: str, *secrets: str) -> str:
-    """Remove known secrets and anything shaped like an API key from provider-supplied text."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
-    return _KEY_PATTERNS.sub("[redacted]", text)
+def redact(text: str, *secrets: str | None) -> str:
+    """Remove known secrets (in any JSON spelling, prefixes included) and anything shaped like an API
+    key from provider-supplied text (meterline.redaction: the one redaction for everything passed on)."""
+    return _redact(text, *secrets)
 
 
 def openai_error_body(error: GatewayError) -> dict[str, Any]:

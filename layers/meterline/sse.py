@@ -24,29 +24,52 @@ def _parse(raw: bytes) -> Event:
     return Event(raw=raw, event=event, data="\n".join(data_lines) if data_lines else None)
 
 
+class SSEError(ValueError):
+    """The upstream sent an event larger than the gateway buffers (`MAX_EVENT_BYTES`)."""
+
+
+MAX_EVENT_BYTES = 32 * 1024 * 1024
+_SEPARATORS = (b"\n\n", b"\r\n\r\n")
+
+
 class SSEParser:
-    def __init__(self) -> None:
-        self._buffer = b""
+    """Linear in the bytes fed, however they are chunked: every byte is searched for a separator
+    once (a 16 MB event in 1-byte chunks costs the same as in one chunk), and consumed bytes are
+    dropped in place."""
+
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of the buffer already searched without a complete separator
+        self.max_event_bytes = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[Event]:
         self._buffer += chunk
-        events = []
+        events: list[Event] = []
+        buffer, start = self._buffer, 0
+        origin = max(self._scanned - 3, 0)  # a separator may straddle the previous chunk's end
+        # Next position of each separator at or after `origin` (-1: none before the end): each is
+        # searched again only once consumed, so a chunk with many events is scanned once per separator.
+        found = [buffer.find(sep, origin) for sep in _SEPARATORS]
         while True:
-            cut = -1
-            for sep in (b"\n\n", b"\r\n\r\n"):
-                at = self._buffer.find(sep)
-                if at != -1 and (cut == -1 or at < cut[0]):
-                    cut = (at, len(sep))
-            if cut == -1:
-                return events
-            at, size = cut
-            raw, self._buffer = self._buffer[: at + size], self._buffer[at + size:]
+            candidates = [(at, len(sep)) for at, sep in zip(found, _SEPARATORS, strict=True) if at != -1]
+            if not candidates:
+                break
+            at, size = min(candidates)
+            raw = bytes(buffer[start: at + size])
+            start = at + size
             if raw.strip():
                 events.append(_parse(raw))
+            found = [f if f >= start else buffer.find(sep, start) for f, sep in zip(found, _SEPARATORS, strict=True)]
+        if start:
+            del buffer[:start]
+        self._scanned = len(buffer)
+        if len(buffer) > self.max_event_bytes:
+            raise SSEError(f"an upstream event exceeded {self.max_event_bytes} bytes")
+        return events
 
     def pending(self) -> bytes:
         """Bytes of an event that never got its terminator (a stream cut mid-event)."""
-        return self._buffer
+        return bytes(self._buffer)
 
 
 def encode(data: str, event: str | None = None) -> bytes:

@@ -9,7 +9,10 @@ This module is pure: it parses provider payloads (dicts), it does no I/O and com
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 
@@ -45,6 +48,11 @@ class Usage:
     # How the provider says it served the request: Anthropic `speed` ("fast") and `inference_geo`.
     speed: str | None = None
     inference_geo: str | None = None
+    # Set when the provider's usage could not be taken as sent: "invalid" (a count that is not a
+    # finite non-negative number: NaN, infinity, negative, a string) or "implausible" (beyond what the
+    # request and the model allow); `claimed` then keeps what the provider sent, verbatim (JSON).
+    flag: str | None = None
+    claimed: str | None = None
 
     @property
     def prompt_total(self) -> int:
@@ -71,13 +79,66 @@ def tool_calls(counts: dict[str, int]) -> tuple[tuple[str, int], ...]:
 
 
 def _int(value: Any) -> int | None:
-    if value is None:
+    """A token count, or None when absent or not a finite non-negative number (see `invalid_counts`)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, float) and not math.isfinite(value):
         return None
-    return max(int(value), 0)
+    return int(value) if value >= 0 else None
 
 
+def invalid_counts(usage: Any, path: str = "") -> list[str]:
+    """Fields of a provider's usage object that are not valid token counts (NaN, infinities - also
+    what JSON's 1e309 parses to -, negatives, non-integral floats, strings where numbers belong)."""
+    bad: list[str] = []
+    stack: list[tuple[str, Any]] = [(path, usage)]
+    while stack:
+        where, node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(node))
+        elif isinstance(node, bool) or node is None:
+            continue
+        elif isinstance(node, float):
+            if not math.isfinite(node) or node < 0 or node != int(node):
+                bad.append(where)
+        elif isinstance(node, int):
+            if node < 0:
+                bad.append(where)
+        elif isinstance(node, str) and _looks_numeric(where):
+            bad.append(where)
+    return sorted(bad)
+
+
+def _looks_numeric(field: str) -> bool:
+    name = field.rsplit(".", 1)[-1].lower()
+    return name.endswith(("tokens", "tokencount", "_count")) or name in ("inputtokens", "outputtokens")
+
+
+def claim(usage: Any) -> str:
+    """The provider's usage, verbatim as JSON (NaN and infinities kept as JS literals), size-bounded."""
+    text = json.dumps(usage, separators=(",", ":"), default=str, allow_nan=True)
+    return text if len(text) <= 2000 else text[:2000] + "..."
+
+
+def checked(parse: Callable[[Any], Usage | None]) -> Callable[[Any], Usage | None]:
+    """Wrap a provider usage parser: invalid counts are dropped by `_int`, and the result is flagged
+    "invalid" with what the provider claimed, so the meter estimates instead of trusting it."""
+    def wrapper(usage: Any) -> Usage | None:
+        result = parse(usage)
+        if not isinstance(usage, dict):
+            return result
+        bad = invalid_counts(usage)
+        if not bad:
+            return result
+        return replace(result or Usage(), flag="invalid", claimed=claim(usage))
+    wrapper.__name__ = parse.__name__
+    wrapper.__doc__ = parse.__doc__
+    return wrapper
+
+
+@checked
 def from_openai_chat(usage: dict[str, Any] | None) -> Usage | None:
     """OpenAI Chat Completions `usage`: prompt_tokens includes cached (and cache-write) tokens."""
     if not isinstance(usage, dict):
@@ -111,6 +172,7 @@ def from_openai_chat(usage: dict[str, Any] | None) -> Usage | None:
     )
 
 
+@checked
 def from_openai_responses(usage: dict[str, Any] | None) -> Usage | None:
     """OpenAI Responses `usage`: input_tokens includes cached; output_tokens includes reasoning."""
     if not isinstance(usage, dict):
@@ -123,6 +185,7 @@ def from_openai_responses(usage: dict[str, Any] | None) -> Usage | None:
     })
 
 
+@checked
 def from_openai_embeddings(usage: dict[str, Any] | None) -> Usage | None:
     """OpenAI Embeddings `usage`: prompt_tokens only (embeddings produce no output tokens)."""
     if not isinstance(usage, dict):
@@ -133,6 +196,7 @@ def from_openai_embeddings(usage: dict[str, Any] | None) -> Usage | None:
     return None if prompt is None else Usage(input_uncached=prompt)
 
 
+@checked
 def from_anthropic(usage: dict[str, Any] | None) -> Usage | None:
     """Anthropic Messages `usage`: input_tokens EXCLUDES cache reads and writes.
 
@@ -210,6 +274,7 @@ def merge_anthropic_stream(start: dict[str, Any] | None, delta: dict[str, Any] |
     return from_anthropic(merged)
 
 
+@checked
 def from_gemini(meta: dict[str, Any] | None) -> Usage | None:
     """Gemini `usageMetadata`: promptTokenCount INCLUDES cachedContentTokenCount; output is
     candidates + thoughts (thoughts billed as output); tool-use prompt tokens are billed as input."""
@@ -271,6 +336,7 @@ def openai_tool_calls(output: Any) -> tuple[tuple[str, int], ...]:
     return tool_calls({**counts, "code_interpreter": len(containers)})
 
 
+@checked
 def from_bedrock(usage: dict[str, Any] | None) -> Usage | None:
     """Bedrock Converse `usage`: inputTokens EXCLUDES cache reads and writes.
 

@@ -21,6 +21,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+RAW = "__raw_usage__"
+
+
+def dumps(data: Any) -> bytes:
+    """JSON, with a raw usage text spliced in where `FakeOpenAI.usage_raw` asks for one."""
+    text = json.dumps(data, separators=(",", ":"))
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if isinstance(usage, dict) and RAW in usage:
+        text = text.replace(json.dumps({RAW: usage[RAW]}, separators=(",", ":")), usage[RAW])
+    return text.encode()
+
+
 WORDS = ["Hello", " there", "!", " How", " can", " I", " help", " you", " today", "?"]
 
 
@@ -45,8 +57,14 @@ class FakeOpenAI:
     last_chunk_sent_at: float | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    # Raw JSON text sent as the `usage` object instead (e.g. with NaN, 1e309, -5 or 10^40 in it).
+    usage_raw: str | None = None
+    # Extra response headers (e.g. an upstream echoing a secret in x-request-id).
+    extra_headers: dict[str, str] = field(default_factory=dict)
 
     def usage(self) -> dict[str, Any]:
+        if self.usage_raw is not None:
+            return {RAW: self.usage_raw}
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -69,15 +87,16 @@ def build_app(fake: FakeOpenAI) -> Starlette:
             return JSONResponse(payload, status_code=status)
         created = int(time.time())
         model = body["model"]
+        headers = {"x-request-id": "req_upstream_fake", **fake.extra_headers}
         if not body.get("stream"):
-            return JSONResponse({
+            return Response(dumps({
                 "id": "chatcmpl-fake123", "object": "chat.completion", "created": created,
                 "model": model + "-2024-08-06",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(fake.chunks),
                                                      "refusal": None, "annotations": []},
                              "logprobs": None, "finish_reason": "stop"}],
                 "usage": fake.usage(), "service_tier": fake.service_tier, "system_fingerprint": "fp_fake",
-            }, headers={"x-request-id": "req_upstream_fake"})
+            }), headers=headers, media_type="application/json")
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta: dict[str, Any], finish: str | None = None, usage: Any = "absent") -> bytes:
@@ -90,7 +109,7 @@ def build_app(fake: FakeOpenAI) -> Starlette:
                 data["usage"] = usage
             elif include_usage and fake.null_usage_on_chunks:
                 data["usage"] = None
-            return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+            return b"data: " + dumps(data) + b"\n\n"
 
         async def events():
             yield chunk({"role": "assistant", "content": "", "refusal": None})
@@ -116,11 +135,10 @@ def build_app(fake: FakeOpenAI) -> Starlette:
                 data = {"id": "chatcmpl-fake123", "object": "chat.completion.chunk", "created": created,
                         "model": model + "-2024-08-06", "service_tier": fake.service_tier,
                         "system_fingerprint": "fp_fake", "choices": [], "usage": fake.usage()}
-                yield b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+                yield b"data: " + dumps(data) + b"\n\n"
             fake.last_chunk_sent_at = time.monotonic()
             yield b"data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"x-request-id": "req_upstream_fake"})
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])

@@ -144,3 +144,38 @@ def test_simulated_provider_is_priced_as_the_real_model(gateway, settings, strea
     assert record["cost_micros"] == openai_cost_micros(
         "openai/o4-mini", usage.prompt_tokens, usage.prompt_tokens_details.cached_tokens, usage.completion_tokens)
     assert record["cost_micros"] > 0
+
+
+def _raw_sse(gateway, tenant, **body) -> list[dict]:
+    """The chunks exactly as sent (the SDK's objects cannot tell a missing `usage` from `"usage": null`)."""
+    import json as _json
+
+    import httpx
+
+    with httpx.Client(timeout=30) as http:
+        response = http.post(gateway.base_url + "/chat/completions",
+                             headers={"authorization": f"Bearer {tenant.api_key}"},
+                             json={"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True, **body})
+    lines = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    return [_json.loads(line) for line in lines[:-1]]
+
+
+def test_raw_stream_without_include_usage_carries_no_usage_field(gateway, tenant, fake_openai):
+    chunks = _raw_sse(gateway, tenant)
+    assert fake_openai[0].requests[0]["stream_options"] == {"include_usage": True}  # asked upstream
+    assert chunks and all("usage" not in c for c in chunks)  # not even "usage": null, as OpenAI sends it
+    assert all(c["choices"] for c in chunks)
+
+
+def test_raw_stream_with_include_usage_keeps_the_null_usage_fields_and_the_usage_chunk(gateway, tenant):
+    chunks = _raw_sse(gateway, tenant, stream_options={"include_usage": True})
+    assert all("usage" in c and c["usage"] is None for c in chunks[:-1])
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["prompt_tokens"] == 1200
+
+
+def test_raw_stream_keeps_usage_sent_on_a_chunk_with_choices(gateway, tenant, fake_openai):
+    fake_openai[0].usage_on_choice_chunk = True
+    chunks = _raw_sse(gateway, tenant, stream_options={"include_usage": True})
+    with_usage = [c for c in chunks if c.get("usage")]
+    assert len(with_usage) == 1 and with_usage[0]["choices"] and with_usage[0]["usage"]["completion_tokens"] == 10

@@ -24,7 +24,8 @@ def test_keys_lifecycle_uses_the_dev_state_with_no_flags(dev_state, capsys):
     assert (record.workspace, record.member, record.department, record.models) == ("demo", "carol", "ops", ("sim/*",))
 
     main(["keys", "list"])
-    assert key_id in capsys.readouterr().out and key not in capsys.readouterr().out
+    listed = capsys.readouterr()  # read once: a second read would be empty and prove nothing
+    assert key_id in listed.out and key not in listed.out and key not in listed.err
     main(["keys", "revoke", key_id])
     assert KeyStore(dev_state).get(hash_key(key)).revoked
 

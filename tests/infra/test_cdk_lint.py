@@ -20,6 +20,8 @@ LINT_REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-2"]
 
 
 def _nag_violations(report: dict) -> list[str]:
+    # A missing report must fail, not pass as "no violations": the validation has to have run.
+    assert report and "pluginReports" in report, "no policy validation report was written: cdk-nag did not run"
     out = []
     for plugin in report.get("pluginReports", []):
         if plugin["pluginName"] != "AwsSolutions":

@@ -229,3 +229,21 @@ def test_stream_cut_after_message_start_is_recorded_as_estimated(gateway, world,
             pass
     [record] = wait_for_ledger(settings, world.workspace, 1)
     assert record["outcome"] == "upstream_break" and record["estimated"] is True and record["cost_micros"] > 0
+
+
+def test_count_tokens_counts_against_the_keys_rate_limit(gateway, world, fakes, settings):
+    from meterline.budgets.model import RateLimit
+    from meterline.store.budgets import BudgetStore
+
+    BudgetStore(settings).put_limit(world.workspace, RateLimit("key", world.key_id, rpm=5))
+    client = ant(gateway, world)
+    statuses = []
+    for _ in range(12):  # two minute windows at most: at least 6 in one of them
+        try:
+            client.messages.count_tokens(model="claude-sonnet-4-6", messages=[{"role": "user", "content": "hi"}])
+            statuses.append(200)
+        except anthropic.RateLimitError as exc:
+            assert exc.response.headers["meterline-request-id"]
+            statuses.append(429)
+    assert 429 in statuses and statuses.count(200) == len(fakes.anthropic.paths) <= 10
+    assert ledger_items(settings, world.workspace) == []  # still not spend

@@ -89,8 +89,9 @@ def test_gemini_streaming_costs_the_same(gateway, world, fakes, settings, includ
 
 def test_gemini_long_context_tier_prices_the_whole_request(gateway, world, fakes, settings):
     fakes.gemini.prompt_tokens, fakes.gemini.cached_tokens = 250_000, 0
+    # A prompt that can be 250k tokens (usage beyond what the request can hold is capped as implausible).
     oa(gateway, world).chat.completions.create(model="gemini/gemini-2.5-pro",
-                                               messages=[{"role": "user", "content": "long"}])
+                                               messages=[{"role": "user", "content": "long " * 50_000}])
     [record] = wait_for_ledger(settings, world.workspace, 1)
     cost = gemini_cost_micros("gemini/gemini-2.5-pro", 250_000, 0, 30, 12)
     assert record["cost_micros"] == cost == (250_000 * 250 + 42 * 1500) // 100  # $2.50 / $15.00 per 1M

@@ -62,3 +62,27 @@ def test_a_failed_load_is_not_cached():
         assert await cache.get("k") == "ok"
 
     asyncio.run(run())
+
+
+def test_a_flood_of_unknown_keys_never_evicts_known_ones_and_repeats_are_served_from_memory():
+    calls = []
+
+    async def loader(key: str) -> str | None:
+        calls.append(key)
+        return key.upper() if key.startswith("valid") else None
+
+    async def run() -> None:
+        cache = RefreshingCache(loader, ttl=60, max_entries=10, max_negative=100)
+        for i in range(10):
+            await cache.get(f"valid{i}")
+        for i in range(5_000):  # unknown keys: their own bounded LRU
+            assert await cache.get(f"unknown{i % 200}") is None
+        calls.clear()
+        for i in range(10):
+            assert await cache.get(f"valid{i}") == f"VALID{i}"
+        assert calls == []  # every known key is still cached
+        assert await cache.get("unknown199") is None and calls == []  # a recent unknown: from memory
+        await cache.get("valid10")  # an 11th known key evicts the least recently used one only
+        assert len(cache._entries) == 10 and len(cache._negative) == 100
+
+    asyncio.run(run())

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from meterline.budgets.model import LIMIT_SUBJECTS, Budget, RateLimit
+from botocore.exceptions import ClientError
+
+from meterline.budgets.model import Budget, RateLimit
 from meterline.config import Settings
+from meterline.egress import EgressError, check_url
 from meterline.levers import LEVERS, compression
 from meterline.levers.routing import SCOPE_TYPES as ROUTE_SCOPES
 from meterline.levers.routing import RouteRule
@@ -25,7 +29,7 @@ from meterline.pricing.catalog import validate_override
 from meterline.store.audit import AuditStore
 from meterline.store.budgets import BudgetStore
 from meterline.store.keys import KeyNotFound, KeyRecord, KeyStore
-from meterline.store.rollups import ROLLUP_DIMENSIONS, RollupStore, counters_of
+from meterline.store.rollups import ROLLUP_DIMENSIONS, RollupStore, bound_value, counters_of
 from meterline.store.workspaces import Alias, ProviderEntry, WorkspaceStore
 from meterline.vault import Vault
 from meterline.vkeys import generate, hash_key
@@ -59,6 +63,17 @@ def _semantic_config(raw: dict[str, Any]) -> dict[str, Any]:
 
 # Each lever with per-scope settings, and how its settings are validated (ValueError: refused).
 LEVER_VALIDATORS = {"compression": _compression_config, "semantic": _semantic_config}
+
+
+WORKSPACE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # it is part of every table key: no '#', '/'
+MAX_KEY_DAYS = 3650  # ten years
+
+
+def _zone(name: Any) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ValueError, TypeError, ZoneInfoNotFoundError) as exc:
+        raise OpError(f"unknown time zone {name!r} (an IANA name, e.g. Europe/Paris)") from exc
 
 
 class OpError(ValueError):
@@ -95,11 +110,18 @@ class Ops:
     # workspaces
     def create_workspace(self, workspace: str, name: str, *, default_provider: str | None = None,
                          unpriced: str = "reject", timezone: str = "UTC") -> dict[str, Any]:
+        if not isinstance(workspace, str) or not WORKSPACE_ID.fullmatch(workspace):
+            raise OpError("a workspace id is 1-64 letters, digits, '_' or '-', starting with a letter or digit")
         if unpriced not in ("reject", "forward"):
             raise OpError("unpriced must be 'reject' or 'forward'")
-        ZoneInfo(timezone)  # raises on an unknown zone
-        WorkspaceStore(self.settings).create(workspace, name, default_provider=default_provider,
-                                             unpriced=unpriced, timezone=timezone)
+        _zone(timezone)
+        try:
+            WorkspaceStore(self.settings).create(workspace, name, default_provider=default_provider,
+                                                 unpriced=unpriced, timezone=timezone)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise OpError(f"workspace {workspace!r} already exists", status=409) from exc
+            raise
         self._audit("workspace.create", workspace)
         return {"workspace": workspace, "name": name}
 
@@ -114,7 +136,7 @@ class Ops:
         if changes.get("unpriced") not in (None, "reject", "forward"):
             raise OpError("unpriced must be 'reject' or 'forward'")
         if "timezone" in changes:
-            ZoneInfo(changes["timezone"])
+            _zone(changes["timezone"])
         if "trusted_proxies" in changes:
             changes["trusted_proxies"] = _cidrs(changes["trusted_proxies"])
         config = self._require_workspace(workspace)
@@ -131,8 +153,9 @@ class Ops:
         scopes = tuple(KEY_SCOPES.get(s, s) for s in scopes)
         if any(s not in KEY_SCOPES.values() for s in scopes) or len(scopes) > 1:
             raise OpError(f"scopes: one of {', '.join(KEY_SCOPES)}")
-        if expires_in_days is not None and not 0 < expires_in_days <= 3650:
-            raise OpError("expires_in_days must be more than 0 and at most 3650 (ten years)")
+        if expires_in_days is not None and (isinstance(expires_in_days, bool) or not isinstance(
+                expires_in_days, int | float) or not 0 < expires_in_days <= MAX_KEY_DAYS):
+            raise OpError(f"expires_in_days must be more than 0 and at most {MAX_KEY_DAYS}")
         if not member.strip():
             raise OpError("member must not be empty")
         key, key_id = generate()
@@ -188,6 +211,10 @@ class Ops:
             base_url = f"https://bedrock-runtime.{options['region']}.amazonaws.com"
         if not base_url:
             raise OpError("base_url is required for this provider (for azure: https://<resource>.openai.azure.com)")
+        try:
+            check_url(base_url, self.settings.egress_allow_hosts)
+        except EgressError as exc:
+            raise OpError(f"base_url refused: {exc}") from exc
         ciphertext = Vault(self.settings).encrypt(secret, workspace, name) if secret else None
         catalog = catalog or DEFAULT_CATALOG.get(kind, name)
         WorkspaceStore(self.settings).put_provider(
@@ -469,11 +496,25 @@ class Ops:
         store = BudgetStore(self.settings)
         old = next((b for b in store.definitions(workspace).budgets if b.scope == budget.scope), None)
         store.put_budget(workspace, budget)
+        self._seed_from_rollups(workspace, budget, store)
         self._audit("budget.set", workspace, before=_plain(old), after=_plain(budget), scope=budget.scope,
                     monthly=budget.monthly_micros,
                     daily=budget.daily_micros, on_exhaust=budget.on_exhaust, downgrade_at=budget.downgrade_at,
                     downgrade_to=budget.downgrade_to)
         return {"scope": budget.scope}
+
+    def _seed_from_rollups(self, workspace: str, budget: Budget, store: BudgetStore) -> None:
+        """A budget created mid-month starts from the month's (and the day's) spend so far, as the
+        rollups have it (they trail the ledger by the aggregation lag, seconds)."""
+        config = self._require_workspace(workspace)
+        now = datetime.now(UTC).astimezone(_zone(config.timezone))
+        month, day = f"{now:%Y-%m}", f"{now:%Y-%m-%d}"
+        sk = ("total#all" if budget.scope_type == "workspace"
+              else f"{budget.scope_type}#{bound_value(budget.scope_value)}")
+        rollups = RollupStore(self.settings)
+        spent_month = rollups.scope_totals(workspace, f"M#{month}", sk).get("cost_micros", 0)
+        spent_day = rollups.scope_totals(workspace, f"D#{day}", sk).get("cost_micros", 0)
+        store.seed_counter(workspace, budget.scope, month, day, spent_month, spent_day)
 
     def list_budgets(self, workspace: str) -> list[dict[str, Any]]:
         config = self._require_workspace(workspace)
@@ -511,11 +552,13 @@ class Ops:
 
     def set_limit(self, workspace: str, limit: RateLimit) -> dict[str, Any]:
         self._require_workspace(workspace)
-        if limit.subject_type not in LIMIT_SUBJECTS:
-            raise OpError(f"limits apply to {LIMIT_SUBJECTS}")
-        for value in (limit.rpm, limit.rph, limit.burst, limit.tpm):
-            if value is not None and value < 1:
-                raise OpError("limits must be positive")
+        try:
+            limit.validate()
+        except ValueError as exc:
+            raise OpError(str(exc)) from exc
+        if limit.subject_type == "key" and limit.subject_value != "*" and limit.subject_value not in {
+                k.key_id for k in KeyStore(self.settings).list(workspace)}:
+            raise OpError(f"no key {limit.subject_value} in workspace {workspace}", status=404)
         BudgetStore(self.settings).put_limit(workspace, limit)
         self._audit("limit.set", workspace, subject=limit.subject, rpm=limit.rpm, rph=limit.rph,
                     burst=limit.burst, tpm=limit.tpm)
@@ -533,8 +576,11 @@ class Ops:
         previous = store.definitions(workspace).policy
         try:
             policy = replace(previous, **changes)
+            policy.validate()
         except TypeError as exc:
             raise OpError(f"unknown policy setting: {exc}") from exc
+        except ValueError as exc:
+            raise OpError(str(exc)) from exc
         store.put_policy(workspace, policy)
         self._audit("policy.set", workspace, before=_plain(previous), after=_plain(policy), **changes)
         return dict(policy.__dict__)

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 from meterline.config import Settings
 from meterline.money import micros_to_usd
-from meterline.store.budgets import LEASE_PREFIX, BudgetStore
+from meterline.store.budgets import BudgetStore, expired_entries
 from meterline.store.ddb_http import DynamoHttp
 from meterline.store.ledger import LedgerStore
 from meterline.store.rollups import RollupStore
@@ -159,10 +159,10 @@ async def _sweep(settings: Settings, now: float) -> int:
     released = 0
     try:
         for item in store.counters_with_leases():
-            expired = {k: v for k, v in item.items() if k.startswith(LEASE_PREFIX) and int(v["exp"]) < now}
-            if expired:
+            expired, tombs = expired_entries(item, now)
+            if expired or tombs:
                 workspace, scope = item["pk"].split("#budget#", 1)
-                await store.release_leases(client, workspace, scope, item["sk"][2:], expired)
+                await store.release_leases(client, workspace, scope, item["sk"][2:], expired, tombs)
                 released += len(expired)
     finally:
         await client.aclose()

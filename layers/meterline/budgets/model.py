@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 SCOPE_TYPES = ("workspace", "key", "member", "department", "agent", "feature", "customer")
@@ -63,6 +64,25 @@ class Budget:
             raise ValueError("downgrade_to is provider/model, e.g. openai/gpt-4.1-mini")
         if self.downgrade_at is not None and self.throttle_at is not None and self.downgrade_at > self.throttle_at:
             raise ValueError("the ladder is alert -> downgrade -> throttle -> kill: downgrade_at <= throttle_at")
+        if self.throttle_rpm is not None and not 0 < self.throttle_rpm <= MAX_COUNT:
+            raise ValueError("throttle_rpm must be a positive number of requests per minute")
+        for cap in (self.monthly_micros, self.daily_micros):
+            if cap is not None and cap > MAX_MICROS:
+                raise ValueError("caps are at most $1,000,000,000")
+        if None not in (self.monthly_micros, self.daily_micros) and self.daily_micros > self.monthly_micros:
+            raise ValueError("the daily cap cannot exceed the monthly cap")
+
+
+MAX_COUNT = 10**9  # requests or tokens per window: beyond this a "limit" is a typo
+MAX_MICROS = 10**15  # $1e9
+_SUBJECT_VALUE = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127})$")
+
+
+def _positive_count(name: str, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_COUNT:
+        raise ValueError(f"{name} must be a whole number from 1 to {MAX_COUNT}")
 
 
 @dataclass(frozen=True)
@@ -78,6 +98,18 @@ class RateLimit:
     def subject(self) -> str:
         return f"{self.subject_type}:{self.subject_value}"
 
+    def validate(self) -> None:
+        if self.subject_type not in LIMIT_SUBJECTS:
+            raise ValueError(f"limits apply to {LIMIT_SUBJECTS}")
+        if not isinstance(self.subject_value, str) or not _SUBJECT_VALUE.fullmatch(self.subject_value):
+            raise ValueError("a limit's subject is an id or name (letters, digits, . _ : @ + -) or *")
+        if all(v is None for v in (self.rpm, self.rph, self.burst, self.tpm)):
+            # A limit with no numbers would replace (and so remove) every limit of the subject,
+            # the default per-key RPM floor included.
+            raise ValueError("give at least one of --rpm, --rph, --burst, --tpm (use `limits delete` to remove one)")
+        for name in ("rpm", "rph", "burst", "tpm"):
+            _positive_count(name, getattr(self, name))
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -89,6 +121,17 @@ class Policy:
     loop_window_s: int = 600
     loop_throttle_interval_s: int = 10  # while throttled, one request per interval passes
     key_rpm_default: int = DEFAULT_KEY_RPM
+
+    def validate(self) -> None:
+        if not isinstance(self.fail_open, bool):
+            raise ValueError("fail_open is true or false")
+        for name in ("loop_throttle_after", "loop_reject_after", "loop_window_s", "loop_throttle_interval_s",
+                     "key_rpm_default"):
+            _positive_count(name, getattr(self, name))
+        if self.loop_reject_after < self.loop_throttle_after:
+            raise ValueError("loop_reject_after must be at least loop_throttle_after")
+        if self.loop_throttle_interval_s > self.loop_window_s:
+            raise ValueError("loop_throttle_interval_s cannot exceed loop_window_s")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from meterline.config import Settings
+from meterline.config import LOCAL_HOSTS, Settings
 from meterline.store.schema import ALL_TABLES
 
 
@@ -143,8 +143,9 @@ def resolve(stack: str | None = None) -> tuple[Settings, dict[str, Any]]:
     if state is not None:
         for name, value in {"AWS_ACCESS_KEY_ID": "meterline-dev", "AWS_SECRET_ACCESS_KEY": "meterline-dev"}.items():
             os.environ.setdefault(name, value)
+        # The dev server is local: its providers may be local too (over http, on loopback).
         return Settings(region=state["region"], aws_endpoint=state["endpoint"], table_names=state["tables"],
-                        kms_key_id=state["kms_key_id"]), state
+                        kms_key_id=state["kms_key_id"], egress_allow_hosts=LOCAL_HOSTS), state
     return Settings.from_env(), {}
 
 

@@ -56,6 +56,7 @@ from meterline.gateway.validation import (
 from meterline.levers import tokens
 from meterline.logs import configure as configure_logging
 from meterline.policies.engine import Facts
+from meterline.redaction import redact, redact_bytes, redact_headers
 from meterline.telemetry import record_request
 
 log = logging.getLogger("meterline.gateway")
@@ -83,7 +84,10 @@ VALIDATORS = {"chat.completions": validate_chat, "messages": validate_messages, 
 
 def error_response(ctx: RequestContext) -> JSONResponse:
     error = ctx.error or GatewayError("Internal error.")
-    headers = {**error.headers, "meterline-request-id": ctx.request_id}
+    secrets = proxy.secrets_of(ctx)
+    if error.message:
+        error.message = redact(error.message, *secrets)
+    headers = {**redact_headers(error.headers, *secrets), "meterline-request-id": ctx.request_id}
     if ctx.endpoint in ANTHROPIC_ENDPOINTS:
         return JSONResponse(anthropic_error_body(error), status_code=error.status, headers=headers)
     return JSONResponse(openai_error_body(error), status_code=error.status, headers=headers)
@@ -146,6 +150,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             at = len(stages) - 1
             stages[at:at] = [routing, cache.lookup_stage, EnforcementStage(svc), cache.serve_stage,
                              SemanticStage(svc), CompressionStage(), PromptCacheStage()]
+        else:  # ... but it is a call on the workspace's provider key: rate-limited like any other
+            stages.insert(len(stages) - 1, EnforcementStage(svc, rate_only=True))
         return Pipeline(stages)
 
     pipelines: dict[tuple[int, str], Pipeline] = {}
@@ -174,7 +180,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 response = await proxy.open_with_fallbacks(ctx, svc)
                 if response is not None:
                     if ctx.stream:
-                        stream = proxy.MeteredStream(ctx, response, pipeline, ran)
+                        stream = proxy.MeteredStream(ctx, response, pipeline, ran, svc.settings.request_deadline_s)
                         return proxy.MeteredStreamingResponse(stream, proxy.stream_headers(ctx, response))
                     done = await proxy.complete(ctx, response, svc, pipeline, ran)
                     if done is not None:
@@ -221,13 +227,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 response = await proxy.open_upstream(ctx, svc)
                 if response is not None:
                     try:
-                        raw = await response.aread()
+                        raw = await proxy.read_capped(response, 1024 * 1024)  # a count is a few bytes
                     except Exception:
                         ctx.error = UpstreamUnavailable("The provider sent an unreadable response.")
                     finally:
                         await response.aclose()
                     if ctx.error is None:
-                        return Response(raw, status_code=response.status_code,
+                        return Response(redact_bytes(raw, *proxy.secrets_of(ctx)), status_code=response.status_code,
                                         headers={"content-type": "application/json",
                                                  "meterline-request-id": ctx.request_id})
             return error_response(ctx)

@@ -24,7 +24,7 @@ from typing import Any
 
 from meterline.budgets import policy
 from meterline.budgets.model import Enforcement
-from meterline.errors import GatewayError, ServiceUnavailable
+from meterline.errors import GatewayError, InvalidRequestError, ServiceUnavailable
 from meterline.gateway import routing
 from meterline.gateway.context import RequestContext
 from meterline.gateway.metering import periods
@@ -36,6 +36,7 @@ from meterline.store.ddb_http import DynamoError
 
 log = logging.getLogger("meterline.enforcement")
 LEASE_S = 900  # longer than the longest call the data plane allows (Lambda's 15 minutes)
+clock = time.time  # the stage's clock (tests move it; nothing else in the process is affected)
 
 
 class RateLimited(GatewayError):
@@ -51,9 +52,12 @@ def _reset(seconds: float) -> str:
 class EnforcementStage(BaseStage):
     name = "enforce"
 
-    def __init__(self, services: Services):
+    def __init__(self, services: Services, rate_only: bool = False):
         self.services = services
         self.store = services.budgets
+        # Token counting is not spend (no budget, no loop count) but uses the workspace's provider key:
+        # it counts against the caller's rate limits like any request.
+        self.rate_only = rate_only
 
     async def before(self, ctx: RequestContext) -> Decision | None:
         assert ctx.workspace and ctx.key and ctx.body is not None
@@ -63,10 +67,19 @@ class EnforcementStage(BaseStage):
             return self._unavailable(ctx, None, exc)
         attribution = {"workspace": ctx.workspace.workspace, "key": ctx.key.key_id, "member": ctx.key.member,
                        "department": ctx.key.department, **ctx.tags}
-        now = time.time()
+        now = clock()
         day, month = periods(ctx.started_wall_ms, ctx.workspace.timezone)
-        budgets = policy.matching_budgets(enforcement, attribution)
+        budgets = [] if self.rate_only else policy.matching_budgets(enforcement, attribution)
         limits = policy.limits_for(enforcement, attribution)
+        unbounded = policy.unbounded_fields(ctx.body, ctx.endpoint) if any(b.hard for b in budgets) else []
+        if unbounded:
+            hard = next(b for b in budgets if b.hard)
+            ctx.note(budget_scope=hard.scope)
+            return Decision.deny(InvalidRequestError(
+                f"'{unbounded[0]}' brings input of a size the gateway cannot see, so its cost cannot be bounded "
+                f"under the hard budget {hard.scope}. Send the full input instead (the budget then reserves "
+                f"its worst case), or set that budget to alert-only or throttle.",
+                code="unbounded_input", param=unbounded[0]))
         # With fallbacks, any route in the plan may be the one that answers: reserve for the dearest.
         routes = ctx.extra.get("routes") or []
         pricings = [r.pricing for r in routes if getattr(r, "pricing", None) is not None] or [ctx.pricing]
@@ -75,11 +88,12 @@ class EnforcementStage(BaseStage):
         worst, ctx.extra["worst_pricing"] = max(((policy.worst_case(ctx.body, p, input_tokens=input_tokens), p)
                                                  for p in pricings),
                                                 key=lambda candidate: candidate[0].micros)
-        tokens = worst.input_tokens + worst.output_tokens
+        # TPM, as OpenAI counts (input estimate + max output; counting tokens produces no output).
+        tokens = policy.typical_input_tokens(worst.input_tokens) + (0 if self.rate_only else worst.output_tokens)
         client = self.services.dynamo
         ws = ctx.workspace.workspace
 
-        session = ctx.tags.get("session")
+        session = None if self.rate_only else ctx.tags.get("session")
         fingerprint = policy.loop_fingerprint(ctx.body) if session else None
         calls: list[Any] = [self.store.reserve(client, ws, b, month, day, ctx.request_id, worst.micros, LEASE_S, now)
                             for b in budgets]
@@ -93,6 +107,9 @@ class EnforcementStage(BaseStage):
 
         reservations = [r for r in budget_results if isinstance(r, Reservation)]
         ctx.extra["reservations"] = reservations  # `after` settles or releases every one of them
+        # A reserve that failed after it was sent may still be applied by the store: `after` cancels it
+        # by its lease (released if it landed, a tombstone against a late delivery otherwise).
+        self._note_uncertain(ctx, budgets, budget_results, worst.micros, month, day)
         ctx.extra["worst_case_micros"] = worst.micros
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
@@ -102,7 +119,7 @@ class EnforcementStage(BaseStage):
         ctx.extra["response_headers"] = {**ctx.extra.get("response_headers", {}), **headers}
         for limit, (allowed, state) in zip(limits, rate_results, strict=True):
             if not allowed:
-                retry = 3600 - now % 3600 if state.get("hour_limited") else 60 - now % 60
+                retry = policy.rate_retry_after(limit, state, tokens, now)
                 return Decision.deny(RateLimited(
                     f"Rate limit reached for {limit.subject_type} {limit.subject_value}: "
                     f"{self._limit_text(limit, state)}. Retry after {math.ceil(retry)} s.",
@@ -176,6 +193,7 @@ class EnforcementStage(BaseStage):
                                                             day, ctx.request_id, new_worst.micros, LEASE_S, now)
                                          for b in budgets), return_exceptions=True)
         ctx.extra["reservations"] = [r for r in results if isinstance(r, Reservation)]
+        self._note_uncertain(ctx, budgets, results, new_worst.micros, month, day)
         if any(not isinstance(r, Reservation) for r in results):
             return None
         field = "max_completion_tokens" if "max_completion_tokens" in ctx.body else "max_tokens"
@@ -201,12 +219,13 @@ class EnforcementStage(BaseStage):
         ctx.note(budget_scope=b.scope, budget_period=refused.period,
                                      budget_committed=refused.committed, budget_cap=refused.cap,
                                      worst_case_micros=worst)
-        retry = "3600" if refused.period == "day" else "86400"
+        # Not a transient condition: tell the SDKs not to retry (they honour `x-should-retry`), and
+        # send no Retry-After (a day's or a month's wait is not a retry hint).
         return RateLimited(
             f"Budget exceeded for {b.scope} ({'daily' if refused.period == 'day' else 'monthly'} cap "
             f"${micros_to_usd(refused.cap)}): ${micros_to_usd(refused.committed)} is spent or reserved and this "
             f"request may cost up to ${micros_to_usd(worst)}.", code="budget_exceeded", param=b.scope,
-            headers={**headers, "retry-after": retry})
+            headers={**headers, "x-should-retry": "false"})
 
     @staticmethod
     def _limit_text(limit: Any, state: dict[str, Any]) -> str:
@@ -242,7 +261,28 @@ class EnforcementStage(BaseStage):
                                for r in reservations), return_exceptions=True)
         ctx.extra["reservations"] = []
 
+    @staticmethod
+    def _note_uncertain(ctx: RequestContext, budgets: list[Any], results: list[Any], worst: int, month: str,
+                        day: str) -> None:
+        for budget, result in zip(budgets, results, strict=True):
+            if isinstance(result, DynamoError) and result.maybe_applied:
+                ctx.extra.setdefault("uncertain_reservations", []).append((budget, month, day, worst))
+
+    async def _cancel_all(self, ctx: RequestContext, uncertain: list[tuple[Any, str, str, int]]) -> None:
+        now = clock()
+        outcomes = await asyncio.gather(*(
+            self.store.cancel(self.services.dynamo, ctx.workspace.workspace, budget, month, day, ctx.request_id,
+                              worst, LEASE_S, now) for budget, month, day, worst in uncertain), return_exceptions=True)
+        for (budget, *_), outcome in zip(uncertain, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                # The lease (if it ever lands) expires and the sweeper releases it.
+                log.error("budget_cancel_failed", extra={"request_id": ctx.request_id, "scope": budget.scope,
+                                                         "error": type(outcome).__name__})
+
     async def after(self, ctx: RequestContext) -> None:
+        uncertain = ctx.extra.pop("uncertain_reservations", [])
+        if uncertain:
+            ctx.extra.setdefault("pending", []).append(asyncio.ensure_future(self._cancel_all(ctx, uncertain)))
         reservations: list[Reservation] = ctx.extra.pop("reservations", [])
         if not reservations:
             return
@@ -259,7 +299,8 @@ class EnforcementStage(BaseStage):
         for r, state in zip(reservations, results, strict=True):
             if isinstance(state, BaseException):
                 # The lease expires and the sweeper releases it; the spend is in the ledger regardless.
-                log.error("budget_settle_failed", extra={"request_id": ctx.request_id, "scope": r.budget.scope})
+                log.error("budget_settle_failed", extra={"request_id": ctx.request_id, "scope": r.budget.scope,
+                                                         "error": str(state)[:300]})
                 continue
             b = r.budget
             for period, cap, spent in (("M#" + r.month, b.monthly_micros, int(state.get("spent", 0))),

@@ -7,13 +7,15 @@ a request that reached a provider is never recorded as free.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from meterline.budgets.policy import usage_limits
 from meterline.gateway.context import RequestContext
 from meterline.pricing.cost import Cost, price_request
-from meterline.usage import Usage, estimate_request_prompt_tokens
+from meterline.usage import Usage, claim, estimate_request_prompt_tokens
 
 
 def periods(ts_ms: int, timezone: str) -> tuple[str, str]:
@@ -27,16 +29,39 @@ def estimate_usage(ctx: RequestContext) -> Usage:
     return Usage(input_uncached=prompt, output=output, estimated=True)
 
 
+def plausible(usage: Usage, ctx: RequestContext) -> Usage:
+    """Cap usage beyond what the request and the model allow (flagged "implausible", the provider's
+    claim kept): a provider's bug or a hostile endpoint must not put 10^40 tokens on a budget."""
+    max_input, max_output = usage_limits(ctx.body or {}, ctx.endpoint, ctx.pricing,
+                                         ctx.extra.get("input_tokens_estimate"))
+    if usage.prompt_total <= max_input and usage.output <= max_output:
+        return usage
+    capped = usage
+    if usage.prompt_total > max_input:
+        # Priced as uncached input: the claimed split cannot be trusted either.
+        capped = replace(capped, input_uncached=max_input, cache_read=0, cache_write_5m=0, cache_write_1h=0,
+                         input_audio=0, cache_read_audio=0)
+    if usage.output > max_output:
+        capped = replace(capped, output=max_output,
+                         reasoning=min(usage.reasoning, max_output) if usage.reasoning is not None else None)
+    claimed = usage.claimed or claim(usage.as_dict())
+    return replace(capped, flag="implausible", claimed=claimed)
+
+
 def meter(ctx: RequestContext) -> None:
-    """Set ctx.usage (estimated if missing) and ctx.cost for a request that reached a provider."""
+    """Set ctx.usage (estimated if missing or invalid, capped if implausible) and ctx.cost for a
+    request that reached a provider."""
     if not ctx.reached_provider or ctx.cost is not None:
         return
+    if ctx.usage is not None and ctx.usage.flag == "invalid":
+        ctx.usage = replace(estimate_usage(ctx), flag="invalid", claimed=ctx.usage.claimed)
     if ctx.usage is None:
         # A provider error response is not billed; anything that produced output may be.
         if ctx.outcome in ("upstream_error", "upstream_unavailable"):
             ctx.usage = Usage()
         else:
             ctx.usage = estimate_usage(ctx)
+    ctx.usage = plausible(ctx.usage, ctx)
     if ctx.pricing is None:
         ctx.unpriced = True
         return
@@ -109,6 +134,8 @@ def ledger_record(ctx: RequestContext, request_id: str | None = None) -> dict[st
         "output": usage.output,
         "reasoning": usage.reasoning,
         "estimated": usage.estimated,
+        "usage_flag": usage.flag,
+        "usage_claimed": usage.claimed,
         "cost_micros": ctx.cost.micros if ctx.cost else 0,
         "unpriced": ctx.unpriced,
         "price_source": ctx.cost.price_source if ctx.cost else None,

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from starlette.requests import ClientDisconnect
+
 from meterline import attribution
 from meterline.budgets import policy
 from meterline.errors import (
@@ -34,7 +36,7 @@ from meterline.gateway import addressing
 from meterline.gateway.context import RequestContext
 from meterline.gateway.metering import ledger_record, meter
 from meterline.gateway.services import Services
-from meterline.gateway.validation import parse_json_object
+from meterline.gateway.validation import check_content_type, parse_json_object
 from meterline.translators import registry
 from meterline.translators.base import Target, Translator
 from meterline.vault import VaultError
@@ -103,10 +105,10 @@ class LedgerStage(BaseStage):
         try:
             await asyncio.gather(self.services.ledger.put_async(record, self.services.dynamo), *pending)
             self.services.calls.after_upstream += 1
-        except Exception:
+        except Exception as exc:
             # The provider has answered (and billed): never drop the record. The structured log line
             # is durable in CloudWatch Logs and carries the full record for replay (docs/ARCHITECTURE.md).
-            log.error("ledger_write_failed", extra={"ledger_record": record})
+            log.error("ledger_write_failed", extra={"ledger_record": record, "error": str(exc)[:300]})
         ctx.ledger_written = True
 
 
@@ -162,11 +164,17 @@ class ReadBodyStage(BaseStage):
         if declared > limit:
             return Decision.deny(PayloadTooLargeError(f"Request body is {declared} bytes; the limit is {limit}."))
         try:
+            check_content_type(ctx.headers.get("content-type"))
             raw = await self.read(ctx, limit)
             body = parse_json_object(raw)
             self.validate(body)
         except GatewayError as exc:
             return Decision.deny(exc)
+        except ClientDisconnect:
+            # The client went away while sending its body: nothing to answer, nothing was forwarded.
+            ctx.note(body_incomplete=True)
+            return Decision.deny(GatewayError("The client disconnected while sending the request.",
+                                              code="client_disconnect", status=499))
         ctx.body = body
         ctx.extra["body_bytes"] = len(raw)
         ctx.stream = bool(body.get("stream")) and ctx.endpoint in STREAMING_ENDPOINTS

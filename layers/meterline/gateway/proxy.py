@@ -14,6 +14,7 @@ breaks the stream, the same unwinding runs, shielded from cancellation, with est
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -35,13 +36,40 @@ from meterline.gateway.services import Services
 from meterline.money import micros_to_usd
 from meterline.providers.base import UpstreamResponse
 from meterline.providers.sim import WORKSPACE_HEADER as SIM_WORKSPACE_HEADER
-from meterline.sse import SSEParser
+from meterline.redaction import redact_bytes, redact_headers
+from meterline.sse import SSEError, SSEParser
 from meterline.telemetry import record_request
 from meterline.translators.base import AWS_EVENTSTREAM
 
 log = logging.getLogger("meterline.gateway")
 PASS_HEADERS = ("x-request-id", "openai-processing-ms", "openai-version", "request-id", "x-amzn-requestid")
 MAX_ERROR_BODY = 64 * 1024
+# A buffered (non-stream) answer larger than this is not held in memory: the largest real answers
+# (2,048 embeddings of 3,072 floats as base64) are ~25 MB, and Lambda cannot return more than 20 MB.
+MAX_UPSTREAM_BODY = 32 * 1024 * 1024
+
+
+class UpstreamTooLarge(Exception):
+    pass
+
+
+async def read_capped(response: UpstreamResponse, limit: int = MAX_UPSTREAM_BODY) -> bytes:
+    """The whole body, unless it exceeds `limit` (UpstreamTooLarge, nothing more is read)."""
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise UpstreamTooLarge(f"the provider's answer exceeded {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+DEADLINE_MESSAGE = "The request reached the gateway's time limit ({:g} s) and was cut."
+
+
+def remaining_s(ctx: RequestContext, services: Services) -> float:
+    """Time left of the request's deadline (`request_deadline_s`, counted from its arrival)."""
+    return services.settings.request_deadline_s - ctx.elapsed_ms() / 1000
 
 
 def _outcome_of(error: GatewayError) -> str:
@@ -63,9 +91,20 @@ async def open_upstream(ctx: RequestContext, services: Services) -> UpstreamResp
     if ctx.target.kind == "sim" and ctx.workspace:
         request.headers[SIM_WORKSPACE_HEADER] = ctx.workspace.workspace  # the sim's caches are per workspace
     upstream = services.upstream_for(ctx.target.kind)
+    left = remaining_s(ctx, services)
+    if left <= 0:
+        ctx.error = UpstreamTimeout(DEADLINE_MESSAGE.format(services.settings.request_deadline_s),
+                                    code="request_deadline_exceeded")
+        ctx.outcome = "rejected"  # nothing was sent
+        return None
     ctx.reached_provider = True
     try:
-        response = await upstream.send(request)
+        response = await asyncio.wait_for(upstream.send(request), left)
+    except TimeoutError:
+        ctx.error = UpstreamTimeout(DEADLINE_MESSAGE.format(services.settings.request_deadline_s),
+                                    code="request_deadline_exceeded")
+        ctx.outcome = "upstream_timeout"
+        return None
     except GatewayError as exc:
         ctx.error, ctx.outcome = exc, _outcome_of(exc)
         return None
@@ -100,13 +139,15 @@ async def open_with_fallbacks(ctx: RequestContext, services: Services) -> Upstre
     """Send to the primary route, then to each fallback while the failure is retryable."""
     response = await open_upstream(ctx, services)
     fallbacks = list(ctx.extra.get("routes", [])[1:])
-    while response is None and fallbacks and retryable(ctx.error):
+    while response is None and fallbacks and retryable(ctx.error) and remaining_s(ctx, services) > 0:
         route = fallbacks.pop(0)
         try:
             target, translator = await prepare_target(ctx, services, route)
         except GatewayError:
             continue  # this fallback is unusable (its key cannot be read): try the next one
         await record_attempt(ctx, services)
+        if ctx.target is not None and ctx.target.api_key:
+            ctx.extra["secrets"] = (*ctx.extra.get("secrets", ()), ctx.target.api_key)
         apply_route(ctx, route)
         ctx.target, ctx.translator = target, translator
         ctx.attempt += 1
@@ -131,9 +172,16 @@ async def record_attempt(ctx: RequestContext, services: Services) -> None:
     ctx.reached_provider = False
 
 
-def passthrough_headers(response: UpstreamResponse) -> dict[str, str]:
+def secrets_of(ctx: RequestContext) -> tuple[str | None, ...]:
+    """What must never reach the caller: the provider key of this request (and of every attempt)."""
+    keys = ctx.extra.get("secrets", ())
+    return (*keys, ctx.target.api_key if ctx.target else None)
+
+
+def passthrough_headers(response: UpstreamResponse, ctx: RequestContext) -> dict[str, str]:
     headers = response.headers
-    return {name: headers[name] for name in PASS_HEADERS if name in headers}  # type: ignore[operator,index]
+    picked = {name: headers[name] for name in PASS_HEADERS if name in headers}  # type: ignore[operator,index]
+    return redact_headers(picked, *secrets_of(ctx))
 
 
 async def complete(ctx: RequestContext, response: UpstreamResponse, services: Services,
@@ -141,10 +189,19 @@ async def complete(ctx: RequestContext, response: UpstreamResponse, services: Se
     """Non-streaming: read the whole body, meter, record, answer."""
     assert ctx.translator
     try:
-        raw = await response.aread()
+        raw = await asyncio.wait_for(read_capped(response, services.settings.max_upstream_body_bytes),
+                                     max(remaining_s(ctx, services), 0.001))
         translated = ctx.translator.translate_response(raw)
+    except TimeoutError:
+        ctx.error = UpstreamTimeout(DEADLINE_MESSAGE.format(services.settings.request_deadline_s),
+                                    code="request_deadline_exceeded")
+        ctx.outcome = "upstream_timeout"
     except httpx.TimeoutException:
         ctx.error, ctx.outcome = UpstreamTimeout("The provider did not finish in time."), "upstream_timeout"
+    except UpstreamTooLarge:
+        ctx.error = UpstreamUnavailable("The provider's answer is larger than the gateway relays.",
+                                        code="upstream_too_large")
+        ctx.outcome = "upstream_break"  # billed by the provider: metered with estimated usage
     except (httpx.HTTPError, ValueError):
         ctx.error = UpstreamUnavailable("The provider sent an unreadable response.")
         ctx.outcome = "upstream_break"
@@ -158,9 +215,9 @@ async def complete(ctx: RequestContext, response: UpstreamResponse, services: Se
     ctx.extra["response_body"] = translated.body  # what the client receives (the response cache stores it)
     meter(ctx)
     await pipeline.unwind(ctx, ran)
-    headers = {"content-type": "application/json", **passthrough_headers(response)}
+    headers = {"content-type": "application/json", **passthrough_headers(response, ctx)}
     headers.update(result_headers(ctx))
-    body = translated.body
+    body = redact_bytes(translated.body, *secrets_of(ctx))
     restorer = ctx.extra.get("pii_restorer")
     if restorer is not None:  # PII policy with restoration: the caller sees its own values again
         body = restorer.json_bytes(body)
@@ -179,11 +236,13 @@ def result_headers(ctx: RequestContext) -> dict[str, str]:
 
 
 class MeteredStream:
-    def __init__(self, ctx: RequestContext, response: UpstreamResponse, pipeline: Pipeline, ran: list[Stage]):
+    def __init__(self, ctx: RequestContext, response: UpstreamResponse, pipeline: Pipeline, ran: list[Stage],
+                 deadline_s: float = 840.0):
         self.ctx = ctx
         self.response = response
         self.pipeline = pipeline
         self.ran = ran
+        self.deadline_s = deadline_s
         self._finished = False
 
     async def finish(self) -> None:
@@ -213,10 +272,21 @@ class MeteredStream:
         tap = ctx.extra.get("stream_tap")  # the response cache collecting the answer the client sees
         restorer = ctx.extra.get("pii_restorer")
         restoring = restorer.stream() if restorer is not None else None
+        secrets = secrets_of(ctx)
+        code = "upstream_stream_interrupted"
+        chunks = self.response.aiter_bytes()
         try:
-            async for chunk in self.response.aiter_bytes():
+            while True:
+                # The deadline bounds every wait for the provider (the ledger must be written before
+                # Lambda's hard stop); time spent sending to a slow client is the client's own.
+                left = self.deadline_s - ctx.elapsed_ms() / 1000
+                try:
+                    chunk = await asyncio.wait_for(chunks.__anext__(), max(left, 0.001))
+                except StopAsyncIteration:
+                    break
                 for event in parser.feed(chunk):
                     for out in translator.stream_event(event):
+                        out = redact_bytes(out, *secrets)  # every event passes: provider error events too
                         if tap is not None:
                             tap(out)  # what is cached keeps PII placeholders; restoration is per request
                         if restoring is None:
@@ -224,7 +294,10 @@ class MeteredStream:
                         else:  # PII restoration across events (a placeholder may span two deltas)
                             for restored in restoring.feed(out):
                                 yield restored
-        except (httpx.HTTPError, EventStreamDecodeError):
+        except TimeoutError:
+            broken, code = DEADLINE_MESSAGE.format(self.deadline_s), "request_deadline_exceeded"
+            ctx.outcome = "upstream_timeout"
+        except (httpx.HTTPError, EventStreamDecodeError, SSEError):
             broken = "The provider's stream was interrupted."
             ctx.outcome = "upstream_break"
         except BaseException:
@@ -242,9 +315,10 @@ class MeteredStream:
             for out in restoring.flush():
                 yield out
         if broken is not None:
-            yield translator.stream_error(broken, "upstream_stream_interrupted")
+            yield translator.stream_error(broken, code)
         else:
             for out in translator.stream_final():
+                out = redact_bytes(out, *secrets)
                 yield out if restoring is None else b"".join(restoring.feed(out))
 
 
@@ -266,7 +340,7 @@ class MeteredStreamingResponse(StreamingResponse):
 
 
 def stream_headers(ctx: RequestContext, response: UpstreamResponse) -> dict[str, str]:
-    headers = {"cache-control": "no-cache", "x-accel-buffering": "no", **passthrough_headers(response)}
+    headers = {"cache-control": "no-cache", "x-accel-buffering": "no", **passthrough_headers(response, ctx)}
     headers.update(ctx.extra.get("response_headers", {}))
     headers["meterline-request-id"] = ctx.request_id
     return headers

@@ -196,8 +196,11 @@ class Services:
                 connect_timeout=settings.upstream_connect_timeout_s,
                 read_timeout=settings.upstream_read_timeout_s,
                 transport=settings.upstream_transport,
+                allow_hosts=settings.egress_allow_hosts,
             ),
             sim=SimUpstream(),
-            dynamo=DynamoHttp(settings),
+            dynamo=DynamoHttp(settings, max_in_flight=settings.store_max_in_flight,
+                              deadline_s=settings.store_deadline_s,
+                              attempt_timeout_s=settings.store_attempt_timeout_s),
             prices=PriceCatalogStore(settings),
         )

@@ -12,17 +12,46 @@ from meterline.errors import InvalidRequestError
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 
 
+MAX_DEPTH = 64  # real requests nest < 20 deep (JSON schemas included); deeper is an attack on recursion
+
+
+def _too_deep(body: Any, limit: int = MAX_DEPTH) -> bool:
+    """Deeper than `limit` containers (walked iteratively, containers only: cheap)."""
+    stack = [(body, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
+    invalid = InvalidRequestError("We could not parse the JSON body of your request. The body must be valid JSON.",
+                                  code="invalid_json")
     try:
         body = json.loads(raw)
+    except RecursionError as exc:
+        raise InvalidRequestError(f"The JSON body nests deeper than {MAX_DEPTH} levels.", code="invalid_json") from exc
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequestError(
-            "We could not parse the JSON body of your request. The body must be valid JSON.",
-            code="invalid_json",
-        ) from exc
+        raise invalid from exc
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.", code="invalid_json")
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and _too_deep(body):
+        # Every later stage (estimates, translators, caches) may recurse over the body.
+        raise InvalidRequestError(f"The JSON body nests deeper than {MAX_DEPTH} levels.", code="invalid_json")
     return body
+
+
+def check_content_type(value: str | None) -> None:
+    """JSON only: a body sent as a form or as text is refused (a missing header is read as JSON)."""
+    if not value:
+        return
+    media = value.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise InvalidRequestError(f"Content-Type must be application/json, not {media!r}.",
+                                  code="unsupported_content_type", status=415)
 
 
 def _positive_int(body: dict[str, Any], name: str) -> None:

@@ -15,21 +15,34 @@ from typing import Any
 
 import httpx
 
+from meterline.egress import EgressError, check_url, guarded_resolver
 from meterline.errors import UpstreamTimeout, UpstreamUnavailable
 from meterline.providers.base import UpstreamRequest, UpstreamResponse
 
 
-def http_upstream(*, connect_timeout: float, read_timeout: float, transport: str = "aiohttp") -> Any:
+def http_upstream(*, connect_timeout: float, read_timeout: float, transport: str = "aiohttp",
+                  allow_hosts: tuple[str, ...] = ()) -> Any:
     """The upstream for METERLINE_UPSTREAM_TRANSPORT: aiohttp (default), httpx-aiohttp or httpx."""
     if transport == "aiohttp":
-        return AiohttpUpstream(connect_timeout=connect_timeout, read_timeout=read_timeout)
-    return HttpUpstream(connect_timeout=connect_timeout, read_timeout=read_timeout, transport=transport)
+        return AiohttpUpstream(connect_timeout=connect_timeout, read_timeout=read_timeout, allow_hosts=allow_hosts)
+    return HttpUpstream(connect_timeout=connect_timeout, read_timeout=read_timeout, transport=transport,
+                        allow_hosts=allow_hosts)
+
+
+def egress_check(url: str, allow_hosts: tuple[str, ...]) -> None:
+    """SSRF guard on every send (meterline.egress); names are checked again at connect time."""
+    try:
+        check_url(url, allow_hosts)
+    except EgressError as exc:
+        raise UpstreamUnavailable(f"The provider URL is not allowed: {exc}", code="egress_refused") from exc
 
 
 class HttpUpstream:
     """The httpx API, on aiohttp's transport (`httpx-aiohttp`) or httpx's own (`httpx`)."""
 
-    def __init__(self, *, connect_timeout: float, read_timeout: float, transport: str = "httpx"):
+    def __init__(self, *, connect_timeout: float, read_timeout: float, transport: str = "httpx",
+                 allow_hosts: tuple[str, ...] = ()):
+        self.allow_hosts = allow_hosts
         timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout)
         limits = httpx.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=60)
         if transport == "httpx-aiohttp":
@@ -42,6 +55,7 @@ class HttpUpstream:
             self._client = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        egress_check(request.url, self.allow_hosts)
         built = self._client.build_request(request.method, request.url, headers=request.headers,
                                            content=request.body)
         try:
@@ -102,16 +116,19 @@ class _AiohttpResponse:
 class AiohttpUpstream:
     """aiohttp directly: pooled keep-alive connections, no cookies, no proxy from the environment."""
 
-    def __init__(self, *, connect_timeout: float, read_timeout: float):
+    def __init__(self, *, connect_timeout: float, read_timeout: float, allow_hosts: tuple[str, ...] = ()):
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.allow_hosts = allow_hosts
         self._session: Any = None  # created on the first request, inside the running event loop
 
     def _client(self) -> Any:
         if self._session is None or self._session.closed:
             import aiohttp
 
-            connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300)
+            # The resolver drops metadata/loopback/link-local addresses at connect time (no DNS rebinding).
+            connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300,
+                                             resolver=guarded_resolver(self.allow_hosts))
             self._session = aiohttp.ClientSession(
                 connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
@@ -121,6 +138,7 @@ class AiohttpUpstream:
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         import aiohttp
 
+        egress_check(request.url, self.allow_hosts)
         try:
             response = await self._client().request(request.method, request.url, headers=request.headers,
                                                      data=request.body, allow_redirects=False)

@@ -32,6 +32,7 @@ without the conflict errors that transactions on a hot item produce under heavy 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +44,11 @@ from meterline.store.codec import from_item, paginate, to_item
 from meterline.store.ddb_http import DynamoError, DynamoHttp
 from meterline.store.schema import BUDGETS
 
+log = logging.getLogger("meterline.budgets")
 LEASE_PREFIX = "l_"
+# A cancelled reservation's tombstone (`x_<request id>` = expiry): a reserve that was sent, failed on
+# the client's side and is applied late by the server finds it and refuses, so nothing stays held.
+TOMBSTONE_PREFIX = "x_"
 ALERT_PK = "alert"
 
 
@@ -68,6 +73,27 @@ def _budget_from(item: dict[str, Any]) -> Budget:
                   tuple(item.get("alerts", [])), item.get("throttle_at"), item.get("throttle_rpm"),
                   item.get("on_exhaust", "reject"), bool(item.get("clamp", False)), item.get("downgrade_at"),
                   item.get("downgrade_to"))
+
+
+def expired_entries(item: dict[str, Any], now: float) -> tuple[dict[str, Any], list[str]]:
+    """A counter item's expired leases {attr: lease} and expired tombstones [attr]."""
+    leases = {k: v for k, v in item.items() if k.startswith(LEASE_PREFIX) and int(v["exp"]) < now}
+    tombs = [k for k, v in item.items() if k.startswith(TOMBSTONE_PREFIX) and int(v) < now]
+    return leases, tombs
+
+
+def _policy_from(workspace: str, item: dict[str, Any] | None) -> Policy:
+    if item is None:
+        return Policy()
+    raw = json.loads(item["policy"])
+    known = {k: v for k, v in raw.items() if k in Policy.__dataclass_fields__}
+    try:
+        policy = Policy(**known)
+        policy.validate()
+        return policy
+    except (TypeError, ValueError):
+        log.error("invalid_policy_ignored", extra={"workspace": workspace})
+        return Policy(fail_open=raw.get("fail_open") is True)
 
 
 @dataclass(frozen=True)
@@ -101,6 +127,24 @@ class BudgetStore:
     def put_budget(self, workspace: str, budget: Budget) -> None:
         budget.validate()
         self._ddb.put_item(TableName=self.table, Item=to_item(_budget_item(workspace, budget)))
+
+    def seed_counter(self, workspace: str, scope: str, month: str, day: str, spent_month: int,
+                     spent_day: int) -> bool:
+        """Start a budget's month counter from what the scope already spent this month (a budget
+        created mid-month); only when the counter does not exist yet (it then tracks from here)."""
+        if spent_month <= 0 and spent_day <= 0:
+            return False
+        try:
+            self._ddb.update_item(
+                TableName=self.table, Key=counter_key(workspace, scope, month),
+                UpdateExpression="SET seeded_from_rollups = :m ADD committed :m, spent :m, #dc :d, #ds :d, "
+                                 "reserved :z",
+                ConditionExpression="attribute_not_exists(committed)",
+                ExpressionAttributeNames={"#dc": f"dc_{day}", "#ds": f"ds_{day}"},
+                ExpressionAttributeValues={":m": _n(spent_month), ":d": _n(spent_day), ":z": _n(0)})
+            return True
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            return False
 
     def delete_budget(self, workspace: str, scope: str) -> None:
         self._ddb.delete_item(TableName=self.table, Key=to_item({"pk": workspace, "sk": f"budget#{scope}"}))
@@ -136,10 +180,16 @@ class BudgetStore:
             if i["sk"].startswith("limit#"):
                 limit = RateLimit(i["subject_type"], i["subject_value"], i.get("rpm"), i.get("rph"), i.get("burst"),
                                   i.get("tpm"))
+                try:
+                    limit.validate()
+                except ValueError:
+                    # Written before validation existed (ops validates every write): the data plane
+                    # keeps working on the defaults instead of failing every request.
+                    log.error("invalid_limit_ignored", extra={"workspace": workspace, "subject": limit.subject})
+                    continue
                 limits[limit.subject] = limit
         policy_item = next((i for i in items if i["sk"] == "policy"), None)
-        policy = Policy(**json.loads(policy_item["policy"])) if policy_item else Policy()
-        return Enforcement(budgets, limits, policy)
+        return Enforcement(budgets, limits, _policy_from(workspace, policy_item))
 
     def counter(self, workspace: str, scope: str, month: str) -> dict[str, Any]:
         item = self._ddb.get_item(TableName=self.table, Key=counter_key(workspace, scope, month),
@@ -149,22 +199,26 @@ class BudgetStore:
     # -- reservations (data plane; lean async client) --------------------------------------------
     async def reserve(self, client: DynamoHttp, workspace: str, budget: Budget, month: str, day: str,
                       request_id: str, worst: int, lease_s: int, now: float) -> Reservation | Refused:
-        names = {"#lease": LEASE_PREFIX + request_id, "#dc": f"dc_{day}"}
+        names = {"#lease": LEASE_PREFIX + request_id, "#dc": f"dc_{day}", "#tomb": TOMBSTONE_PREFIX + request_id}
         values: dict[str, Any] = {
             ":w": _n(worst), ":one": _n(1),
             ":lease": {"M": {"w": _n(worst), "exp": _n(int(now) + lease_s), "day": {"S": day}}},
         }
-        # Idempotent under the client's retries: a retry of an applied reservation finds its own lease.
-        conditions = ["attribute_not_exists(#lease)"]
+        # Idempotent under the client's retries: a retry of an applied reservation finds its own lease;
+        # a reservation this request already cancelled (a late delivery) is never applied.
+        conditions = ["attribute_not_exists(#lease)", "attribute_not_exists(#tomb)"]
         if budget.hard:
             caps = (("month", budget.monthly_micros, "committed"), ("day", budget.daily_micros, "#dc"))
             for period, cap, attr in caps:
                 if cap is None:
                     continue
-                if worst > cap:
-                    return Refused(budget, period, 0, cap)
                 values[f":lim_{period}"] = _n(cap - worst)
-                conditions.append(f"(attribute_not_exists({attr}) OR {attr} <= :lim_{period})")
+                if worst > cap:
+                    # Cannot fit even on a fresh counter: the write fails, and its refusal reports what
+                    # is committed (a clamp and the caller's message need the real figure, not 0).
+                    conditions.append(f"{attr} <= :lim_{period}")
+                else:
+                    conditions.append(f"(attribute_not_exists({attr}) OR {attr} <= :lim_{period})")
         expires = int(now) + lease_s
         request = {
             "TableName": self.table, "Key": counter_key(workspace, budget.scope, month),
@@ -180,6 +234,8 @@ class BudgetStore:
                 if exc.code != "ConditionalCheckFailedException":
                     raise
                 old = from_item(exc.body.get("Item", {}))
+                if TOMBSTONE_PREFIX + request_id in old:
+                    raise DynamoError("ReservationCancelled", "this request's reservation was cancelled", 0) from exc
                 if LEASE_PREFIX + request_id in old:
                     return Reservation(budget, worst, month, day, old, expires)  # our retry: already applied
                 # A crashed call's lease may be what blocks us: release expired leases, then retry once.
@@ -191,9 +247,12 @@ class BudgetStore:
     @staticmethod
     def _refusal(budget: Budget, old: dict[str, Any], day: str, worst: int) -> Refused:
         monthly = int(old.get("committed", 0))
-        if budget.monthly_micros is not None and monthly + worst > budget.monthly_micros:
-            return Refused(budget, "month", monthly, budget.monthly_micros)
-        return Refused(budget, "day", int(old.get(f"dc_{day}", 0)), budget.daily_micros or 0)
+        daily = int(old.get(f"dc_{day}", 0))
+        if budget.daily_micros is not None and daily + worst > budget.daily_micros and not (
+                budget.monthly_micros is not None and monthly + worst > budget.monthly_micros
+                and budget.monthly_micros - monthly <= budget.daily_micros - daily):
+            return Refused(budget, "day", daily, budget.daily_micros)
+        return Refused(budget, "month", monthly, budget.monthly_micros or 0)
 
     async def settle(self, client: DynamoHttp, workspace: str, reservation: Reservation, request_id: str,
                      actual: int, now: float | None = None) -> dict[str, Any]:
@@ -224,22 +283,65 @@ class BudgetStore:
                 "UpdateExpression": "ADD committed :a, spent :a, #dc :a, #ds :a",
                 "ExpressionAttributeNames": names, "ExpressionAttributeValues": {":a": _n(actual)},
                 "ReturnValues": "ALL_NEW",
-            })
+            }, idempotent=False)
         return from_item(result.get("Attributes", {}))
+
+    async def cancel(self, client: DynamoHttp, workspace: str, budget: Budget, month: str, day: str,
+                     request_id: str, worst: int, lease_s: int, now: float) -> str:
+        """Undo a reservation whose outcome is unknown (sent, but no answer came back): release its
+        lease if it was applied, else leave a tombstone so that a late delivery is refused.
+        Keyed by the request's own lease, so it is safe whatever the reserve's fate; idempotent.
+        Returns "released", "blocked" (tombstone written) or "already" (cancelled before)."""
+        key = counter_key(workspace, budget.scope, month)
+        lease, tomb = LEASE_PREFIX + request_id, TOMBSTONE_PREFIX + request_id
+        for _ in range(4):
+            try:
+                await client.call("UpdateItem", {
+                    "TableName": self.table, "Key": key,
+                    "UpdateExpression": "REMOVE #lease ADD committed :negw, reserved :negw, #dc :negw",
+                    "ConditionExpression": "attribute_exists(#lease)",
+                    "ExpressionAttributeNames": {"#lease": lease, "#dc": f"dc_{day}"},
+                    "ExpressionAttributeValues": {":negw": _n(-worst)},
+                })
+                return "released"
+            except DynamoError as exc:
+                if exc.code != "ConditionalCheckFailedException":
+                    raise
+            try:
+                await client.call("UpdateItem", {
+                    "TableName": self.table, "Key": key,
+                    "UpdateExpression": "SET #tomb = :exp ADD tombstones :one",
+                    "ConditionExpression": "attribute_not_exists(#lease) AND attribute_not_exists(#tomb)",
+                    "ExpressionAttributeNames": {"#lease": lease, "#tomb": tomb},
+                    "ExpressionAttributeValues": {":exp": _n(int(now) + lease_s), ":one": _n(1)},
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                })
+                return "blocked"
+            except DynamoError as exc:
+                if exc.code != "ConditionalCheckFailedException":
+                    raise
+                if tomb in from_item(exc.body.get("Item", {})):
+                    return "already"
+                # The reservation landed in between: release it (next round).
+        raise DynamoError("CancelContended", "the reservation kept changing while being cancelled", 0)
 
     async def _sweep(self, client: DynamoHttp, workspace: str, scope: str, month: str, item: dict[str, Any],
                      now: float) -> bool:
-        expired = {k: v for k, v in item.items() if k.startswith(LEASE_PREFIX) and int(v["exp"]) < now}
-        if not expired:
+        expired, tombs = expired_entries(item, now)
+        if not expired and not tombs:
             return False
-        await self.release_leases(client, workspace, scope, month, expired)
-        return True
+        await self.release_leases(client, workspace, scope, month, expired, tombs)
+        return bool(expired)
 
     async def release_leases(self, client: DynamoHttp, workspace: str, scope: str, month: str,
-                             leases: dict[str, dict[str, Any]]) -> None:
+                             leases: dict[str, dict[str, Any]], tombstones: list[str] | None = None) -> None:
         names, removes, conditions = {}, [], []
         per_day: dict[str, int] = {}
         total = 0
+        for i, attr in enumerate(tombstones or []):
+            names[f"#t{i}"] = attr
+            removes.append(f"#t{i}")
+            conditions.append(f"attribute_exists(#t{i})")
         for i, (attr, lease) in enumerate(leases.items()):
             names[f"#l{i}"] = attr
             removes.append(f"#l{i}")
@@ -248,6 +350,9 @@ class BudgetStore:
             per_day[lease["day"]] = per_day.get(lease["day"], 0) + int(lease["w"])
         values = {":neg": _n(-total)}
         adds = ["committed :neg", "reserved :neg"]
+        if tombstones:
+            values[":negt"] = _n(-len(tombstones))
+            adds.append("tombstones :negt")
         for j, (day, amount) in enumerate(per_day.items()):
             names[f"#d{j}"] = f"dc_{day}"
             values[f":d{j}"] = _n(-amount)
@@ -280,7 +385,7 @@ class BudgetStore:
                 "UpdateExpression": "ADD n :one SET expires_at = :ttl",
                 "ConditionExpression": "attribute_not_exists(n) OR n < :rpm",
                 "ExpressionAttributeValues": {":one": _n(1), ":rpm": _n(rpm), ":ttl": _n((minute + 2) * 60)},
-            })
+            }, idempotent=False)
             return True
         except DynamoError as exc:
             if exc.code != "ConditionalCheckFailedException":
@@ -343,7 +448,7 @@ class BudgetStore:
             "UpdateExpression": "ADD n :one SET expires_at = :ttl",
             "ExpressionAttributeValues": {":one": _n(1), ":ttl": _n((window + 2) * window_s)},
             "ReturnValues": "ALL_NEW",
-        })
+        }, idempotent=False)
         return from_item(result.get("Attributes", {}))
 
     async def loop_pass(self, client: DynamoHttp, workspace: str, session: str, fingerprint: str, window_s: int,
@@ -357,7 +462,7 @@ class BudgetStore:
                 "UpdateExpression": "SET last_pass = :now",
                 "ConditionExpression": "attribute_not_exists(last_pass) OR last_pass <= :since",
                 "ExpressionAttributeValues": {":now": _n(int(now)), ":since": _n(int(now) - interval_s)},
-            })
+            }, idempotent=False)
             return True
         except DynamoError as exc:
             if exc.code != "ConditionalCheckFailedException":
@@ -367,7 +472,7 @@ class BudgetStore:
     @staticmethod
     async def _counted(client: DynamoHttp, request: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
         try:
-            result = await client.call("UpdateItem", request)
+            result = await client.call("UpdateItem", request, idempotent=False)  # a count: never sent twice
             return True, from_item(result.get("Attributes", {}))
         except DynamoError as exc:
             if exc.code != "ConditionalCheckFailedException":
@@ -421,6 +526,6 @@ class BudgetStore:
 
     def counters_with_leases(self) -> list[dict[str, Any]]:
         """Counter items holding leases (the scheduled sweeper; a scan of a small table)."""
-        kwargs: dict[str, Any] = {"TableName": self.table, "FilterExpression": "reserved > :z",
+        kwargs: dict[str, Any] = {"TableName": self.table, "FilterExpression": "reserved > :z OR tombstones > :z",
                                   "ExpressionAttributeValues": {":z": _n(0)}}
         return list(paginate(self._ddb.scan, **kwargs))

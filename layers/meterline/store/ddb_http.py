@@ -3,11 +3,23 @@
 botocore spends ~1 ms of CPU per call (request serialization, event hooks, signing, response
 parsing: measured in bench/overhead.py) and is synchronous, so each call also costs a thread hop.
 The gateway's hot path makes one DynamoDB call per request, so it speaks DynamoDB's JSON protocol
-directly: SigV4 signing with hmac/hashlib (checked against botocore's signer in the tests), a
-minimal pooled HTTP/1.1 client (store/http1.py), retries with jittered backoff on throttling, 5xx
-and transport errors (every request-path write is idempotent, so a retry is safe).
+directly: SigV4 signing with hmac/hashlib (checked against botocore's signer in the tests) over a
+minimal pooled HTTP/1.1 client (store/http1.py).
 Credentials come from botocore's provider chain, resolved once and refreshed by botocore when
 they are temporary. Everything off the hot path keeps using boto3.
+
+Under a slow store (the bounds that keep a slow store from storming itself):
+- at most `max_in_flight` calls are on the wire at once; the others wait for a slot here, where
+  waiting costs nothing, instead of queueing at the server as requests nobody waits for;
+- a call has one deadline (`deadline_s`, slot wait included); once sent, an attempt waits at most
+  `attempt_timeout_s` for its answer (time spent waiting for a slot does not eat into it, so a
+  queue never turns into timeouts of requests the server is about to answer);
+- retries: a failure that certainly did not apply (could not connect, no slot, throttled) is retried
+  with jittered backoff; one that may still apply (timed out or lost after sending, 5xx) is retried
+  only when the caller says the write is idempotent (conditional on the request's own lease, record
+  key or marker). Counters (rate windows, loop counts) are not: they are never sent twice;
+- a `DynamoError` says whether the write may still apply (`maybe_applied`), so a caller can undo it
+  by its own key (the enforcement stage cancels a reservation's lease: store/budgets.py `cancel`).
 """
 
 from __future__ import annotations
@@ -29,14 +41,22 @@ RETRYABLE = {"ProvisionedThroughputExceededException", "ThrottlingException", "R
              "InternalServerError", "ServiceUnavailable", "TransactionInProgressException"}
 
 
-class DynamoError(Exception):
-    """DynamoDB refused a request; `code` is the short error type (e.g. ConditionalCheckFailedException)."""
+# Throttling is refused before anything is applied: always safe to retry.
+THROTTLED = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 
-    def __init__(self, code: str, message: str, status: int, body: dict[str, Any] | None = None):
+
+class DynamoError(Exception):
+    """DynamoDB refused a request (or could not be reached); `code` is the short error type (e.g.
+    ConditionalCheckFailedException); `maybe_applied` is True when the write may have been, or may
+    still be, applied by the server although no success came back."""
+
+    def __init__(self, code: str, message: str, status: int, body: dict[str, Any] | None = None,
+                 maybe_applied: bool = False):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.status = status
         self.body = body or {}
+        self.maybe_applied = maybe_applied
 
 
 def _hmac(key: bytes, msg: str) -> bytes:
@@ -69,12 +89,19 @@ def sign(*, method: str, host: str, path: str, headers: dict[str, str], body: by
 
 
 class DynamoHttp:
-    def __init__(self, settings: Settings, max_attempts: int = 4, read_timeout: float = 5.0):
+    def __init__(self, settings: Settings, max_attempts: int = 3, max_in_flight: int = 16, deadline_s: float = 30.0,
+                 attempt_timeout_s: float = 10.0, read_timeout: float | None = None):
+        if read_timeout is not None:  # batch readers (ledger.stream_day) wait longer per page
+            attempt_timeout_s = read_timeout
+            deadline_s = max(deadline_s, read_timeout * max_attempts)
         self.settings = settings
         self.url = settings.aws_endpoint or f"https://dynamodb.{settings.region}.amazonaws.com"
         self.max_attempts = max_attempts
+        self.max_in_flight = max_in_flight
+        self.deadline_s = deadline_s
+        self.attempt_timeout_s = attempt_timeout_s
         self._credentials: Any = None
-        self._pool = Http1Pool(self.url, max_idle=128, read_timeout=read_timeout)
+        self._pool = Http1Pool(self.url, max_idle=max_in_flight)
         self.host = self._pool.authority
         self.calls = 0
         # Wall time with at least one call in flight (bench/overhead.py subtracts it from the added
@@ -82,6 +109,9 @@ class DynamoHttp:
         self.busy_s = 0.0
         self._in_flight = 0
         self._busy_since = 0.0
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     def _creds(self) -> Any:
         if self._credentials is None:
@@ -93,22 +123,50 @@ class DynamoHttp:
         # Cheap for static credentials; botocore refreshes temporary ones shortly before expiry.
         return self._credentials.get_frozen_credentials()
 
-    async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, asyncio.Semaphore(self.max_in_flight))
+        return self._slots[1]
+
+    async def call(self, operation: str, payload: dict[str, Any], *, idempotent: bool = True) -> dict[str, Any]:
+        """One DynamoDB operation. `idempotent=False` for writes that must never be sent twice (a
+        counter's ADD): a failure after sending is then raised at once, with `maybe_applied`."""
         body = json.dumps(payload, separators=(",", ":")).encode()
         base = {"content-type": "application/x-amz-json-1.0", "x-amz-target": f"DynamoDB_20120810.{operation}"}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline_s
+        slots = self._semaphore()
+        maybe_applied = False
         for attempt in range(1, self.max_attempts + 1):
-            creds = self._creds()
-            headers = sign(method="POST", host=self.host, path="/", headers=base, body=body,
-                           region=self.settings.region, access_key=creds.access_key, secret_key=creds.secret_key,
-                           session_token=creds.token, now=datetime.now(UTC))
-            headers.update(base)
-            self.calls += 1
+            last = attempt == self.max_attempts
+            remaining = deadline - loop.time()
             try:
-                response = await self._post(headers, body)
+                await asyncio.wait_for(slots.acquire(), max(remaining, 0.001))
+            except TimeoutError:
+                raise DynamoError("StoreBusy", f"no store connection free within {self.deadline_s:g} s", 0,
+                                  maybe_applied=maybe_applied) from None
+            try:
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                creds = self._creds()
+                headers = sign(method="POST", host=self.host, path="/", headers=base, body=body,
+                               region=self.settings.region, access_key=creds.access_key,
+                               secret_key=creds.secret_key, session_token=creds.token, now=datetime.now(UTC))
+                headers.update(base)
+                self.calls += 1
+                response = await self._post(headers, body, max(min(self.attempt_timeout_s, deadline - loop.time()),
+                                                               0.001))
             except HttpError as exc:
-                if attempt == self.max_attempts:
-                    raise DynamoError("TransportError", str(exc), 0) from exc
-            else:
+                maybe_applied = maybe_applied or exc.sent
+                out_of_time = deadline - loop.time() <= 0
+                if last or out_of_time or (exc.sent and not idempotent):
+                    raise DynamoError("TransportError", str(exc), 0, maybe_applied=maybe_applied) from exc
+                response = None
+            finally:
+                self.in_flight -= 1
+                slots.release()
+            if response is not None:
                 if response.status == 200:
                     return json.loads(response.body) if response.body else {}
                 try:
@@ -116,18 +174,24 @@ class DynamoHttp:
                 except ValueError:
                     error = {}
                 code = str(error.get("__type", "Unknown")).rsplit("#", 1)[-1]
-                if (code not in RETRYABLE and response.status < 500) or attempt == self.max_attempts:
+                server_side = response.status >= 500 or (code in RETRYABLE and code not in THROTTLED)
+                maybe_applied = maybe_applied or server_side
+                retry = code in THROTTLED or (server_side and idempotent)
+                if not retry or last:
                     raise DynamoError(code, error.get("message") or error.get("Message") or "", response.status,
-                                      error)
-            await asyncio.sleep(random.uniform(0, 0.025 * 2 ** attempt))  # full jitter
+                                      error, maybe_applied=maybe_applied)
+            pause = random.uniform(0, 0.025 * 2 ** attempt)  # full jitter
+            if loop.time() + pause >= deadline:
+                raise DynamoError("Timeout", f"no answer within {self.deadline_s:g} s", 0, maybe_applied=maybe_applied)
+            await asyncio.sleep(pause)
         raise AssertionError("unreachable")
 
-    async def _post(self, headers: dict[str, str], body: bytes) -> Any:
+    async def _post(self, headers: dict[str, str], body: bytes, read_timeout: float | None = None) -> Any:
         if not self._in_flight:
             self._busy_since = time.perf_counter()
         self._in_flight += 1
         try:
-            return await self._pool.post("/", headers, body)
+            return await self._pool.post("/", headers, body, read_timeout=read_timeout)
         finally:
             self._in_flight -= 1
             if not self._in_flight:

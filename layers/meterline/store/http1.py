@@ -18,7 +18,13 @@ from urllib.parse import urlsplit
 
 
 class HttpError(Exception):
-    """Transport failure: could not connect, connection lost, timed out, or a malformed response."""
+    """Transport failure: could not connect, connection lost, timed out, or a malformed response.
+    `sent` says whether any byte of the request may have reached the server (then it may still be
+    applied, even though no response came back)."""
+
+    def __init__(self, message: str, *, sent: bool = True):
+        super().__init__(message)
+        self.sent = sent
 
 
 @dataclass
@@ -59,10 +65,12 @@ class Http1Pool:
                                         server_hostname=self.host if self.tls else None),
                 self.connect_timeout)
         except (OSError, TimeoutError) as exc:
-            raise HttpError(f"cannot connect to {self.authority}: {exc or type(exc).__name__}") from exc
+            reason = str(exc) or type(exc).__name__
+            raise HttpError(f"cannot connect to {self.authority}: {reason}", sent=False) from exc
         return _Conn(reader, writer)
 
-    async def post(self, path: str, headers: dict[str, str], body: bytes) -> Response:
+    async def post(self, path: str, headers: dict[str, str], body: bytes,
+                   read_timeout: float | None = None) -> Response:
         head = [f"POST {path} HTTP/1.1", f"host: {self.authority}", f"content-length: {len(body)}"]
         head += [f"{k}: {v}" for k, v in headers.items()]
         payload = ("\r\n".join(head) + "\r\n\r\n").encode() + body
@@ -73,7 +81,7 @@ class Http1Pool:
                 conn = await self._connect()
             try:
                 conn.writer.write(payload)
-                response, keep = await asyncio.wait_for(self._read(conn.reader), self.read_timeout)
+                response, keep = await asyncio.wait_for(self._read(conn.reader), read_timeout or self.read_timeout)
             except _StaleConnection as exc:
                 conn.close()
                 if reused:
@@ -81,7 +89,7 @@ class Http1Pool:
                 raise HttpError(f"connection to {self.authority} closed before a response") from exc
             except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
                 conn.close()
-                raise HttpError(f"request to {self.authority} failed: {exc or type(exc).__name__}") from exc
+                raise HttpError(f"request to {self.authority} failed: {str(exc) or type(exc).__name__}") from exc
             if keep and len(self._idle) < self.max_idle:
                 self._idle.append(conn)
             else:
