@@ -135,3 +135,36 @@ def test_the_request_deadline_bounds_a_buffered_call(start_gateway, settings, fa
     assert time.monotonic() - started < 4.5
     [record] = wait_for_ledger(settings, t.workspace, 1)
     assert record["outcome"] == "upstream_timeout"
+
+
+def test_the_scheduled_handler_sweeps_expired_leases_and_tombstones(settings, monkeypatch):
+    """The alerts Lambda handler itself (functions/alerts/handler.py), as EventBridge runs it."""
+    import asyncio
+
+    from meterline.store.ddb_http import DynamoHttp
+    from tests.functional.test_admin_handler import load_handler
+
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("METERLINE_ALERT_SENDER", "alerts@example.com")
+    store = BudgetStore(settings)
+    budget = Budget("workspace", "ws_sweep", monthly_micros=10_000)
+    month, day = _month(), time.strftime("%Y-%m-%d", time.gmtime())
+
+    async def crashed_and_cancelled() -> None:
+        client = DynamoHttp(settings)
+        try:
+            await store.reserve(client, "ws_sweep", budget, month, day, "req_crashed", 900, 1, time.time() - 3600)
+            assert await store.cancel(client, "ws_sweep", budget, month, day, "req_lost", 700, 1,
+                                      time.time() - 3600) == "blocked"
+        finally:
+            await client.aclose()
+
+    asyncio.run(crashed_and_cancelled())
+    before = store.counter("ws_sweep", budget.scope, month)
+    assert int(before["reserved"]) == 900 and "x_req_lost" in before
+    result = load_handler("functions/alerts/handler.py", "alerts_handler_sweep").handler({}, None)
+    assert result["leases_released"] >= 1
+    after = store.counter("ws_sweep", budget.scope, month)
+    assert int(after["reserved"]) == 0 and int(after["committed"]) == 0
+    assert not [k for k in after if k.startswith(("l_", "x_"))] and int(after["tombstones"]) == 0

@@ -161,13 +161,6 @@ def _raw_sse(gateway, tenant, **body) -> list[dict]:
     return [_json.loads(line) for line in lines[:-1]]
 
 
-def test_raw_stream_without_include_usage_carries_no_usage_field(gateway, tenant, fake_openai):
-    chunks = _raw_sse(gateway, tenant)
-    assert fake_openai[0].requests[0]["stream_options"] == {"include_usage": True}  # asked upstream
-    assert chunks and all("usage" not in c for c in chunks)  # not even "usage": null, as OpenAI sends it
-    assert all(c["choices"] for c in chunks)
-
-
 def test_raw_stream_with_include_usage_keeps_the_null_usage_fields_and_the_usage_chunk(gateway, tenant):
     chunks = _raw_sse(gateway, tenant, stream_options={"include_usage": True})
     assert all("usage" in c and c["usage"] is None for c in chunks[:-1])

@@ -60,6 +60,8 @@ def test_upstream_break_mid_stream_is_recorded_and_surfaced_to_the_sdk(gateway, 
     with pytest.raises(openai.APIError) as err:
         for chunk in sdk.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True):
             got.append(chunk)
+    # The gateway's error event, not a transport failure (APIConnectionError is an APIError too).
+    assert not isinstance(err.value, openai.APIConnectionError)
     assert "interrupted" in str(err.value.message) or "ended early" in str(err.value.message)
     assert len(got) >= 3
     [record] = wait_for_ledger(settings, tenant.workspace, 1)

@@ -100,5 +100,8 @@ def test_embeddings_are_metered(gateway, world, fakes, settings, model, fake_nam
 
 def test_embeddings_errors_are_openai_shaped(gateway, world, fakes):
     fakes.openai.error = (429, {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit"}})
-    with pytest.raises(openai.RateLimitError):
+    with pytest.raises(openai.RateLimitError) as err:
         oa(gateway, world).embeddings.create(model="openai/text-embedding-3-small", input="a")
+    # The provider's 429, relayed (not one of the gateway's own rate limits or budgets).
+    assert err.value.status_code == 429 and "Rate limit reached" in err.value.message
+    assert err.value.code == "upstream_error" and err.value.response.headers["meterline-request-id"]

@@ -166,8 +166,9 @@ def test_bedrock_anomaly_where_input_included_cache_writes_is_not_double_billed(
 
 def test_bedrock_mid_stream_exception_reaches_the_sdk_and_is_recorded(gateway, world, fakes, settings):
     fakes.bedrock.stream_exception = "throttlingException"
-    with pytest.raises(openai.APIError):
+    with pytest.raises(openai.APIError) as err:
         stream_all(oa(gateway, world), model=f"bedrock/{BEDROCK_MODEL}", messages=[{"role": "user", "content": "hi"}])
+    assert not isinstance(err.value, openai.APIConnectionError)  # the gateway's error event, not a broken socket
     [record] = wait_for_ledger(settings, world.workspace, 1)
     assert record["outcome"] == "upstream_break" and record["estimated"] is True
 
