@@ -53,8 +53,25 @@ def _compiled(secrets: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[byt
     return re.compile(pattern), re.compile(pattern.encode())
 
 
+_GENERIC_MARKS = (b"sk-", b"AIza", b"mlk_", b"Bearer", b"AKIA", b"ASIA", b"\\u", b"\\/", b"\\\\/")
+
+
+@lru_cache(maxsize=256)
+def _marks(secrets: tuple[str, ...]) -> re.Pattern[bytes]:
+    """Literals one of which any redactable text contains: one C-level scan before the full pattern."""
+    pieces = set()
+    for secret in secrets:
+        if len(secret) <= WINDOW:
+            pieces.add(secret.encode())
+            continue
+        pieces.update(secret[i:i + WINDOW].encode() for i in range(0, len(secret) - WINDOW + 1, max(WINDOW // 2, 1)))
+        pieces.add(secret[-WINDOW:].encode())
+    return re.compile(b"|".join(re.escape(p) for p in (*_GENERIC_MARKS, *sorted(pieces))))
+
+
 def _usable(secrets: tuple[str | None, ...]) -> tuple[str, ...]:
-    return tuple(sorted({s for s in secrets if s and len(s) >= 4 and s.isascii()}))
+    clean = tuple(s for s in secrets if s and len(s) >= 4 and s.isascii())
+    return clean if len(clean) <= 1 else tuple(sorted(set(clean)))  # one key: the common call, no sort
 
 
 _BACK = re.compile(r"(?:[A-Za-z0-9_\-.+=]|\\u[0-9a-fA-F]{4}|\\/)+$")
@@ -86,7 +103,10 @@ def redact_bytes(data: bytes, *secrets: str | None) -> bytes:
     """`redact` for bytes (stream events and bodies), without decoding them."""
     if not data:
         return data
-    pattern = _compiled(_usable(secrets))[1]
+    usable = _usable(secrets)
+    if _marks(usable).search(data) is None:
+        return data  # the common case (a stream event): one literal scan, not the escape-aware pattern
+    pattern = _compiled(usable)[1]
     out, last = [], 0
     mark = MARK.encode()
     for match in pattern.finditer(data):
