@@ -96,3 +96,38 @@ def test_records_are_append_only(settings):
                      ConditionExpression="attribute_not_exists(sk)")
     assert not any(hasattr(store, name) for name in ("update", "delete", "remove"))
     assert sorted(json.dumps(r["after"]) for r in store.query("ws_a")) == ["null", "{\"a\": 2}"]
+
+
+def test_per_request_policy_decisions_are_queryable_and_scoped(gateway, tenant, fake_openai, settings, monkeypatch):
+    """GIVEN a deny policy WHEN one request is denied and one allowed THEN `audit --decisions` (ops,
+    admin API) lists both decisions from the ledger, newest first, and another workspace sees none."""
+    import openai
+
+    from meterline.admin.ops import decision_query
+    from tests.conftest import make_tenant, wait_for_ledger
+
+    Ops(settings).set_request_policy(tenant.workspace, {"id": "no-gpt5", "kind": "models", "deny": ["openai/gpt-5*"]})
+    other = make_tenant(settings, fake_openai[1])
+    client = openai.OpenAI(base_url=gateway.base_url, api_key=tenant.api_key, max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.create(model="gpt-5.1", messages=[{"role": "user", "content": "hi"}])
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    wait_for_ledger(settings, tenant.workspace, 2)
+
+    rows = decision_query(Ops(settings, actor="cli:auditor"), tenant.workspace)
+    assert [r["action"] for r in rows] == ["request.decided", "request.policy_denied"]
+    allowed, denied = rows
+    assert denied["target"]["policy_denied"] == "no-gpt5" and denied["target"]["policies"] == {"no-gpt5": "deny"}
+    assert denied["target"]["status"] == 403 and denied["actor"] == f"key:{tenant.key_id}"
+    assert allowed["target"]["policies"] == {"no-gpt5": "allow"} and allowed["target"]["outcome"] == "ok"
+    assert decision_query(Ops(settings), other.workspace) == []
+
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    admin = load_handler("functions/admin/handler.py", "admin_handler_decisions").handler
+    status, body = call(admin, "GET", f"/workspaces/{tenant.workspace}/audit", query="decisions=true")
+    assert status == 200 and [r["target"]["request_id"] for r in body["records"]] == \
+        [r["target"]["request_id"] for r in rows]
+    # The query itself is an audited read.
+    reads = AuditStore(settings).query(tenant.workspace)
+    assert [r["action"] for r in reads if r["actor"] == "cli:auditor"] == ["read.audit.decisions"]

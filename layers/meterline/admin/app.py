@@ -12,7 +12,7 @@ from fastapi import Body, FastAPI, Request
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response
 
-from meterline.admin.ops import OpError, Ops, audit_query
+from meterline.admin.ops import OpError, Ops, audit_query, decision_query
 from meterline.attribution import DIMENSIONS
 from meterline.budgets.model import Budget, RateLimit
 from meterline.config import Settings
@@ -309,11 +309,14 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/workspaces/{workspace}/savings")
     def savings(workspace: str, request: Request, by: str = "lever", period: str = "month") -> dict[str, Any]:
         return ops(request).savings(workspace, by, period)
+
     @app.get("/workspaces/{workspace}/audit")
     def audit_trail(workspace: str, request: Request, since_ms: int = 0, actor: str | None = None,
-                    limit: int = 200) -> dict[str, Any]:
-        return {"records": audit_query(ops(request), workspace, since_ms=since_ms, actor=actor,
-                                       limit=min(max(limit, 1), 1000))}
+                    limit: int = 200, decisions: bool = False) -> dict[str, Any]:
+        limit = min(max(limit, 1), 1000)
+        if decisions:  # per-request policy and budget decisions (from the ledger)
+            return {"records": decision_query(ops(request), workspace, since_ms=since_ms, limit=limit)}
+        return {"records": audit_query(ops(request), workspace, since_ms=since_ms, actor=actor, limit=limit)}
 
     @app.get("/audit")
     def audit_by_actor(request: Request, actor: str, since_ms: int = 0, limit: int = 200) -> dict[str, Any]:

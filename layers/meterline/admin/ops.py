@@ -1069,6 +1069,49 @@ def _stage(budget: Budget, spent: int, cap: int | None) -> str:
 
 
 # -- the audit trail ----------------------------------------------------------------------------
+# Ledger fields that hold a request's policy and budget decisions (written once by the data plane).
+DECISION_FIELDS = ("policies", "policy_denied", "budget_scope", "budget_period", "budget_committed", "budget_cap",
+                   "worst_case_micros", "clamped_max_tokens", "loop_count", "enforcement")
+MAX_DECISION_DAYS = 31
+
+
+def decision_query(ops: Ops, workspace: str, *, since_ms: int = 0, limit: int = 200,
+                   now_ms: int | None = None) -> list[dict[str, Any]]:
+    """Per-request policy and budget decisions, newest first, in the audit trail's row shape.
+
+    They are not copied into the audit table: the ledger record of every request (rejections
+    included) already holds them, immutably, so this reads the workspace's ledger day partitions
+    from today back to `since_ms` (at most 31 UTC days; never a Scan) and keeps the records that
+    carry a decision."""
+    from meterline.store.ledger import LedgerStore
+
+    ops._require_workspace(workspace)
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    today = datetime.fromtimestamp(now_ms / 1000, tz=UTC).date()
+    first = datetime.fromtimestamp(max(since_ms, now_ms - MAX_DECISION_DAYS * 86_400_000) / 1000, tz=UTC).date()
+    ledger, out = LedgerStore(ops.settings), []
+    day = today
+    while day >= first and len(out) < limit:
+        for record in ledger.query_day(workspace, day.isoformat(), newest_first=True):
+            if int(record["ts"]) < since_ms:
+                break
+            decision = {k: record[k] for k in DECISION_FIELDS if k in record}
+            if not decision:
+                continue
+            action = ("request.policy_denied" if "policy_denied" in record else
+                      "request.rejected" if record.get("outcome") == "rejected" else "request.decided")
+            out.append({"ts": int(record["ts"]), "actor": f"key:{record.get('key')}", "action": action,
+                        "workspace": workspace, "before": None, "after": None,
+                        "target": {"request_id": record["request_id"], "model": record.get("model"),
+                                   "outcome": record.get("outcome"), "status": record.get("status"),
+                                   "member": record.get("member"), **decision}})
+            if len(out) >= limit:
+                break
+        day -= timedelta(days=1)
+    ops._audit_read("audit.decisions", workspace, since_ms=since_ms)
+    return out
+
+
 def audit_query(ops: Ops, workspace: str | None, *, since_ms: int = 0, actor: str | None = None,
                 limit: int = 1000) -> list[dict[str, Any]]:
     """Audit records of one workspace (optionally one actor's), or everything one actor did."""

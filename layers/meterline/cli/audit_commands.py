@@ -34,13 +34,18 @@ def since_ms(value: str | None, now: float | None = None) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> None:
-    from meterline.admin.ops import OpError, audit_query
+    from meterline.admin.ops import OpError, audit_query, decision_query
 
     ops, context = target.ops(args)
     workspace = None if (args.actor and not args.workspace and args.all_workspaces) else \
         target.workspace_of(args, context)
     try:
-        rows = audit_query(ops, workspace, since_ms=since_ms(args.since), actor=args.actor, limit=args.limit)
+        if args.decisions:
+            if workspace is None:
+                raise OpError("--decisions needs a workspace")
+            rows = decision_query(ops, workspace, since_ms=since_ms(args.since), limit=args.limit)
+        else:
+            rows = audit_query(ops, workspace, since_ms=since_ms(args.since), actor=args.actor, limit=args.limit)
     except (OpError, ValueError) as exc:
         sys.exit(f"error: {exc}")
     if args.json:
@@ -61,6 +66,8 @@ def register(sub: Any) -> None:
     p.add_argument("--actor", help="an IAM principal ARN, cli:<user> or mcp:key:<id>")
     p.add_argument("--workspace")
     p.add_argument("--all-workspaces", action="store_true", help="with --actor: everything that actor did")
-    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--decisions", action="store_true",
+                   help="per-request policy and budget decisions (read from the ledger), newest first")
+    p.add_argument("--limit", type=int, default=200, help="at most this many records")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit)
