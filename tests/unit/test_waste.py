@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from meterline.pricing.cache_rules import min_cacheable
 from meterline.pricing.catalog import default_catalog
 from meterline.waste.features import json_slack_chars, profile
 from meterline.waste.grades import ScopeReport, SignalTotal, grade_for
 from meterline.waste.job import period_days
-from meterline.waste.signals import PRUNE_EVERY, Pricer, min_cacheable, percentile_95, score_records
+from meterline.waste.signals import PRUNE_EVERY, Pricer, percentile_95, score_records
 from tests.waste_ledger import (
     BASELINE,
     DAY,
@@ -147,6 +148,7 @@ def test_helpers():
     assert percentile_95(Counter({1: 94, 100: 6})) == 100
     assert min_cacheable("anthropic/claude-haiku-4-5") == 4096 and min_cacheable("anthropic/claude-haiku-3") == 2048
     assert min_cacheable("openai/gpt-4o") == 1024
+    assert min_cacheable("bedrock/us.anthropic.claude-opus-4-5-20251101-v1:0") == 4096
     from datetime import date
 
     assert period_days("2026-11", date(2026, 11, 3)) == ["2026-11-01", "2026-11-02", "2026-11-03"]

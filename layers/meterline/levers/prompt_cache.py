@@ -3,7 +3,7 @@
 Anthropic (`/v1/messages` to an Anthropic provider), only when the client set no `cache_control`
 anywhere (top level, tools, system, messages) — a client's breakpoints and TTLs are never changed:
     1. the stable prefix: a breakpoint on the last system block (else the last tool), when tools +
-       system reach the model's minimum cacheable length (MIN_CACHEABLE, a data table) and this
+       system reach the model's minimum cacheable length (pricing/cache_rules.py, a data table) and this
        instance has seen the same prefix from the same workspace and model often enough within the
        TTL to pay for the write (5-minute entries: this is at least the 2nd use within 5 minutes;
        1-hour entries: at least the 3rd within the hour — writes cost 1.25x / 2x, reads 0.1x);
@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meterline.money import round_scaled
+from meterline.pricing.cache_rules import min_cacheable
 from meterline.pricing.catalog import Rates
 from meterline.usage import Usage, estimate_tokens
 
@@ -43,24 +44,7 @@ FIVE_MIN_S = 300
 ONE_HOUR_S = 3600
 # Uses of a prefix within the TTL (this request included) before a breakpoint pays for its write.
 USES_TO_PAY = {"5m": 2, "1h": 3}
-# Anthropic's minimum cacheable prompt length per model (longest matching prefix wins). Sources
-# disagree (LEVERS.md §A1); shorter prefixes are silently not cached, so a low figure only costs
-# a wasted breakpoint, never money.
-MIN_CACHEABLE: tuple[tuple[str, int], ...] = (
-    ("claude-opus-4-5", 4096), ("claude-opus-4-6", 4096), ("claude-opus-4-7", 4096), ("claude-opus-4-8", 4096),
-    ("claude-haiku-4-5", 4096), ("claude-3-haiku", 2048), ("claude-3-5-haiku", 2048), ("claude-haiku-3", 2048),
-    ("claude", 1024),
-)
-DEFAULT_MIN_CACHEABLE = 1024
 OPENAI_KINDS = ("openai", "azure", "sim")
-
-
-def min_cacheable(model: str) -> int:
-    best, value = -1, DEFAULT_MIN_CACHEABLE
-    for prefix, minimum in MIN_CACHEABLE:
-        if model.startswith(prefix) and len(prefix) > best:
-            best, value = len(prefix), minimum
-    return value
 
 
 def _digest(value: Any) -> str:

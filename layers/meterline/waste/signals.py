@@ -48,6 +48,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from meterline.money import round_scaled
+from meterline.pricing.cache_rules import min_cacheable
 from meterline.pricing.catalog import Catalog, PriceGap, Rates
 from meterline.waste import DIMENSIONS
 from meterline.waste.grades import ScopeReport
@@ -70,10 +71,6 @@ CUT_OUTCOMES = frozenset({"client_disconnect", "upstream_break", "upstream_timeo
 LOOP_STOPS = frozenset({"agent_loop_detected", "agent_loop_throttled"})
 MAX_SCOPE_VALUES = 5_000
 PRUNE_EVERY = 5_000
-# Minimum cacheable prefix per model (provider docs disagree; a data table, not constants). Default 1024.
-MIN_CACHEABLE = {"claude-haiku": 2048, "claude-opus-4-5": 4096, "claude-opus-4-6": 4096, "claude-opus-4-7": 4096,
-                 "claude-haiku-4-5": 4096}
-DEFAULT_MIN_CACHEABLE = 1024
 # Flagship -> the cheaper model a simple request could have used (same provider catalog).
 DOWNSHIFT = {
     "openai/gpt-5": "openai/gpt-5-mini", "openai/gpt-5.1": "openai/gpt-5-mini",
@@ -92,13 +89,6 @@ DOWNSHIFT = {
 }
 CACHE_LEVERS = ("exact_cache", "semantic_cache", "prompt_cache", "template")
 TOKEN_FIELDS = ("input_uncached", "cache_read", "cache_write_5m", "cache_write_1h", "output")
-
-
-def min_cacheable(model: str) -> int:
-    """The most specific MIN_CACHEABLE entry in the model's name (claude-haiku-4-5 over claude-haiku)."""
-    name = model.rsplit("/", 1)[-1]
-    specific = [p for p in MIN_CACHEABLE if p in name]
-    return MIN_CACHEABLE[max(specific, key=len)] if specific else DEFAULT_MIN_CACHEABLE
 
 
 def percentile_95(counts: Counter[int]) -> int:

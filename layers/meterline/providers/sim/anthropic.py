@@ -10,6 +10,7 @@ import base64
 import json
 from typing import Any
 
+from meterline.pricing.cache_rules import min_cacheable
 from meterline.providers.sim import models, text
 from meterline.providers.sim.cache import FIVE_MIN, ONE_HOUR, PromptCache, Segment
 from meterline.providers.sim.response import SimError, SimResponse, ok, stream
@@ -156,7 +157,7 @@ def build(body: dict[str, Any], cache: PromptCache, workspace: str, delay_s: flo
         budget = max_tokens // 2
     prompt = sum(s.tokens for s in segments) + 4
     check_prompt(model, prompt, max_tokens)
-    usage_cache = cache.anthropic((workspace, model), segments, models.anthropic_min_cacheable(model))
+    usage_cache = cache.anthropic((workspace, model), segments, min_cacheable(model))
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
     turn = turn_of(messages)
     seed = text.seed_of(model, body.get("system"), messages, body.get("tools"))

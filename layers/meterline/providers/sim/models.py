@@ -43,11 +43,3 @@ def is_reasoning(model: str) -> bool:
     return model.startswith(REASONING_PREFIXES)
 
 
-def anthropic_min_cacheable(model: str) -> int:
-    """Anthropic's minimum cacheable prefix: shorter prefixes are silently not cached."""
-    if model.startswith(("claude-opus-4-5", "claude-opus-4-6", "claude-opus-4-7", "claude-opus-4-8",
-                         "claude-haiku-4-5")):
-        return 4096
-    if model.startswith(("claude-3-haiku", "claude-3-5-haiku", "claude-haiku-3")):
-        return 2048
-    return 1024
