@@ -78,6 +78,18 @@ def _refused(exc: Exception) -> bool:
     return isinstance(cause, OSError) and not isinstance(cause, TimeoutError)
 
 
+def _received(content: Any) -> bytes:
+    """What aiohttp had already received when the body broke off. Its StreamReader raises the
+    connection's error before handing over buffered bytes, so under load (when the last events and
+    the break arrive in one read) a cut stream would lose complete events the provider did send,
+    and the caller would see, and be metered for, less than it got. aiohttp is pinned
+    (layers/constraints.txt); if its internals change this returns nothing, as before."""
+    try:
+        return bytes(content._read_nowait(-1)) if getattr(content, "_buffer", None) else b""
+    except Exception:
+        return b""
+
+
 class _AiohttpResponse:
     """An aiohttp response behind the UpstreamResponse protocol."""
 
@@ -101,12 +113,17 @@ class _AiohttpResponse:
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         import aiohttp
 
+        content = self._response.content
         try:
-            async for chunk in self._response.content.iter_any():
+            async for chunk in content.iter_any():
                 yield chunk
         except TimeoutError as exc:
+            if rest := _received(content):
+                yield rest
             raise httpx.ReadTimeout("the provider stopped sending") from exc
         except aiohttp.ClientError as exc:
+            if rest := _received(content):
+                yield rest
             raise httpx.ReadError("the provider's response broke off") from exc
 
     async def aclose(self) -> None:
