@@ -4,13 +4,17 @@ and `meterline spend` in another shell reads its rollups with no extra flags."""
 from __future__ import annotations
 
 import os
+import queue
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import openai
+
+CLI = [sys.executable, "-m", "meterline.cli.main"]
 
 
 def free_port() -> int:
@@ -19,24 +23,47 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_dev(env: dict[str, str], port: int, *extra: str,
+              timeout: float = 90.0) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """Start `meterline dev` and return it with the settings it printed (base_url, api_key, ...).
+
+    Its output is read on a thread: a server that hangs before printing fails the test when
+    `timeout` runs out instead of blocking the suite on a readline, and the per-request log lines
+    it prints later never fill the pipe and stall it."""
+    proc = subprocess.Popen([*CLI, "dev", "--port", str(port), *extra], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    output: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.put(line)
+        output.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    lines: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while "workspace" not in lines:
+        try:
+            line = output.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        if ": " in line:
+            name, value = line.strip().split(": ", 1)
+            lines[name] = value
+    return proc, lines
+
+
 def test_meterline_dev_end_to_end(tmp_path):
     env = {**os.environ, "METERLINE_STATE_DIR": str(tmp_path)}
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         env.pop(name, None)  # dev must not need (or use) real credentials
-    cli = [sys.executable, "-m", "meterline.cli.main"]
+    cli = CLI
     port = free_port()
-    proc = subprocess.Popen([*cli, "dev", "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc, lines = start_dev(env, port, timeout=60)
     try:
-        lines: dict[str, str] = {}
-        deadline = time.monotonic() + 60
-        while "workspace" not in lines and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            if ": " in line:
-                name, value = line.strip().split(": ", 1)
-                lines[name] = value
         assert lines["base_url"] == f"http://127.0.0.1:{port}/v1"
         assert lines["api_key"].startswith("mlk_") and lines["workspace"] == "demo"
 

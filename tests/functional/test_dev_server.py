@@ -7,29 +7,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.functional.test_dev_command import free_port
-
-CLI = [sys.executable, "-m", "meterline.cli.main"]
+from tests.functional.test_dev_command import CLI, free_port, start_dev
 
 
 def start(env: dict[str, str], port: int, *extra: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    proc = subprocess.Popen([*CLI, "dev", "--port", str(port), *extra], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    lines: dict[str, str] = {}
-    deadline = time.monotonic() + 90
-    while "workspace" not in lines and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if ": " in line:
-            name, value = line.strip().split(": ", 1)
-            lines[name] = value
+    proc, lines = start_dev(env, port, *extra)
     assert "api_key" in lines, lines
     return proc, lines
 
