@@ -12,7 +12,7 @@ from meterline.providers.sim import models, text
 from meterline.providers.sim.cache import FIVE_MIN, PromptCache, Segment
 from meterline.providers.sim.response import SimError, SimResponse, dumps, ok, stream
 from meterline.providers.sim.schema import instance, strict_problem
-from meterline.providers.sim.tools import Tool, Turn, answer_after_tool, choose, hints
+from meterline.providers.sim.tools import Tool, Turn, choose, hints, text_answer
 
 ONE_DAY = 86_400.0
 
@@ -174,15 +174,7 @@ def build(body: dict[str, Any], cache: PromptCache, workspace: str, delay_s: flo
                                        "function": {"name": tool.name, "arguments": args}}]}
             finish = "length" if cut else "tool_calls"
         else:
-            if schema is not None:
-                answer = json.dumps(instance(schema, seed, hints(turn.user_text)))
-            elif mode == "json_object":
-                answer = json.dumps({"answer": text.prose(seed, model, turn.user_text)})
-            elif turn.after_tool:
-                answer = answer_after_tool(turn)
-            else:
-                answer = text.prose(seed, model, turn.user_text)
-            answer, used, cut = text.truncate(answer, room)
+            answer, used, cut = text.truncate(text_answer(turn, seed, model, schema, mode), room)
             message = {"role": "assistant", "content": answer, "refusal": None, "annotations": []}
             finish = "length" if cut else "stop"
         choices.append({"index": index, "message": message, "logprobs": None, "finish_reason": finish})

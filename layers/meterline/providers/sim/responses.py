@@ -14,7 +14,7 @@ from meterline.providers.sim.cache import PromptCache, Segment
 from meterline.providers.sim.chat import content_text, openai_retention
 from meterline.providers.sim.response import SimError, SimResponse, ok, stream
 from meterline.providers.sim.schema import instance, strict_problem
-from meterline.providers.sim.tools import Tool, Turn, answer_after_tool, choose, hints
+from meterline.providers.sim.tools import Tool, Turn, choose, hints, text_answer
 
 
 def items_of(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -127,15 +127,7 @@ def build(body: dict[str, Any], cache: PromptCache, workspace: str, delay_s: flo
         output.append({"type": "function_call", "id": "fc_sim" + seed.hex()[:20], "call_id": "call_" + seed.hex()[:24],
                        "name": tool.name, "arguments": args, "status": "completed"})
     else:
-        if schema is not None:
-            answer = json.dumps(instance(schema, seed, hints(turn.user_text)))
-        elif mode == "json_object":
-            answer = json.dumps({"answer": text.prose(seed, model, turn.user_text)})
-        elif turn.after_tool:
-            answer = answer_after_tool(turn)
-        else:
-            answer = text.prose(seed, model, turn.user_text)
-        answer, used, cut = text.truncate(answer, room)
+        answer, used, cut = text.truncate(text_answer(turn, seed, model, schema, mode), room)
         output.append({"type": "message", "id": "msg_sim" + seed.hex()[:20], "status": "incomplete" if cut else
                        "completed", "role": "assistant",
                        "content": [{"type": "output_text", "text": answer, "annotations": [], "logprobs": []}]})

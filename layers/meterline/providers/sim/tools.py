@@ -15,9 +15,13 @@ The decision mirrors what real models do with `tool_choice`:
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from meterline.providers.sim import text
+from meterline.providers.sim.schema import instance
 
 _STOP = {"the", "and", "for", "with", "what", "when", "where", "which", "that", "this", "from", "your", "into",
          "about", "tell", "please", "give", "some", "then", "there", "their", "have", "does", "will", "would",
@@ -80,6 +84,19 @@ def choose(tools: list[Tool], choice: str | None, named: str | None, turn: Turn)
     if relevance(best, turn.user_text) > 0 or _ASKS_FOR_TOOL.search(turn.user_text):
         return best
     return None
+
+
+def text_answer(turn: Turn, seed: bytes, model: str, schema: dict[str, Any] | None, mode: str | None) -> str:
+    """The assistant's words when it calls no tool, in the OpenAI dialects: JSON conforming to the
+    requested schema (structured output), a JSON object (JSON mode), an answer built from the last
+    tool result, or prose."""
+    if schema is not None:
+        return json.dumps(instance(schema, seed, hints(turn.user_text)))
+    if mode == "json_object":
+        return json.dumps({"answer": text.prose(seed, model, turn.user_text)})
+    if turn.after_tool:
+        return answer_after_tool(turn)
+    return text.prose(seed, model, turn.user_text)
 
 
 def answer_after_tool(turn: Turn) -> str:
