@@ -51,9 +51,18 @@ class PromptCacheStage(BaseStage):
         return None
 
     async def after(self, ctx: RequestContext) -> None:
-        if not ctx.extra.get("prompt_cache") or ctx.cost is None or ctx.usage is None or ctx.usage.estimated:
-            return
-        value = lever.value(ctx.usage, ctx.cost.rates)
-        ctx.save(PROMPT_CACHE, value.net)
-        if value.read_saved or value.write_premium:
-            ctx.note(prompt_cache_read_saved=value.read_saved, prompt_cache_write_premium=value.write_premium)
+        if ctx.extra.get("prompt_cache"):
+            save_cache_value(ctx, PROMPT_CACHE)
+
+
+def save_cache_value(ctx: RequestContext, lever_name: str) -> None:
+    """Record what a breakpoint placed by `lever_name` earned on this request: read discount minus
+    write premium, from the request's own usage and rates (negative when writes were not read),
+    with both parts as ledger notes (`<lever>_read_saved`, `<lever>_write_premium`). Estimated usage
+    (a cut stream) has no cache split to judge, so it records nothing."""
+    if ctx.cost is None or ctx.usage is None or ctx.usage.estimated:
+        return
+    value = lever.value(ctx.usage, ctx.cost.rates)
+    ctx.save(lever_name, value.net)
+    if value.read_saved or value.write_premium:
+        ctx.note(**{f"{lever_name}_read_saved": value.read_saved, f"{lever_name}_write_premium": value.write_premium})

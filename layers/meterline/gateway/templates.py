@@ -15,9 +15,9 @@ from meterline.errors import InvalidRequestError, NotFoundError, ServiceUnavaila
 from meterline.gateway.context import RequestContext
 from meterline.gateway.memo import RefreshingCache
 from meterline.gateway.pipeline import BaseStage, Decision
+from meterline.gateway.prompt_caching import save_cache_value
 from meterline.gateway.services import Services
 from meterline.levers import TEMPLATE
-from meterline.levers import prompt_cache as cache_value
 from meterline.levers.templates import Template, TemplateError, assemble, parse_ref, parse_variables
 from meterline.store.templates import TemplateStore
 
@@ -63,9 +63,5 @@ class TemplateStage(BaseStage):
         return None
 
     async def after(self, ctx: RequestContext) -> None:
-        if not ctx.extra.get("template_marked") or ctx.cost is None or ctx.usage is None or ctx.usage.estimated:
-            return
-        value = cache_value.value(ctx.usage, ctx.cost.rates)
-        ctx.save(TEMPLATE, value.net)
-        if value.read_saved or value.write_premium:
-            ctx.note(template_read_saved=value.read_saved, template_write_premium=value.write_premium)
+        if ctx.extra.get("template_marked"):
+            save_cache_value(ctx, TEMPLATE)
