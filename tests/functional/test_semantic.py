@@ -150,3 +150,80 @@ def test_against_the_simulator_as_under_meterline_dev(gateway, settings):
         records[first.headers["meterline-request-id"]]["cost_micros"] > 0
     emb = records[first.headers["meterline-request-id"] + ".emb"]
     assert emb["model"] == "sim/text-embedding-3-small" and emb["input_uncached"] > 0
+
+
+# -- the embedding call goes through the request's budgets (reserve before, settle after) ----------
+
+LONG = ("Our warehouse team needs a short checklist for receiving pallets from new suppliers: what to "
+        "inspect, which documents to compare against the purchase order, how to log damaged goods, "
+        "who signs off on exceptions, and how long we keep the paperwork before archiving it")
+
+
+def _counter(settings, ws: str, scope: str) -> dict:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from meterline.store.budgets import BudgetStore
+    from meterline.store.workspaces import WorkspaceStore
+
+    month = datetime.now(ZoneInfo(WorkspaceStore(settings).load(ws).timezone)).strftime("%Y-%m")
+    return BudgetStore(settings).counter(ws, scope, month)
+
+
+def test_embedding_calls_are_reserved_and_settled_on_the_requests_budgets(gateway, settings, upstream):
+    from meterline.budgets.model import Budget
+    from meterline.store.budgets import BudgetStore
+
+    _, calls, url = upstream
+    tenant = make_tenant(settings, url)
+    store = BudgetStore(settings)
+    store.put_budget(tenant.workspace, Budget("workspace", tenant.workspace, monthly_micros=1_000_000))
+    store.put_budget(tenant.workspace, Budget("feature", "faq", monthly_micros=1_000_000))
+    Ops(settings).set_lever(tenant.workspace, "semantic", "workspace:*",
+                            {"embedding_model": "openai/text-embedding-3-large"})
+    response = ask(gateway, tenant, LONG, extra_headers={"Meterline-Feature": "faq"})
+    other = ask(gateway, tenant, LONG + " today")  # no feature: only the workspace budget covers it
+    assert len(calls) == 2
+    records = by_id(wait_for_ledger(settings, tenant.workspace, 4))
+    rid, rid2 = response.headers["meterline-request-id"], other.headers["meterline-request-id"]
+    emb, emb2 = records[f"{rid}.emb"], records[f"{rid2}.emb"]
+    tokens = len(("user: " + LONG).split())
+    assert emb["cost_micros"] == round(tokens * price("openai/text-embedding-3-large", "input")) > 0
+    feature, workspace = _counter(settings, tenant.workspace, "feature:faq"), \
+        _counter(settings, tenant.workspace, f"workspace:{tenant.workspace}")
+    # Every call (two requests, two embeddings) was reserved and settled: nothing left reserved, and
+    # what each budget counts as spent is exactly the ledger's cost of the calls in its scope.
+    assert int(workspace["requests"]) == 4 and int(feature["requests"]) == 2
+    assert int(workspace["spent"]) == sum(int(r["cost_micros"]) for r in records.values())
+    assert int(feature["spent"]) == int(records[rid]["cost_micros"]) + int(emb["cost_micros"])
+    for counter in (workspace, feature):
+        assert int(counter["reserved"]) == 0 and int(counter["committed"]) == int(counter["spent"])
+        assert not [k for k in counter if k.startswith("l_")]
+    assert emb2["cost_micros"] > 0
+
+
+def test_a_budget_that_cannot_pay_for_the_embedding_skips_the_lever_not_the_request(gateway, settings, upstream):
+    """The request's own reservation is clamped to fill the budget; the embedding then does not fit:
+    no embedding call, the lever is skipped and noted, the request is answered under its own
+    reservation, and the budget counts only what was called."""
+    from meterline.budgets.model import Budget
+    from meterline.store.budgets import BudgetStore
+
+    fake, calls, url = upstream
+    tenant = make_tenant(settings, url)
+    cap = 3_000
+    BudgetStore(settings).put_budget(tenant.workspace, Budget("workspace", tenant.workspace, monthly_micros=cap,
+                                                              clamp=True))
+    Ops(settings).set_lever(tenant.workspace, "semantic", "workspace:*",
+                            {"mode": "serve", "embedding_model": "openai/text-embedding-3-large"})
+    response = ask(gateway, tenant, LONG)
+    assert response.http_response.status_code == 200 and "meterline-max-tokens-clamped" in response.headers
+    assert calls == [] and len(fake.requests) == 1
+    rid = response.headers["meterline-request-id"]
+    records = by_id(wait_for_ledger(settings, tenant.workspace, 1))
+    assert list(records) == [rid]
+    assert records[rid]["semantic_error"].startswith("embedding call not made: budget workspace:")
+    counter = _counter(settings, tenant.workspace, f"workspace:{tenant.workspace}")
+    assert int(counter["spent"]) == int(records[rid]["cost_micros"]) and int(counter["reserved"]) == 0
+    assert int(counter["requests"]) == 1
+    assert not [k for k in counter if k.startswith("l_")]

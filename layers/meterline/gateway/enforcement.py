@@ -12,6 +12,12 @@ concurrently with the ledger write (one round trip after the last upstream byte)
 
 Store unavailable: fail closed (503) unless the workspace chose fail-open; either way the ledger
 record says so.
+
+Side calls (calls the gateway makes on a request's behalf and meters as their own ledger records:
+the semantic lever's embedding call) go through the same budgets: `reserve_side_call` reserves
+their worst case on every budget covering the request, under their own lease, and
+`settle_side_call` settles it to what they cost. A side call a budget refuses is not made (the
+lever that wanted it is skipped); the request itself keeps its own reservation.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from meterline.gateway.metering import periods
 from meterline.gateway.pipeline import BaseStage, Decision
 from meterline.gateway.services import Services
 from meterline.money import micros_to_usd
+from meterline.pricing.catalog import ModelPricing
 from meterline.store.budgets import Refused, Reservation
 from meterline.store.ddb_http import DynamoError
 
@@ -49,6 +56,12 @@ def _reset(seconds: float) -> str:
     return f"{max(seconds, 0.001):.3f}s".replace(".000s", "s")
 
 
+def attribution_of(ctx: RequestContext) -> dict[str, str | None]:
+    assert ctx.workspace and ctx.key
+    return {"workspace": ctx.workspace.workspace, "key": ctx.key.key_id, "member": ctx.key.member,
+            "department": ctx.key.department, **ctx.tags}
+
+
 class EnforcementStage(BaseStage):
     name = "enforce"
 
@@ -65,8 +78,7 @@ class EnforcementStage(BaseStage):
             enforcement: Enforcement = await self.services.enforcement_cache.get(ctx.workspace.workspace)
         except GatewayError as exc:
             return self._unavailable(ctx, None, exc)
-        attribution = {"workspace": ctx.workspace.workspace, "key": ctx.key.key_id, "member": ctx.key.member,
-                       "department": ctx.key.department, **ctx.tags}
+        attribution = attribution_of(ctx)
         now = clock()
         day, month = periods(ctx.started_wall_ms, ctx.workspace.timezone)
         budgets = [] if self.rate_only else policy.matching_budgets(enforcement, attribution)
@@ -268,55 +280,109 @@ class EnforcementStage(BaseStage):
             if isinstance(result, DynamoError) and result.maybe_applied:
                 ctx.extra.setdefault("uncertain_reservations", []).append((budget, month, day, worst))
 
-    async def _cancel_all(self, ctx: RequestContext, uncertain: list[tuple[Any, str, str, int]]) -> None:
-        now = clock()
-        outcomes = await asyncio.gather(*(
-            self.store.cancel(self.services.dynamo, ctx.workspace.workspace, budget, month, day, ctx.request_id,
-                              worst, LEASE_S, now) for budget, month, day, worst in uncertain), return_exceptions=True)
-        for (budget, *_), outcome in zip(uncertain, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                # The lease (if it ever lands) expires and the sweeper releases it.
-                log.error("budget_cancel_failed", extra={"request_id": ctx.request_id, "scope": budget.scope,
-                                                         "error": type(outcome).__name__})
-
     async def after(self, ctx: RequestContext) -> None:
         uncertain = ctx.extra.pop("uncertain_reservations", [])
         if uncertain:
-            ctx.extra.setdefault("pending", []).append(asyncio.ensure_future(self._cancel_all(ctx, uncertain)))
+            ctx.extra.setdefault("pending", []).append(asyncio.ensure_future(
+                cancel_all(self.services, ctx.workspace.workspace, ctx.request_id, uncertain)))
         reservations: list[Reservation] = ctx.extra.pop("reservations", [])
         if not reservations:
             return
         actual = ctx.cost.micros if (ctx.cost is not None and ctx.reached_provider) else 0
         actual += ctx.extra.get("prior_attempts_micros", 0)
         # Settled concurrently with the ledger write (the ledger stage awaits everything pending).
-        ctx.extra.setdefault("pending", []).append(asyncio.ensure_future(self._settle_all(ctx, reservations, actual)))
+        ctx.extra.setdefault("pending", []).append(asyncio.ensure_future(
+            settle_all(self.services, ctx.workspace.workspace, ctx.request_id, reservations, actual)))
 
-    async def _settle_all(self, ctx: RequestContext, reservations: list[Reservation], actual: int) -> None:
-        client, ws = self.services.dynamo, ctx.workspace.workspace
-        results = await asyncio.gather(*(self.store.settle(client, ws, r, ctx.request_id, actual)
-                                         for r in reservations), return_exceptions=True)
-        follow_ups = []
-        for r, state in zip(reservations, results, strict=True):
-            if isinstance(state, BaseException):
-                # The lease expires and the sweeper releases it; the spend is in the ledger regardless.
-                log.error("budget_settle_failed", extra={"request_id": ctx.request_id, "scope": r.budget.scope,
-                                                         "error": str(state)[:300]})
+
+
+async def cancel_all(services: Services, ws: str, lease_id: str, uncertain: list[tuple[Any, str, str, int]]) -> None:
+    """Cancel reservations whose outcome is unknown, by the lease they were sent under."""
+    now = clock()
+    outcomes = await asyncio.gather(*(
+        services.budgets.cancel(services.dynamo, ws, budget, month, day, lease_id, worst, LEASE_S, now)
+        for budget, month, day, worst in uncertain), return_exceptions=True)
+    for (budget, *_), outcome in zip(uncertain, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            # The lease (if it ever lands) expires and the sweeper releases it.
+            log.error("budget_cancel_failed", extra={"request_id": lease_id, "scope": budget.scope,
+                                                     "error": type(outcome).__name__})
+
+
+async def settle_all(services: Services, ws: str, lease_id: str, reservations: list[Reservation],
+                     actual: int) -> None:
+    """Settle every reservation of one lease to the actual cost; record crossed alert thresholds and
+    the throttle stage."""
+    store, client = services.budgets, services.dynamo
+    results = await asyncio.gather(*(store.settle(client, ws, r, lease_id, actual) for r in reservations),
+                                   return_exceptions=True)
+    follow_ups = []
+    for r, state in zip(reservations, results, strict=True):
+        if isinstance(state, BaseException):
+            # The lease expires and the sweeper releases it; the spend is in the ledger regardless.
+            log.error("budget_settle_failed", extra={"request_id": lease_id, "scope": r.budget.scope,
+                                                     "error": str(state)[:300]})
+            continue
+        b = r.budget
+        for period, cap, spent in (("M#" + r.month, b.monthly_micros, int(state.get("spent", 0))),
+                                   ("D#" + r.day, b.daily_micros, int(state.get(f"ds_{r.day}", 0)))):
+            if cap is None or actual <= 0:
                 continue
-            b = r.budget
-            for period, cap, spent in (("M#" + r.month, b.monthly_micros, int(state.get("spent", 0))),
-                                       ("D#" + r.day, b.daily_micros, int(state.get(f"ds_{r.day}", 0)))):
-                if cap is None or actual <= 0:
-                    continue
-                for threshold in policy.crossed_thresholds(spent - actual, spent, cap, b.alerts):
-                    follow_ups.append(self.store.record_alert(client, ws, b, period, threshold, spent, cap))
-                flag = "thr_M" if period.startswith("M#") else f"thr_{r.day}"
-                if policy.throttle_reached(spent, cap, b.throttle_at) and not state.get(flag):
-                    follow_ups.append(self.store.mark_throttled(client, ws, b.scope, r.month, flag))
-        if follow_ups:
-            for outcome in await asyncio.gather(*follow_ups, return_exceptions=True):
-                if isinstance(outcome, BaseException):
-                    log.error("budget_follow_up_failed", extra={"request_id": ctx.request_id,
-                                                                "error": type(outcome).__name__})
+            for threshold in policy.crossed_thresholds(spent - actual, spent, cap, b.alerts):
+                follow_ups.append(store.record_alert(client, ws, b, period, threshold, spent, cap))
+            flag = "thr_M" if period.startswith("M#") else f"thr_{r.day}"
+            if policy.throttle_reached(spent, cap, b.throttle_at) and not state.get(flag):
+                follow_ups.append(store.mark_throttled(client, ws, b.scope, r.month, flag))
+    if follow_ups:
+        for outcome in await asyncio.gather(*follow_ups, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                log.error("budget_follow_up_failed", extra={"request_id": lease_id,
+                                                            "error": type(outcome).__name__})
 
 
-__all__ = ["DynamoError", "EnforcementStage", "RateLimited"]
+async def reserve_side_call(services: Services, ctx: RequestContext, lease_id: str, body: dict[str, Any],
+                            pricing: ModelPricing | None) -> list[Reservation] | str:
+    """Reserve a side call's worst case (`body` priced as `pricing`) on every budget covering the
+    request `ctx`, under `lease_id`. The reservations (none when no budget covers it) for
+    `settle_side_call`, or why the call must not be made - then nothing stays reserved. A budget
+    that refuses, or a store that does not answer, refuses the side call: it is optional, so neither
+    fail-open nor a clamp applies, and its lever is skipped."""
+    assert ctx.workspace
+    ws = ctx.workspace.workspace
+    try:
+        enforcement: Enforcement = await services.enforcement_cache.get(ws)
+    except GatewayError:
+        return "budgets cannot be checked (store unavailable)"
+    budgets = policy.matching_budgets(enforcement, attribution_of(ctx))
+    if not budgets:
+        return []
+    worst = policy.worst_case(body, pricing).micros
+    day, month = periods(ctx.started_wall_ms, ctx.workspace.timezone)
+    now = clock()
+    results = await asyncio.gather(*(services.budgets.reserve(services.dynamo, ws, b, month, day, lease_id, worst,
+                                                              LEASE_S, now) for b in budgets), return_exceptions=True)
+    reservations = [r for r in results if isinstance(r, Reservation)]
+    if len(reservations) == len(budgets):
+        return reservations
+    uncertain = [(b, month, day, worst) for b, r in zip(budgets, results, strict=True)
+                 if isinstance(r, DynamoError) and r.maybe_applied]
+    await asyncio.gather(settle_all(services, ws, lease_id, reservations, 0),
+                         cancel_all(services, ws, lease_id, uncertain))
+    refused = next((r for r in results if isinstance(r, Refused)), None)
+    if refused is not None:
+        return (f"budget {refused.budget.scope}: ${micros_to_usd(refused.committed)} of "
+                f"${micros_to_usd(refused.cap)} committed, the call may cost ${micros_to_usd(worst)}")
+    return "budgets cannot be checked (store unavailable)"
+
+
+def settle_side_call(services: Services, ctx: RequestContext, lease_id: str, reservations: list[Reservation],
+                     actual: int) -> None:
+    """Settle a side call's reservations to what it cost, concurrently with the request's ledger
+    write (the ledger stage awaits what is pending on `ctx`)."""
+    if reservations:
+        assert ctx.workspace
+        ctx.extra.setdefault("pending", []).append(asyncio.ensure_future(
+            settle_all(services, ctx.workspace.workspace, lease_id, reservations, actual)))
+
+
+__all__ = ["DynamoError", "EnforcementStage", "RateLimited", "reserve_side_call", "settle_side_call"]

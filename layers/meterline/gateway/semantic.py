@@ -17,10 +17,14 @@ for a request sent with `Meterline-Semantic: off`.
   `cache_hit`, saving `semantic_cache` = what the original request cost. Streaming requests are
   never served (detect only); only complete 2xx non-streamed answers are stored.
 - The embedding call is metered like any call: its own ledger record (`<request id>.emb`,
-  `purpose: semantic_embedding`), attributed like the request. It is not reserved against budgets
-  (it costs ~$0.00001 per request at text-embedding-3-small prices); the ledger and rollups count it.
-- The lever runs before enforcement, so a request that a budget or rate limit then refuses has
-  still made (and been billed for) its embedding call.
+  `purpose: semantic_embedding`), attributed like the request, and it goes through the same budgets:
+  its worst case is reserved on every budget covering the request (its own lease, `<request id>.emb`)
+  before the call and settled to its cost after it, so embeddings can never overspend a budget.
+  A budget that refuses it (or a budget store that does not answer) skips the lever for that
+  request (`semantic_error: budget ...`); the request itself goes on under its own reservation.
+  With no budget on the request's scopes this costs nothing (the definitions are cached).
+- The lever runs after enforcement: a request that a budget or rate limit refuses makes no
+  embedding call.
 - Any failure of the lever (no embedding provider, the provider or the table down) turns the lever
   off for that request and is noted (`semantic_error`); it never fails the request.
 """
@@ -37,7 +41,7 @@ from typing import Any
 from meterline.cache import semantic
 from meterline.cache.entry import Entry
 from meterline.errors import GatewayError
-from meterline.gateway import addressing
+from meterline.gateway import addressing, enforcement
 from meterline.gateway.compression import lever_config
 from meterline.gateway.context import RequestContext
 from meterline.gateway.metering import ledger_record, meter
@@ -156,6 +160,10 @@ class SemanticStage(BaseStage):
         apply_route(sub, route)
         from meterline.gateway import proxy  # proxy imports the pipeline module, as this one does
 
+        lease = f"{ctx.request_id}.emb"
+        reservations = await enforcement.reserve_side_call(services, ctx, lease, sub.body, route.pricing)
+        if isinstance(reservations, str):
+            raise LeverUnavailable(f"embedding call not made: {reservations}")
         vector: list[float] | None = None
         try:
             sub.target, sub.translator = await prepare_target(sub, services, route)
@@ -175,6 +183,9 @@ class SemanticStage(BaseStage):
         finally:
             if sub.reached_provider:
                 meter(sub)
+            enforcement.settle_side_call(services, ctx, lease, reservations,
+                                         sub.cost.micros if sub.cost is not None and sub.reached_provider else 0)
+            if sub.reached_provider:
                 sub.note(purpose="semantic_embedding")
                 record = ledger_record(sub, f"{ctx.request_id}.emb")
                 try:
