@@ -16,6 +16,10 @@ from meterline.gateway.context import RequestContext
 
 log = logging.getLogger("meterline.requests")
 _metrics: Any = None
+# True until this process has recorded its first request: that request emits ColdStart=1. A SnapStart
+# snapshot is taken before any request, so every restored environment starts True as well. (Powertools'
+# capture_cold_start_metric needs its lambda_handler decorator, which the web adapter's uvicorn never runs.)
+_cold = True
 
 
 def metrics_enabled() -> bool:
@@ -45,6 +49,7 @@ def record_request(ctx: RequestContext) -> None:
         "outcome": ctx.outcome,
         "cost_micros": ctx.cost.micros if ctx.cost else 0,
         "latency_ms": round(ctx.elapsed_ms(), 1),
+        "added_ms": round(ctx.added_ms(), 1),
     }
     if ctx.usage:  # the dev shell's request line shows them
         fields.update(input_tokens=ctx.usage.prompt_total, output_tokens=ctx.usage.output,
@@ -70,7 +75,13 @@ def record_request(ctx: RequestContext) -> None:
         metrics.add_metric(name="CacheHits", unit=MetricUnit.Count, value=1)
     if ctx.savings:
         metrics.add_metric(name="SavedMicroUsd", unit=MetricUnit.Count, value=sum(ctx.savings.values()))
-    metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=ctx.elapsed_ms())
+    metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=ctx.elapsed_ms())  # end to end
+    # What the gateway itself added: end to end minus the waits on the provider and on the client.
+    metrics.add_metric(name="GatewayAddedMs", unit=MetricUnit.Milliseconds, value=ctx.added_ms())
+    global _cold
+    if _cold:  # the first request this execution environment served
+        _cold = False
+        metrics.add_metric(name="ColdStart", unit=MetricUnit.Count, value=1)
     metrics.flush_metrics()
     # What each cost lever saved, as a bounded series ({lever, service}: six lever names).
     for lever, micros in sorted(ctx.savings.items()):

@@ -56,15 +56,23 @@ def test_every_gateway_metric_is_graphed_by_service(dashboard):
     assert {"p50", "p99"} <= latency_stats
 
 
+def test_gateway_added_latency_widget_plots_the_added_metric_not_end_to_end(dashboard):
+    (widget,) = [w for w in dashboard["widgets"] if "Gateway-added latency" in w.get("properties", {}).get("title", "")]
+    rows = widget["properties"]["metrics"]
+    left = [row for row in rows if not (isinstance(row[-1], dict) and row[-1].get("yAxis") == "right")]
+    assert {row[1] for row in left} == {"GatewayAddedMs"}
+    assert {row[-1]["stat"] for row in left} == {"p50", "p90", "p99"}
+
+
 def test_lambda_metrics_and_cold_starts(dashboard, synth):
     gateway_id, _ = synth.function("gateway")
     rows = _named(_metric_rows(dashboard), "AWS/Lambda")
     gateway_metrics = {row[1] for row in rows if row[2:4] == ["FunctionName", f"<Ref:{gateway_id}>"]}
     assert {"Invocations", "Errors", "Throttles", "Duration", "ConcurrentExecutions"} <= gateway_metrics
-    expressions = [
-        row[0]["expression"] for row in _metric_rows(dashboard) if row and isinstance(row[0], dict)
-    ]
-    assert any("ColdStart" in e and 'service="gateway"' in e and "SEARCH(" in e for e in expressions)
+    # ColdStart is the gateway's own {service} series (emitted on an environment's first request).
+    cold = [row for row in _named(_metric_rows(dashboard), "Meterline") if row[1] == "ColdStart"]
+    assert cold and all(_dimensions(row) == {"service": "gateway"} for row in cold)
+    assert cold[0][-1]["stat"] == "Sum"
 
 
 def test_alarm_widget_lists_every_alarm(dashboard, synth):

@@ -47,6 +47,10 @@ class RequestContext:
     reached_provider: bool = False
     upstream_status: int | None = None
     first_byte_ms: float | None = None
+    # Time spent waiting on the provider (send, body, stream chunks; every attempt) and on the client
+    # (a streamed chunk's send): what the gateway-added latency metric leaves out (added_ms).
+    upstream_ms: float = 0.0
+    client_ms: float = 0.0
     response_model: str | None = None
     service_tier: str | None = None
     usage: Usage | None = None
@@ -75,3 +79,7 @@ class RequestContext:
 
     def elapsed_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000
+
+    def added_ms(self) -> float:
+        """Gateway-added latency: end to end minus the waits on the provider and on the client."""
+        return max(self.elapsed_ms() - self.upstream_ms - self.client_ms, 0.0)

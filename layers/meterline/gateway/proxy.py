@@ -98,6 +98,7 @@ async def open_upstream(ctx: RequestContext, services: Services) -> UpstreamResp
         ctx.outcome = "rejected"  # nothing was sent
         return None
     ctx.reached_provider = True
+    sent = time.monotonic()
     try:
         response = await asyncio.wait_for(upstream.send(request), left)
     except TimeoutError:
@@ -108,9 +109,12 @@ async def open_upstream(ctx: RequestContext, services: Services) -> UpstreamResp
     except GatewayError as exc:
         ctx.error, ctx.outcome = exc, _outcome_of(exc)
         return None
+    finally:
+        ctx.upstream_ms += (time.monotonic() - sent) * 1000
     ctx.upstream_status = response.status_code
     ctx.first_byte_ms = ctx.elapsed_ms()
     if response.status_code >= 400:
+        sent = time.monotonic()
         try:
             raw = b""
             async for chunk in response.aiter_bytes():
@@ -121,6 +125,7 @@ async def open_upstream(ctx: RequestContext, services: Services) -> UpstreamResp
             raw = b""
         finally:
             await response.aclose()
+            ctx.upstream_ms += (time.monotonic() - sent) * 1000
         message = ctx.translator.error_message(raw)
         ctx.error = UpstreamError(message, status=response.status_code, code="upstream_error")
         ctx.outcome = "upstream_error"
@@ -189,8 +194,12 @@ async def complete(ctx: RequestContext, response: UpstreamResponse, services: Se
     """Non-streaming: read the whole body, meter, record, answer."""
     assert ctx.translator
     try:
-        raw = await asyncio.wait_for(read_capped(response, services.settings.max_upstream_body_bytes),
-                                     max(remaining_s(ctx, services), 0.001))
+        reading = time.monotonic()
+        try:
+            raw = await asyncio.wait_for(read_capped(response, services.settings.max_upstream_body_bytes),
+                                         max(remaining_s(ctx, services), 0.001))
+        finally:
+            ctx.upstream_ms += (time.monotonic() - reading) * 1000
         translated = ctx.translator.translate_response(raw)
     except TimeoutError:
         ctx.error = UpstreamTimeout(DEADLINE_MESSAGE.format(services.settings.request_deadline_s),
@@ -279,21 +288,28 @@ class MeteredStream:
             while True:
                 # The deadline bounds every wait for the provider (the ledger must be written before
                 # Lambda's hard stop); time spent sending to a slow client is the client's own.
-                left = self.deadline_s - ctx.elapsed_ms() / 1000
+                waiting = time.monotonic()
+                left = self.deadline_s - (waiting - ctx.started)
                 try:
                     chunk = await asyncio.wait_for(chunks.__anext__(), max(left, 0.001))
                 except StopAsyncIteration:
                     break
+                finally:
+                    ctx.upstream_ms += (time.monotonic() - waiting) * 1000
                 for event in parser.feed(chunk):
                     for out in translator.stream_event(event):
                         out = redact_bytes(out, *secrets)  # every event passes: provider error events too
                         if tap is not None:
                             tap(out)  # what is cached keeps PII placeholders; restoration is per request
                         if restoring is None:
+                            sending = time.monotonic()  # the send to the client is the client's time
                             yield out
+                            ctx.client_ms += (time.monotonic() - sending) * 1000
                         else:  # PII restoration across events (a placeholder may span two deltas)
                             for restored in restoring.feed(out):
+                                sending = time.monotonic()
                                 yield restored
+                                ctx.client_ms += (time.monotonic() - sending) * 1000
         except TimeoutError:
             broken, code = DEADLINE_MESSAGE.format(self.deadline_s), "request_deadline_exceeded"
             ctx.outcome = "upstream_timeout"
