@@ -15,7 +15,9 @@ import concurrent.futures
 import json
 import math
 import time
+from datetime import datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import httpx
 import openai
@@ -61,9 +63,6 @@ def worst_micros(body: dict, input_usd_per_m: str = "2.50", output_usd_per_m: st
 
 def month_of(settings, ws) -> str:
     """The budget month as the gateway counts it: in the workspace's own time zone."""
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
     return datetime.now(ZoneInfo(WorkspaceStore(settings).load(ws).timezone)).strftime("%Y-%m")
 
 
@@ -241,16 +240,83 @@ def test_daily_cap_is_a_hard_stop_under_the_monthly_cap(gateway, settings, small
     assert {r["budget_period"] for r in rejected} == {"day"}
 
 
-def test_throttle_stage_lowers_the_request_rate(gateway, settings, small_usage, clock):
+THROTTLE_CAP = 10_000  # 50 % = 5,000: the tenth request at 525 crosses it (5,250)
+
+
+def throttled_budget(settings, workspace: str, strategy: str = "throttle", rpm: int = 2) -> Budget:
+    budget = Budget("workspace", workspace, monthly_micros=THROTTLE_CAP, throttle_at=50, throttle_rpm=rpm,
+                    on_exhaust=strategy)
+    BudgetStore(settings).put_budget(workspace, budget)
+    return budget
+
+
+@pytest.mark.parametrize("strategy", ["throttle", "reject"])
+def test_throttle_stage_starts_at_its_threshold_and_holds_the_minute_to_its_rpm(gateway, settings, small_usage,
+                                                                                  clock, strategy):
+    """`--throttle-at 50 --throttle-rpm 2`: the first request after spend reached 50 % is throttled, even
+    in the minute that crossed it (which had already passed ten), and each later minute passes two.
+    (Before: a flag set after the crossing request settled, then two more per minute on top of the
+    minute's own: throttled from 63 %.)"""
     t = make_tenant(settings, small_usage[1])
-    BudgetStore(settings).put_budget(t.workspace, Budget("workspace", t.workspace, monthly_micros=2_000,
-                                                         throttle_at=50, throttle_rpm=2, on_exhaust="throttle"))
+    no_rate_limit(settings, t.workspace)
+    throttled_budget(settings, t.workspace, strategy)
+    sdk = openai.OpenAI(base_url=gateway.base_url, api_key=t.api_key, max_retries=0)
+    counter = lambda: BudgetStore(settings).counter(t.workspace, f"workspace:{t.workspace}",  # noqa: E731
+                                                   month_of(settings, t.workspace))
+    passed = 0
+    while True:
+        try:
+            sdk.chat.completions.create(**BODY)
+        except openai.RateLimitError as err:
+            assert err.code == "budget_throttled"
+            break
+        passed += 1
+        assert passed <= 20, "never throttled"
+    spent = int(counter()["spent"])
+    assert passed == 10 and spent == 5_250  # throttled at the first request past 50 % (52.5 %)
+    clock["t"] += 60  # the next minute: exactly throttle_rpm pass, then 429 again
+    for _ in range(2):
+        sdk.chat.completions.create(**BODY)
+    with pytest.raises(openai.RateLimitError) as err:
+        sdk.chat.completions.create(**BODY)
+    assert err.value.code == "budget_throttled"
+    assert int(err.value.response.headers["retry-after"]) <= 60
+    assert int(counter()["spent"]) == 5_250 + 2 * 525
+
+
+def test_a_burst_cannot_run_past_the_throttle_threshold(gateway, settings, small_usage, clock):
+    """40 concurrent requests on a fresh throttled budget: the stage is judged on spend plus in-flight
+    reservations, so the burst stops at the threshold (+ the crossing request + the minute's rpm).
+    Before: every one of the 40 passed (210 % of the cap), since none had settled when the others were
+    checked."""
+    t = make_tenant(settings, small_usage[1])
+    no_rate_limit(settings, t.workspace)
+    throttled_budget(settings, t.workspace)
+    responses = fire(gateway, t.api_key, 40)
+    ok = [r for r in responses if r.status_code == 200]
+    throttled = [r for r in responses if r.status_code == 429]
+    assert len(ok) + len(throttled) == 40 and ok and throttled
+    assert {r.json()["error"]["code"] for r in throttled} == {"budget_throttled"}
+    counter = BudgetStore(settings).counter(t.workspace, f"workspace:{t.workspace}", month_of(settings, t.workspace))
+    # Independent bound: requests admitted outside the minute's 2 each saw < 5,000 committed before them,
+    # and each committed at least its own cost (525).
+    assert len(ok) <= 5_000 // 525 + 1 + 2
+    assert int(counter["spent"]) == 525 * len(ok) <= 5_000 + 525 * (1 + 2)
+    assert int(counter["reserved"]) == 0
+
+
+def test_a_budget_created_past_its_throttle_threshold_throttles_at_once(gateway, settings, small_usage, clock):
+    """A budget created mid-month starts from the month's spend so far; already past 50 %, it is in the
+    throttle stage from its first request (before: only after a request settled and set a flag)."""
+    t = make_tenant(settings, small_usage[1])
+    no_rate_limit(settings, t.workspace)
+    budget = throttled_budget(settings, t.workspace)
+    now = datetime.now(ZoneInfo(WorkspaceStore(settings).load(t.workspace).timezone))
+    month, day = now.strftime("%Y-%m"), now.strftime("%Y-%m-%d")
+    assert BudgetStore(settings).seed_counter(t.workspace, budget.scope, month, day, 6_000, 6_000)
     sdk = openai.OpenAI(base_url=gateway.base_url, api_key=t.api_key, max_retries=0)
     for _ in range(2):
-        sdk.chat.completions.create(**BODY)  # 1,050 spent: past 50 %, the throttle flag is set
-    time.sleep(0.2)
-    sdk.chat.completions.create(**BODY)
-    sdk.chat.completions.create(**BODY)  # two per minute pass (the throttle strategy never hard-rejects)...
+        sdk.chat.completions.create(**BODY)
     with pytest.raises(openai.RateLimitError) as err:
         sdk.chat.completions.create(**BODY)
     assert err.value.code == "budget_throttled"

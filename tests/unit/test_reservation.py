@@ -120,3 +120,18 @@ def test_server_side_input_is_unbounded_on_responses_only(field):
     assert policy.unbounded_fields({"model": "gpt-4o", field: value}, "responses") == [field]
     assert policy.unbounded_fields({"model": "gpt-4o", "input": "hi"}, "responses") == []
     assert policy.unbounded_fields({"model": "gpt-4o", field: value}, "chat.completions") == []
+
+
+def test_throttle_stage_is_judged_on_what_was_committed_before_the_request():
+    from meterline.budgets.model import Budget
+    from meterline.budgets.policy import throttle_due
+
+    monthly = Budget("workspace", "w", monthly_micros=10_000, throttle_at=50, throttle_rpm=2, on_exhaust="throttle")
+    # committed after this request's own reservation of 700: 700 + others; the stage starts at 5,000 before it.
+    assert not throttle_due(monthly, {"committed": 5_699}, 700, "2026-12-01")
+    assert throttle_due(monthly, {"committed": 5_700}, 700, "2026-12-01")
+    assert throttle_due(monthly, {"committed": 9_000, "spent": 0}, 700, "2026-12-01")  # in-flight counts
+    daily = Budget("workspace", "w", monthly_micros=100_000, daily_micros=1_000, throttle_at=90, throttle_rpm=1)
+    assert throttle_due(daily, {"committed": 1_000, "dc_2026-12-01": 1_000}, 100, "2026-12-01")
+    assert not throttle_due(daily, {"committed": 1_000, "dc_2026-12-01": 999}, 100, "2026-12-01")
+    assert not throttle_due(Budget("workspace", "w", monthly_micros=1), {"committed": 10**9}, 0, "2026-12-01")

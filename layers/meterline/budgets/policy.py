@@ -269,8 +269,21 @@ def crossed_thresholds(before: int, after: int, cap: int, thresholds: tuple[int,
     return [t for t in sorted(thresholds) if before * 100 < t * cap <= after * 100]
 
 
-def throttle_reached(spent: int, cap: int | None, throttle_at: int | None) -> bool:
-    return cap is not None and throttle_at is not None and spent * 100 >= throttle_at * cap
+def throttle_due(budget: Budget, state: Mapping[str, Any], own_worst: int, day: str) -> bool:
+    """Whether a request whose reservation left the counter at `state` is in the budget's throttle stage.
+
+    Judged on what was committed *before* this request (spent plus every other request's in-flight
+    reservation), for the monthly cap and for the daily cap: the same figure the hard cap uses. A
+    flag set once a settlement found spend past the threshold (the earlier design) lags by every
+    request already in flight or reserved before that settlement, so a burst, or a budget created
+    with the month's spend already past the threshold, ran far past `throttle_at` unthrottled."""
+    if budget.throttle_at is None or budget.throttle_rpm is None:
+        return False
+    for cap, committed in ((budget.monthly_micros, state.get("committed", 0)),
+                           (budget.daily_micros, state.get(f"dc_{day}", 0))):
+        if cap is not None and (int(committed) - own_worst) * 100 >= budget.throttle_at * cap:
+            return True
+    return False
 
 
 _DIGITS = re.compile(r"\d+")

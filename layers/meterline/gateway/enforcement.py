@@ -110,12 +110,17 @@ class EnforcementStage(BaseStage):
         calls: list[Any] = [self.store.reserve(client, ws, b, month, day, ctx.request_id, worst.micros, LEASE_S, now)
                             for b in budgets]
         calls += [self.store.rate_window(client, ws, limit, tokens, now) for limit in limits]
+        # Budgets with a throttle stage count every request per minute (see BudgetStore.throttle_count).
+        throttling = [b for b in budgets if b.throttle_rpm]
+        calls += [self.store.throttle_count(client, ws, b.scope, now) for b in throttling]
         if session and fingerprint:
             calls.append(self.store.loop_count(client, ws, session, fingerprint, enforcement.policy.loop_window_s, now))
         results = await asyncio.gather(*calls, return_exceptions=True)
         budget_results = results[: len(budgets)]
         rate_results = results[len(budgets): len(budgets) + len(limits)]
-        loop_result = results[len(budgets) + len(limits)] if session else None
+        counted = len(budgets) + len(limits)
+        ordinals = dict(zip((b.scope for b in throttling), results[counted: counted + len(throttling)], strict=True))
+        loop_result = results[counted + len(throttling)] if session else None
 
         reservations = [r for r in budget_results if isinstance(r, Reservation)]
         ctx.extra["reservations"] = reservations  # `after` settles or releases every one of them
@@ -143,20 +148,17 @@ class EnforcementStage(BaseStage):
             if clamped is None:
                 return Decision.deny(self._budget_error(ctx, refused[0], worst.micros, headers))
 
-        throttled = [r for r in ctx.extra["reservations"] if r.budget.throttle_rpm and
-                     (r.state.get("thr_M") or r.state.get(f"thr_{day}"))]
-        if throttled:
-            passes = await asyncio.gather(*(self.store.throttle_window(client, ws, r.budget.scope,
-                                                                       r.budget.throttle_rpm, now)
-                                            for r in throttled), return_exceptions=True)
-            for r, ok in zip(throttled, passes, strict=True):
-                if ok is not True:
-                    retry = math.ceil(60 - now % 60)
-                    ctx.note(budget_scope=r.budget.scope)
-                    return Decision.deny(RateLimited(
-                        f"Budget {r.budget.scope} is in its throttle stage ({r.budget.throttle_at}% spent): "
-                        f"{r.budget.throttle_rpm} requests per minute.", code="budget_throttled",
-                        headers={**headers, "retry-after": str(retry)}))
+        for r in ctx.extra["reservations"]:
+            # In the stage (judged on what was committed before this request), at most throttle_rpm
+            # requests of the minute pass: this request's ordinal among all of the minute's decides.
+            rpm = r.budget.throttle_rpm
+            if policy.throttle_due(r.budget, r.state, r.worst, day) and rpm and ordinals[r.budget.scope] > rpm:
+                retry = math.ceil(60 - now % 60)
+                ctx.note(budget_scope=r.budget.scope)
+                return Decision.deny(RateLimited(
+                    f"Budget {r.budget.scope} is in its throttle stage ({r.budget.throttle_at}% spent or "
+                    f"reserved): {r.budget.throttle_rpm} requests per minute.", code="budget_throttled",
+                    headers={**headers, "retry-after": str(retry)}))
 
         # The ladder's downgrade rung (alert -> downgrade -> throttle -> kill): the reservations above
         # cover the plan as it was, so a cheaper route needs no new write.
@@ -311,8 +313,7 @@ async def cancel_all(services: Services, ws: str, lease_id: str, uncertain: list
 
 async def settle_all(services: Services, ws: str, lease_id: str, reservations: list[Reservation],
                      actual: int) -> None:
-    """Settle every reservation of one lease to the actual cost; record crossed alert thresholds and
-    the throttle stage."""
+    """Settle every reservation of one lease to the actual cost; record crossed alert thresholds."""
     store, client = services.budgets, services.dynamo
     results = await asyncio.gather(*(store.settle(client, ws, r, lease_id, actual) for r in reservations),
                                    return_exceptions=True)
@@ -330,9 +331,6 @@ async def settle_all(services: Services, ws: str, lease_id: str, reservations: l
                 continue
             for threshold in policy.crossed_thresholds(spent - actual, spent, cap, b.alerts):
                 follow_ups.append(store.record_alert(client, ws, b, period, threshold, spent, cap))
-            flag = "thr_M" if period.startswith("M#") else f"thr_{r.day}"
-            if policy.throttle_reached(spent, cap, b.throttle_at) and not state.get(flag):
-                follow_ups.append(store.mark_throttled(client, ws, b.scope, r.month, flag))
     if follow_ups:
         for outcome in await asyncio.gather(*follow_ups, return_exceptions=True):
             if isinstance(outcome, BaseException):

@@ -6,8 +6,8 @@ Keys (see schema.BUDGETS):
         committed (= spent + reserved), reserved, spent, requests (micro-dollars / counts),
         dc_<yyyy-mm-dd> / ds_<yyyy-mm-dd>   the day's committed / spent (daily caps, same item),
         l_<request id> = {w, exp, day}      one lease per in-flight reservation,
-        thr_<M|yyyy-mm-dd>                  set once the throttle threshold is reached
-    pk = <ws>#budget#<scope>        sk = "T#<epoch minute>"   throttle-stage request window (TTL)
+    pk = <ws>#budget#<scope>        sk = "T#<epoch minute>"   requests per minute of a budget that has a
+                                                              throttle stage (TTL)
     pk = <ws>#rl#<subject>          sk = "m#<epoch minute>" | "h#<epoch hour>"   rate windows (TTL):
         n (requests), tk (tokens), s_<second> (burst)
     pk = <ws>#loop#<session>        sk = "<fingerprint>#<window>"   agent-loop counter (TTL)
@@ -23,6 +23,7 @@ Access patterns:
     settle / release       UpdateItem REMOVE lease ADD delta, condition the lease exists (exactly once)
     sweep                  UpdateItem REMOVE expired leases ADD -amounts, condition they all still exist
     rate / loop windows    UpdateItem ADD n, condition n < limit
+    throttle window        UpdateItem ADD n (unconditional: the ordinal decides, see throttle_count)
     alerts                 PutItem (condition: new) | Query pk="alert" | UpdateItem claim (condition)
 
 Every hot-path operation is a single-item conditional write: DynamoDB serializes those per item
@@ -368,29 +369,23 @@ class BudgetStore:
             if exc.code != "ConditionalCheckFailedException":
                 raise  # someone else settled or swept one of them first: nothing to do
 
-    async def mark_throttled(self, client: DynamoHttp, workspace: str, scope: str, month: str, flag: str) -> None:
-        await client.call("UpdateItem", {
-            "TableName": self.table, "Key": counter_key(workspace, scope, month),
-            "UpdateExpression": "SET #f = :t", "ExpressionAttributeNames": {"#f": flag},
-            "ExpressionAttributeValues": {":t": {"BOOL": True}},
-        })
+    async def throttle_count(self, client: DynamoHttp, workspace: str, scope: str, now: float) -> int:
+        """Count one request in the budget's minute window; returns its ordinal in that minute.
 
-    async def throttle_window(self, client: DynamoHttp, workspace: str, scope: str, rpm: int, now: float) -> bool:
-        """One more request in the budget's throttle-stage minute window, if under `rpm`."""
+        Every request of a budget that has a throttle stage is counted, in the same round trip as its
+        reservation, whether or not the stage has begun: a minute that crosses the threshold already
+        holds the requests that crossed it, so the stage admits at most `throttle_rpm` in that minute
+        too (counting only once throttled let `throttle_rpm` more through on top). Not retried (an
+        ADD is not idempotent): a lost answer fails the request like any store failure."""
         minute = int(now // 60)
-        try:
-            await client.call("UpdateItem", {
-                "TableName": self.table,
-                "Key": {"pk": {"S": f"{workspace}#budget#{scope}"}, "sk": {"S": f"T#{minute}"}},
-                "UpdateExpression": "ADD n :one SET expires_at = :ttl",
-                "ConditionExpression": "attribute_not_exists(n) OR n < :rpm",
-                "ExpressionAttributeValues": {":one": _n(1), ":rpm": _n(rpm), ":ttl": _n((minute + 2) * 60)},
-            }, idempotent=False)
-            return True
-        except DynamoError as exc:
-            if exc.code != "ConditionalCheckFailedException":
-                raise
-            return False
+        result = await client.call("UpdateItem", {
+            "TableName": self.table,
+            "Key": {"pk": {"S": f"{workspace}#budget#{scope}"}, "sk": {"S": f"T#{minute}"}},
+            "UpdateExpression": "ADD n :one SET expires_at = :ttl",
+            "ExpressionAttributeValues": {":one": _n(1), ":ttl": _n((minute + 2) * 60)},
+            "ReturnValues": "UPDATED_NEW",
+        }, idempotent=False)
+        return int(from_item(result.get("Attributes", {})).get("n", 0))
 
     # -- rate windows and loop counters ----------------------------------------------------------
     async def rate_window(self, client: DynamoHttp, workspace: str, limit: RateLimit, tokens: int,
