@@ -23,6 +23,9 @@ COST_ALLOCATION_TAG = ("meterline:app", "meterline")
 # One Python version drives both the Lambda runtime and the wheels pip resolves for the dependency
 # layer (`--python-version`); change them together. 3.12 is the first version SnapStart supports.
 PYTHON_VERSION = "3.12"
+# Lambda Managed Instances run Python 3.13+ only: with `meterline:compute=managed-instances` every
+# function and both layers move to this version together (DeploySettings.python_version).
+MANAGED_PYTHON_VERSION = "3.13"
 
 # --- Context keys (`cdk deploy -c KEY=VALUE`, defaults in cdk.json) -------------------------------
 CTX_ARCHITECTURE = "meterline:architecture"  # "arm64" (default) | "x86_64"
@@ -37,6 +40,28 @@ CTX_GATEWAY_MAX_CONCURRENCY = "meterline:gateway-max-concurrency"
 CTX_SKIP_LAYER_INSTALL = "meterline:skip-layer-install"
 # Build both layers inside the SAM build image instead of on this machine (needs Docker).
 CTX_DOCKER_BUNDLING = "meterline:docker-bundling"
+
+# Where the data plane runs: "on-demand" (default; scales to zero) or "managed-instances" (Lambda
+# Managed Instances: a capacity provider in a VPC, many requests per execution environment).
+CTX_COMPUTE = "meterline:compute"
+COMPUTE_ON_DEMAND = "on-demand"
+COMPUTE_MANAGED = "managed-instances"
+# Managed instances: the capacity provider's vCPU ceiling (the cost ceiling) and the concurrent requests
+# one execution environment (one uvicorn process, one vCPU) takes.
+CTX_MANAGED_MAX_VCPUS = "meterline:managed-max-vcpus"
+CTX_MANAGED_CONCURRENCY = "meterline:managed-concurrency"
+DEFAULT_MANAGED_MAX_VCPUS = 32
+DEFAULT_MANAGED_CONCURRENCY = 64
+# LMI limits: 2 GiB minimum per environment, 2..8 GiB per vCPU, 1..1600 concurrent requests each.
+MANAGED_MIN_MEMORY_MB = 2048
+MANAGED_MAX_MEMORY_MB = 8192  # one vCPU per environment (uvicorn is one process) at the 8 GiB/vCPU maximum
+MANAGED_MAX_CONCURRENCY = 1600
+VPC_CIDR = "10.40.0.0/16"
+VPC_MAX_AZS = 3  # LMI spreads its (default three) instances across AZs
+# An edge in front of the public gateway URL: "none" (default) or "cloudfront-waf".
+CTX_EDGE = "meterline:edge"
+EDGE_NONE = "none"
+EDGE_CLOUDFRONT_WAF = "cloudfront-waf"
 
 DEFAULT_ARCHITECTURE = "arm64"
 DEFAULT_MEMORY_MB = 1024

@@ -10,6 +10,12 @@ SnapStart (context `meterline:snapstart`, default on): the URL points at alias `
 published version, so new execution environments resume from a snapshot holding a running,
 fully-imported uvicorn instead of booting one. See constants.py for why this works with LWA.
 
+Managed instances (context `meterline:compute=managed-instances`, compute.py): the function runs on
+the capacity provider instead, Python 3.13, no SnapStart (environments start ahead of traffic and
+live long), `meterline:managed-concurrency` requests per environment: LWA >= 1.0 forwards concurrent
+invocations to the one uvicorn process (its "Lambda Managed Instances" support, LWA PR #625). The
+URL serves alias `live` (managed instances run published versions only).
+
 Permissions (role of this function only):
     workspaces, keys (+ by_workspace index)  GetItem / Query / BatchGetItem      (read only)
     ledger                                   PutItem                            (append only)
@@ -40,6 +46,7 @@ from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from infra_cdk import constants as c
+from infra_cdk.compute import ManagedCompute
 from infra_cdk.function import Shared, make_function
 from infra_cdk.nag import acknowledge
 from meterline.store import schema
@@ -64,9 +71,13 @@ def lwa_environment() -> dict[str, str]:
 
 
 class DataPlane(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, shared: Shared) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, shared: Shared,
+                 compute: ManagedCompute | None = None) -> None:
         super().__init__(scope, construct_id)
         settings = shared.settings
+        # Prime before the first request where start-up is not on a request's path: the SnapStart
+        # snapshot, and managed instances (environments are started ahead of traffic).
+        preload = settings.gateway_snapstart or compute is not None
         web_adapter = lambda_.LayerVersion.from_layer_version_arn(
             self, "WebAdapter", lwa_layer_arn(Stack.of(self).region, settings.architecture)
         )
@@ -79,25 +90,28 @@ class DataPlane(Construct):
             handler=c.GATEWAY_HANDLER,
             entrypoint=c.GATEWAY_HANDLER,
             description="Meterline gateway: OpenAI/Anthropic-compatible proxy (uvicorn behind LWA, streamed)",
-            memory_mb=settings.memory_mb,
+            memory_mb=settings.gateway_memory_mb,
             timeout_s=c.GATEWAY_TIMEOUT_S,
             tables=TABLES,
             vault_key=True,
             # With SnapStart the tokenizer (prompt compression) loads before the snapshot, never on a
             # restored warm request (levers/tokens.py).
-            environment={**lwa_environment(), **({"METERLINE_PRELOAD_TOKENIZER": "1"} if settings.snapstart else {})},
+            environment={**lwa_environment(), **({"METERLINE_PRELOAD_TOKENIZER": "1"} if preload else {})},
             extra_layers=(web_adapter,),
-            snap_start=settings.snapstart,
+            snap_start=settings.gateway_snapstart,
         )
+        if compute is not None:
+            compute.attach(self.function)
         target: lambda_.IFunction = self.function
         self.alias: lambda_.Alias | None = None
-        if settings.snapstart:
+        # SnapStart restores and managed instances run only published versions: the URL serves alias `live`.
+        if settings.gateway_snapstart or compute is not None:
             self.alias = lambda_.Alias(
                 self,
                 "Live",
                 alias_name=c.GATEWAY_ALIAS,
                 version=self.function.current_version,
-                description="The published (SnapStart) version the function URL serves",
+                description="The published version the function URL serves (SnapStart or managed instances)",
             )
             target = self.alias
         self.url = target.add_function_url(

@@ -109,7 +109,7 @@ def make_function(
         scope,
         construct_id,
         description=description,
-        runtime=runtime(),
+        runtime=runtime(shared.settings),
         architecture=architecture(shared.settings),
         code=lambda_.Code.from_asset(str(asset), exclude=["__pycache__", "*.pyc", "tests"]),
         handler=handler,
@@ -134,8 +134,8 @@ def make_function(
     acknowledge(
         fn,
         "AwsSolutions-L1",
-        f"Pinned to python{c.PYTHON_VERSION} on purpose: the dependency layer's wheels are resolved "
-        "for exactly this version (pip --python-version). Bump constants.PYTHON_VERSION to move "
-        "runtime and layer together.",
+        f"Pinned to python{shared.settings.python_version} on purpose: the dependency layer's wheels are "
+        "resolved for exactly this version (pip --python-version). Bump constants.PYTHON_VERSION (or "
+        "MANAGED_PYTHON_VERSION) to move runtime and layer together.",
     )
     return fn

@@ -86,7 +86,7 @@ def pip_install_args(requirements: Sequence[str], target: str, settings: DeployS
         "--implementation",
         "cp",
         "--python-version",
-        c.PYTHON_VERSION,
+        settings.python_version,
     ]
     for platform in settings.pip_platforms:
         args += ["--platform", platform]
@@ -107,11 +107,11 @@ def compile_args(directory: str) -> list[str]:
     return ["-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash", directory]
 
 
-def runtime_python() -> str | None:
+def runtime_python(version: str = c.PYTHON_VERSION) -> str | None:
     """An interpreter whose version is the Lambda runtime's, to compile .pyc files; else None."""
-    if f"{sys.version_info[0]}.{sys.version_info[1]}" == c.PYTHON_VERSION:
+    if f"{sys.version_info[0]}.{sys.version_info[1]}" == version:
         return sys.executable
-    candidates = [os.environ.get("METERLINE_LAYER_PYTHON"), shutil.which(f"python{c.PYTHON_VERSION}")]
+    candidates = [os.environ.get("METERLINE_LAYER_PYTHON"), shutil.which(f"python{version}")]
     for candidate in filter(None, candidates):
         try:
             out = subprocess.run(
@@ -123,22 +123,22 @@ def runtime_python() -> str | None:
             )
         except OSError:
             continue
-        if out.returncode == 0 and out.stdout.strip() == c.PYTHON_VERSION:
+        if out.returncode == 0 and out.stdout.strip() == version:
             return candidate
     return None
 
 
-def _compile_bytecode(directory: Path, required: bool = True) -> None:
-    python = runtime_python()
+def _compile_bytecode(directory: Path, required: bool = True, version: str = c.PYTHON_VERSION) -> None:
+    python = runtime_python(version)
     if python is None and required:
         raise LayerBuildError(
-            f"no python{c.PYTHON_VERSION} found to compile {directory.name}'s .pyc files (a layer without "
+            f"no python{version} found to compile {directory.name}'s .pyc files (a layer without "
             "them doubles import CPU on every cold start): install it, set METERLINE_LAYER_PYTHON, or "
             "synth with -c meterline:docker-bundling=true"
         )
     if python is None:
         print(
-            f"meterline: no python{c.PYTHON_VERSION} found; {directory.name} ships without .pyc files "
+            f"meterline: no python{version} found; {directory.name} ships without .pyc files "
             "(set METERLINE_LAYER_PYTHON to precompile)",
             file=sys.stderr,
         )
@@ -164,7 +164,7 @@ def build_dependencies(out_dir: Path, settings: DeploySettings, requirements: Se
         raise LayerBuildError(f"pip failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-4000:]}")
     # Console scripts are useless in a layer (their shebang points at this machine's Python).
     shutil.rmtree(target / "bin", ignore_errors=True)
-    _compile_bytecode(target)
+    _compile_bytecode(target, version=settings.python_version)
     size = _tree_size(target)
     if size > LAMBDA_UNZIPPED_LIMIT_BYTES * 0.8:
         raise LayerBuildError(
@@ -173,13 +173,14 @@ def build_dependencies(out_dir: Path, settings: DeploySettings, requirements: Se
         )
 
 
-def build_app_package(out_dir: Path, package_dir: Path = c.APP_PACKAGE_DIR, required: bool = True) -> None:
+def build_app_package(out_dir: Path, package_dir: Path = c.APP_PACKAGE_DIR, required: bool = True,
+                      version: str = c.PYTHON_VERSION) -> None:
     """Copy the application package to `out_dir/python/<package>` (no caches, no egg-info)."""
     if not (package_dir / "__init__.py").is_file():
         raise LayerBuildError(f"{package_dir} is not a Python package")
     target = out_dir / "python" / package_dir.name
     shutil.copytree(package_dir, target, ignore=_COPY_IGNORE, dirs_exist_ok=True)
-    _compile_bytecode(target, required)
+    _compile_bytecode(target, required, version)
 
 
 def docker_dependencies_command(settings: DeploySettings) -> list[str]:
@@ -220,13 +221,13 @@ class LocalBundler:
         return True
 
 
-def _docker_image() -> DockerImage:
-    return runtime().bundling_image
+def _docker_image(settings: DeploySettings) -> DockerImage:
+    return runtime(settings).bundling_image
 
 
-def runtime() -> lambda_.Runtime:
-    """The managed runtime matching PYTHON_VERSION (CDK's constant, which knows SnapStart support)."""
-    runtime: lambda_.Runtime = getattr(lambda_.Runtime, "PYTHON_" + c.PYTHON_VERSION.replace(".", "_"))
+def runtime(settings: DeploySettings) -> lambda_.Runtime:
+    """The managed runtime of the settings' Python (CDK's constant, which knows SnapStart support)."""
+    runtime: lambda_.Runtime = getattr(lambda_.Runtime, "PYTHON_" + settings.python_version.replace(".", "_"))
     return runtime
 
 
@@ -250,10 +251,10 @@ class DependenciesLayer(Construct):
         (source / "constraints.txt").write_text(pins)
 
         if settings.docker_bundling and not settings.skip_layer_install:
-            bundling = BundlingOptions(image=_docker_image(), command=docker_dependencies_command(settings))
+            bundling = BundlingOptions(image=_docker_image(settings), command=docker_dependencies_command(settings))
         else:
             bundling = BundlingOptions(
-                image=_docker_image(),
+                image=_docker_image(settings),
                 local=LocalBundler(lambda out: build_dependencies(out, settings, requirements)),
             )
 
@@ -263,9 +264,9 @@ class DependenciesLayer(Construct):
             code=lambda_.Code.from_asset(
                 str(source), asset_hash_type=AssetHashType.OUTPUT, bundling=bundling
             ),
-            compatible_runtimes=[runtime()],
+            compatible_runtimes=[runtime(settings)],
             compatible_architectures=[architecture(settings)],
-            description=f"Meterline runtime dependencies (python{c.PYTHON_VERSION}, {settings.architecture})",
+            description=f"Meterline runtime dependencies (python{settings.python_version}, {settings.architecture})",
             removal_policy=RemovalPolicy.DESTROY,
         )
 
@@ -277,12 +278,13 @@ class AppLayer(Construct):
         super().__init__(scope, construct_id)
         package = c.APP_PACKAGE_DIR
         if settings.docker_bundling:
-            bundling = BundlingOptions(image=_docker_image(), command=docker_app_command(package.name))
+            bundling = BundlingOptions(image=_docker_image(settings), command=docker_app_command(package.name))
         else:
             # Offline/test synths (placeholder dependencies) may lack the runtime's Python.
             strict = not settings.skip_layer_install
-            bundling = BundlingOptions(image=_docker_image(),
-                                       local=LocalBundler(lambda out: build_app_package(out, required=strict)))
+            bundling = BundlingOptions(image=_docker_image(settings),
+                                       local=LocalBundler(lambda out: build_app_package(out, required=strict,
+                                                                                     version=settings.python_version)))
         self.layer = lambda_.LayerVersion(
             self,
             "Layer",
@@ -294,7 +296,7 @@ class AppLayer(Construct):
                 # source tree's caches), and excluding them would leave them out of the asset hash.
                 exclude=["*.egg-info"],
             ),
-            compatible_runtimes=[runtime()],
+            compatible_runtimes=[runtime(settings)],
             compatible_architectures=[architecture(settings)],
             description="Meterline application package",
             removal_policy=RemovalPolicy.DESTROY,

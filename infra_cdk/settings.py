@@ -57,6 +57,33 @@ def _cap(raw: Any) -> int | None:
     return value
 
 
+def _choice(key: str, raw: Any, default: str, choices: dict[str, str]) -> str:
+    text = str(raw).strip().lower() if raw is not None else default
+    if text not in choices:
+        raise ContextError(f"context {key}={raw!r}: expected one of {sorted(set(choices.values()))}")
+    return choices[text]
+
+
+def _int(key: str, raw: Any, default: int, low: int, high: int) -> int:
+    if raw is None:
+        return default
+    try:
+        value = int(str(raw))
+    except ValueError:
+        raise ContextError(f"context {key}={raw!r}: expected an integer") from None
+    if not low <= value <= high:
+        raise ContextError(f"context {key}={value}: expected {low}..{high}")
+    return value
+
+
+COMPUTE_CHOICES = {
+    c.COMPUTE_ON_DEMAND: c.COMPUTE_ON_DEMAND, "ondemand": c.COMPUTE_ON_DEMAND, "lambda": c.COMPUTE_ON_DEMAND,
+    c.COMPUTE_MANAGED: c.COMPUTE_MANAGED, "managed": c.COMPUTE_MANAGED, "lmi": c.COMPUTE_MANAGED,
+}
+EDGE_CHOICES = {c.EDGE_NONE: c.EDGE_NONE, "": c.EDGE_NONE, "false": c.EDGE_NONE,
+                c.EDGE_CLOUDFRONT_WAF: c.EDGE_CLOUDFRONT_WAF, "cloudfront": c.EDGE_CLOUDFRONT_WAF}
+
+
 @dataclass(frozen=True)
 class DeploySettings:
     architecture: str = c.DEFAULT_ARCHITECTURE
@@ -66,11 +93,38 @@ class DeploySettings:
     docker_bundling: bool = False
     reserved_concurrency: bool = True
     gateway_max_concurrency: int | None = None
+    compute: str = c.COMPUTE_ON_DEMAND
+    managed_max_vcpus: int = c.DEFAULT_MANAGED_MAX_VCPUS
+    managed_concurrency: int = c.DEFAULT_MANAGED_CONCURRENCY
+    edge: str = c.EDGE_NONE
+
+    @property
+    def managed(self) -> bool:
+        return self.compute == c.COMPUTE_MANAGED
+
+    @property
+    def python_version(self) -> str:
+        """Runtime of every function and the layers' wheels (LMI needs 3.13+)."""
+        return c.MANAGED_PYTHON_VERSION if self.managed else c.PYTHON_VERSION
+
+    @property
+    def gateway_memory_mb(self) -> int:
+        """On managed instances an environment has at least 2 GiB; memory is rounded up to whole GiB
+        (one vCPU per environment at 2..8 GiB per vCPU)."""
+        if not self.managed:
+            return self.memory_mb
+        gib = -(-self.memory_mb // 1024)
+        return min(max(gib * 1024, c.MANAGED_MIN_MEMORY_MB), c.MANAGED_MAX_MEMORY_MB)
+
+    @property
+    def gateway_snapstart(self) -> bool:
+        """SnapStart is an on-demand feature: managed-instance environments are long-lived and warm."""
+        return self.snapstart and not self.managed
 
     def concurrency_of(self, service: str) -> int | None:
         """Reserved concurrency of a function (None: the account's unreserved pool)."""
         if service == c.SERVICE_GATEWAY:
-            return self.gateway_max_concurrency
+            return None if self.managed else self.gateway_max_concurrency
         return c.RESERVED_CONCURRENCY.get(service) if self.reserved_concurrency else None
 
     @classmethod
@@ -91,7 +145,21 @@ class DeploySettings:
                 c.CTX_RESERVED_CONCURRENCY, node.try_get_context(c.CTX_RESERVED_CONCURRENCY), True
             ),
             gateway_max_concurrency=_cap(node.try_get_context(c.CTX_GATEWAY_MAX_CONCURRENCY)),
+            compute=_choice(c.CTX_COMPUTE, node.try_get_context(c.CTX_COMPUTE), c.COMPUTE_ON_DEMAND, COMPUTE_CHOICES),
+            managed_max_vcpus=_int(c.CTX_MANAGED_MAX_VCPUS, node.try_get_context(c.CTX_MANAGED_MAX_VCPUS),
+                                   c.DEFAULT_MANAGED_MAX_VCPUS, 2, 15000),
+            managed_concurrency=_int(c.CTX_MANAGED_CONCURRENCY, node.try_get_context(c.CTX_MANAGED_CONCURRENCY),
+                                     c.DEFAULT_MANAGED_CONCURRENCY, 1, c.MANAGED_MAX_CONCURRENCY),
+            edge=_choice(c.CTX_EDGE, node.try_get_context(c.CTX_EDGE), c.EDGE_NONE, EDGE_CHOICES),
         )
+
+    def __post_init__(self) -> None:
+        if self.managed and self.gateway_max_concurrency is not None:
+            # One knob for the data plane's ceiling on managed instances: the capacity provider's vCPUs.
+            raise ContextError(
+                f"context {c.CTX_GATEWAY_MAX_CONCURRENCY} does not apply to {c.CTX_COMPUTE}={c.COMPUTE_MANAGED}: "
+                f"cap the data plane with {c.CTX_MANAGED_MAX_VCPUS} (vCPUs) instead"
+            )
 
     @property
     def pip_platforms(self) -> tuple[str, ...]:

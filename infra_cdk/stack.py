@@ -2,6 +2,7 @@
 
     Storage       DynamoDB tables (from meterline.store.schema) + the vault KMS key
     layers        runtime dependencies + the meterline package (built at synth time, no Docker)
+    Compute       only with meterline:compute=managed-instances: VPC + Lambda capacity provider
     DataPlane     the gateway: uvicorn behind LWA, streaming function URL (public; virtual keys)
     ControlPlane  the admin API: Mangum, buffered function URL (AWS_IAM)
     McpServer     the MCP server: Mangum, buffered function URL (bearer virtual keys, mcp scope)
@@ -24,6 +25,7 @@ from constructs import Construct
 from infra_cdk import constants as c
 from infra_cdk.aggregation import Aggregation
 from infra_cdk.alerts import BudgetAlerts
+from infra_cdk.compute import ManagedCompute
 from infra_cdk.control_plane import ControlPlane
 from infra_cdk.data_plane import DataPlane
 from infra_cdk.focus_export import FocusExport
@@ -79,7 +81,9 @@ class MeterlineStack(Stack):
             # Dependencies first: layers are unpacked in order, the app package has no overlap.
             layers=(dependencies.layer, app_layer.layer),
         )
-        self.data_plane = DataPlane(self, "DataPlane", shared=shared)
+        # Managed instances: the data plane runs on a capacity provider in its own VPC (compute.py).
+        self.compute = ManagedCompute(self, "Compute", settings=self.settings) if self.settings.managed else None
+        self.data_plane = DataPlane(self, "DataPlane", shared=shared, compute=self.compute)
         self.control_plane = ControlPlane(self, "ControlPlane", shared=shared)
         self.mcp = McpServer(self, "McpServer", shared=shared)
         self.aggregation = Aggregation(self, "Aggregation", shared=shared)

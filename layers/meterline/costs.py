@@ -30,9 +30,14 @@ PRICES = {
     "ddb_pitr_gb_month": 0.20,  # continuous backups (PITR is on for every retained table)
     "logs_ingest_gb": 0.50,
     # Lambda Managed Instances: the EC2 on-demand price of the capacity provider's instances plus a
-    # 15 % management fee, plus the usual per-request charge.
-    "mi_instance_hour_c7g_large": 0.0725,  # 2 vCPU, 4 GiB, Graviton3
+    # 15 % management fee, plus the usual per-request charge. m7g.large is the smallest Graviton size
+    # LMI runs (C-family instances start at .xlarge): 2 vCPU, 8 GiB.
+    "mi_instance_hour_m7g_large": 0.0816,
     "mi_management_fee": 0.15,
+    # The managed-instances VPC (infra_cdk/compute.py): one NAT gateway, per hour and per GB it
+    # processes (provider traffic and logs; DynamoDB goes through the free gateway endpoint).
+    "nat_gateway_hour": 0.045,
+    "nat_gateway_gb": 0.045,
     "hosted_fee_per_request": 0.002 * 0.05,  # a hosted gateway's 5 % fee on a $0.002 request
 }
 
@@ -65,9 +70,15 @@ LEDGER_RECORD_KB = 1.5
 LOG_BYTES_PER_REQUEST = 700  # one structured log/metric line per request (EMF)
 ROLLUP_BATCH_SECONDS = 0.25  # one batch: parse + sum 100 records, one ~60-item transaction
 ALERTS_RUN_SECONDS = 1.0
-MI_VCPUS = 2
+MI_VCPUS = 2  # per m7g.large instance
 MI_MIN_INSTANCES = 3  # a capacity provider spreads at least three instances over AZs
 MI_TARGET_CPU = 0.5  # scale out at 50 % CPU
+# The template's managed-instances settings (checked against a synth in tests/infra/test_cdk_compute.py):
+# one vCPU per execution environment (one uvicorn process), 2 GiB, 64 concurrent requests each.
+MI_ENV_VCPUS = 1
+MI_ENV_MEMORY_MB = 2048
+MI_ENV_CONCURRENCY = 64
+PROVIDER_BYTES_PER_REQUEST = 8_000  # prompt out + streamed answer in, through the NAT gateway
 CPU_MS_PER_REQUEST = 3.0  # gateway CPU per request incl. TLS and the store client (bench/overhead.py)
 
 
@@ -120,11 +131,19 @@ def estimate(requests_per_month: int, stream_seconds: float, compute: str = "on-
         # Lambda bills the whole invocation, including the wait on the provider.
         lines["gateway compute (Lambda GB-s)"] = n * max(stream_seconds, 0.001) * memory / 1024 * gb_s
     else:
+        memory = memory_mb or MI_ENV_MEMORY_MB
         rps = n / SECONDS_PER_MONTH
-        vcpus = rps * CPU_MS_PER_REQUEST / 1000 / MI_TARGET_CPU
+        # Environments: enough CPU at the scaling target, and enough slots for the requests in flight
+        # (a stream holds its slot while it waits on the provider, but burns no CPU).
+        by_cpu = rps * CPU_MS_PER_REQUEST / 1000 / MI_TARGET_CPU / MI_ENV_VCPUS
+        by_slots = rps * max(stream_seconds, 0.001) / MI_ENV_CONCURRENCY
+        vcpus = math.ceil(max(by_cpu, by_slots)) * MI_ENV_VCPUS
         instances = max(MI_MIN_INSTANCES, math.ceil(vcpus / MI_VCPUS))
-        ec2 = instances * HOURS_PER_MONTH * PRICES["mi_instance_hour_c7g_large"]
+        ec2 = instances * HOURS_PER_MONTH * PRICES["mi_instance_hour_m7g_large"]
         lines["gateway compute (managed instances + 15 % fee)"] = ec2 * (1 + PRICES["mi_management_fee"])
+        nat_gb = n * (PROVIDER_BYTES_PER_REQUEST + LOG_BYTES_PER_REQUEST) / 1e9
+        lines["NAT gateway (hours + GB processed)"] = (HOURS_PER_MONTH * PRICES["nat_gateway_hour"]
+                                                       + nat_gb * PRICES["nat_gateway_gb"])
     lines["gateway requests"] = n * PRICES["lambda_request"]
 
     request_units = WRITE_UNITS_RATE_WINDOW + WRITE_UNITS_LEDGER + budgets * WRITE_UNITS_PER_BUDGET

@@ -5,9 +5,10 @@ No AWS credentials, no network, no Docker: the synth runs with context
 built with `infra_cdk.app.build`, exactly as `cdk deploy` builds it, cdk-nag included; a cdk-nag
 violation does not stop the other tests (the template is still written), test_nag reports it.
 
-Two synths:
-    synth      cdk.json's defaults (arm64, 1024 MB, SnapStart), environment-agnostic like the app
-    synth_x86  x86_64, 2048 MB, SnapStart off, pinned to eu-west-1 (literal ARNs)
+Three synths:
+    synth          cdk.json's defaults (arm64, 1024 MB, SnapStart), environment-agnostic like the app
+    synth_x86      x86_64, 2048 MB, SnapStart off, pinned to eu-west-1 (literal ARNs)
+    synth_managed  the data plane on Lambda Managed Instances, environment-agnostic like the app
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class Synth:
         found = [
             (lid, r)
             for lid, r in self.of_type("AWS::Lambda::Function").items()
-            if r["Properties"]["Environment"]["Variables"].get("POWERTOOLS_SERVICE_NAME") == service
+            if r["Properties"].get("Environment", {}).get("Variables", {}).get("POWERTOOLS_SERVICE_NAME") == service
         ]
         assert len(found) == 1, f"expected one {service} function, found {len(found)}"
         return found[0]
@@ -141,3 +142,9 @@ def synth_x86(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     return _synth(
         tmp_path_factory.mktemp("cdk-x86"), context, env={"account": "123456789012", "region": "eu-west-1"}
     )
+
+
+@pytest.fixture(scope="session")
+def synth_managed(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    context = _context(**{"meterline:compute": "managed-instances", "meterline:managed-concurrency": "96"})
+    return _synth(tmp_path_factory.mktemp("cdk-managed"), context)

@@ -64,7 +64,7 @@ def test_pip_failure_is_reported(tmp_path, monkeypatch):
 
 
 def test_app_package_is_copied_without_caches(tmp_path, monkeypatch):
-    monkeypatch.setattr(layer, "runtime_python", lambda: None)
+    monkeypatch.setattr(layer, "runtime_python", lambda version=c.PYTHON_VERSION: None)
     package = tmp_path / "src" / "pkg"
     (package / "sub" / "__pycache__").mkdir(parents=True)
     (package / "__init__.py").write_text("")
@@ -84,7 +84,7 @@ def test_app_package_is_copied_without_caches(tmp_path, monkeypatch):
 def test_app_layer_ships_fresh_bytecode_that_counts_in_its_hash(tmp_path, monkeypatch):
     import sys
 
-    monkeypatch.setattr(layer, "runtime_python", lambda: sys.executable)
+    monkeypatch.setattr(layer, "runtime_python", lambda version=c.PYTHON_VERSION: sys.executable)
     package = tmp_path / "src" / "pkg"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("X = 1\n")

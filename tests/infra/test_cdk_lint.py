@@ -61,16 +61,20 @@ def test_pinned_environment_synth_is_nag_clean_too(synth_x86):
     assert synth_x86.synth_error is None, synth_x86.synth_error
 
 
-def test_cfn_lint(synth):
+def lint_problems(synth, regions: list[str] = LINT_REGIONS) -> list[str]:
     from cfnlint.api import ManualArgs, lint_file
 
     template = synth.outdir / f"{synth.stack.artifact_id}.template.json"
-    matches = lint_file(Path(template), config=ManualArgs(regions=LINT_REGIONS))
-    problems = [
+    matches = lint_file(Path(template), config=ManualArgs(regions=regions))
+    return [
         f"{m.rule.id} {m.rule.severity}: {m.message} ({m.path_string if hasattr(m, 'path_string') else ''})"
         for m in matches
         if m.rule.id not in CFN_LINT_ACCEPTED and m.rule.severity in ("error", "warning")
     ]
+
+
+def test_cfn_lint(synth):
+    problems = lint_problems(synth)
     assert not problems, "\n".join(problems)
 
 
