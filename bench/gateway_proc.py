@@ -1,13 +1,16 @@
-"""The gateway in its own process for the benchmark; on SIGTERM it writes its counters to a file.
+"""The gateway in its own process for the benchmark; on SIGUSR1 it writes its counters to a file.
 
-Settings come from the environment (Settings.from_env), as on Lambda.
+Settings come from the environment (Settings.from_env), as on Lambda. With BENCH_PROFILE=<file>,
+SIGUSR2 starts a CPU-time sampling profile (bench/cpuprof.py) and the next SIGUSR2 writes it there.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
+from pathlib import Path
 
 import uvicorn
 
@@ -33,6 +36,21 @@ def main() -> None:
             json.dump(stats, f)
 
     signal.signal(signal.SIGUSR1, dump)
+    profile_path = os.environ.get("BENCH_PROFILE")
+    if profile_path:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from cpuprof import CpuSampler
+
+        sampler = CpuSampler()
+
+        def toggle(*_: object) -> None:
+            if sampler.running:
+                sampler.stop()
+                sampler.write(profile_path)
+            else:
+                sampler.start()
+
+        signal.signal(signal.SIGUSR2, toggle)
     uvicorn.run(create_app(services=services), host="127.0.0.1", port=port, log_level="error", access_log=False,
                 proxy_headers=False)
 

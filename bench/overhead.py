@@ -93,8 +93,10 @@ def main() -> None:
     parser.add_argument("--budgets", action="store_true",
                         help="3 budgets (workspace, member, feature) and a key rate limit active")
     parser.add_argument("--transports", default="aiohttp,httpx")
+    parser.add_argument("--concurrency", default="1,16", help="comma-separated concurrency levels, one row each")
     parser.add_argument("--profile", metavar="FILE",
-                        help="py-spy the gateway process during the concurrency-1 row (collapsed stacks to FILE)")
+                        help="CPU-time profile of the gateway process during the concurrency-1 row, written as "
+                             "collapsed stacks to FILE.<transport> (summarise with bench/profile_report.py)")
     args = parser.parse_args()
 
     from meterline.devenv import FAKE_CREDENTIALS, provision
@@ -142,6 +144,10 @@ def main() -> None:
             gw_port = free_port()
             stats_file = Path(tempfile.mkdtemp()) / "stats.json"
             env = {**os.environ, **settings.to_env(), "METERLINE_UPSTREAM_TRANSPORT": transport}
+            profile_file = Path(f"{args.profile}.{transport}").resolve() if args.profile else None
+            if profile_file:
+                profile_file.unlink(missing_ok=True)
+                env["BENCH_PROFILE"] = str(profile_file)
             # BENCH_GATEWAY: another gateway script (e.g. one wrapped in cProfile) with the same arguments.
             script = os.environ.get("BENCH_GATEWAY", str(ROOT / "bench/gateway_proc.py"))
             gw = subprocess.Popen([sys.executable, script, str(gw_port), str(stats_file)],
@@ -150,23 +156,20 @@ def main() -> None:
             wait_http(f"http://127.0.0.1:{gw_port}/healthz")
             base = f"http://127.0.0.1:{gw_port}/v1"
             asyncio.run(load(base, demo["api_key"], 50, 4, args.stream))  # warm-up: caches, pools
-            for concurrency in (1, 16):
+            for concurrency in (int(c) for c in args.concurrency.split(",")):
                 direct = asyncio.run(load(upstream, "x", args.requests, concurrency, args.stream))
                 gw.send_signal(signal.SIGUSR1)
                 time.sleep(0.3)
                 before_stats = json.loads(stats_file.read_text())
-                spy = None
-                if args.profile and concurrency == 1:
-                    spy = subprocess.Popen(["py-spy", "record", "--pid", str(gw.pid), "--format", "raw",
-                                            "--rate", "1000", "--nonblocking", "-o", f"{args.profile}.{transport}"],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    time.sleep(1.0)
+                profiling = bool(args.profile) and concurrency == 1
+                if profiling:
+                    gw.send_signal(signal.SIGUSR2)  # start the sampler (bench/cpuprof.py)
+                    time.sleep(0.3)
                 user0, sys0 = cpu_split(gw.pid)
                 through = asyncio.run(load(base, demo["api_key"], args.requests, concurrency, args.stream))
                 user1, sys1 = cpu_split(gw.pid)
-                if spy:
-                    spy.send_signal(signal.SIGINT)
-                    spy.wait(timeout=30)
+                if profiling:
+                    gw.send_signal(signal.SIGUSR2)  # stop it and write the profile
                 gw.send_signal(signal.SIGUSR1)
                 time.sleep(0.3)
                 after_stats = json.loads(stats_file.read_text())
@@ -190,6 +193,11 @@ def main() -> None:
                       f"        {before:6.3f} {after:6.3f} {background:8.3f}   {enforce:5.2f}")
             gw.terminate()
             gw.wait(timeout=10)
+            if profile_file:
+                if not profile_file.exists():
+                    raise SystemExit(f"the gateway wrote no profile to {profile_file}")
+                print(f"  profile: {profile_file} (python bench/profile_report.py {profile_file}); the sampler's own "
+                      "CPU is in that row's figures")
         print("\nstore = wall time per request with a store call in flight (the embedded AWS answering); own = "
               "mean added latency minus store (concurrency 1 only): the gateway's own latency. CPU usr+sys = gateway "
               "process CPU per request; sys is mostly loopback TCP to the embedded store and the upstream.")

@@ -92,6 +92,12 @@ class SecretCache:
         self._guard = threading.Lock()
         self.kms_decrypts = 0  # observable in tests and the benchmark
 
+    def peek(self, ciphertext: bytes, workspace: str, provider: str) -> str | None:
+        """The cached plaintext, or None (then `get`, off the event loop: it may call KMS). Lets a
+        warm request skip the thread hop `get` needs."""
+        hit = self._entries.get((workspace, provider, ciphertext))
+        return hit[1] if hit and hit[0] > time.monotonic() else None
+
     def get(self, ciphertext: bytes, workspace: str, provider: str) -> str:
         cache_key = (workspace, provider, ciphertext)
         hit = self._entries.get(cache_key)

@@ -17,10 +17,24 @@ from meterline.gateway.context import RequestContext
 from meterline.pricing.cost import Cost, price_request
 from meterline.usage import Usage, claim, estimate_request_prompt_tokens
 
+# timezone -> (epoch second, (day, month)): every request of a second shares one answer (zone
+# offsets are whole seconds, so a period never changes inside one).
+_periods_memo: dict[str, tuple[int, tuple[str, str]]] = {}
+
 
 def periods(ts_ms: int, timezone: str) -> tuple[str, str]:
-    local = datetime.fromtimestamp(ts_ms / 1000, tz=ZoneInfo(timezone))
-    return local.strftime("%Y-%m-%d"), local.strftime("%Y-%m")
+    """The request's (day, month) in the workspace's time zone."""
+    second = ts_ms // 1000
+    found = _periods_memo.get(timezone)
+    if found is not None and found[0] == second:
+        return found[1]
+    local = datetime.fromtimestamp(second, tz=ZoneInfo(timezone))
+    day = local.strftime("%Y-%m-%d")
+    answer = (day, day[:7])
+    if len(_periods_memo) >= 1024:  # bounded: time zone names are few, but come from config
+        _periods_memo.clear()
+    _periods_memo[timezone] = (second, answer)
+    return answer
 
 
 def estimate_usage(ctx: RequestContext) -> Usage:

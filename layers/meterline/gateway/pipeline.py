@@ -233,16 +233,18 @@ async def prepare_target(ctx: RequestContext, services: Services, route: address
     api_key = None
     if entry.ciphertext:
         assert ctx.workspace
-        try:
-            api_key = await asyncio.to_thread(
-                services.secrets.get, entry.ciphertext, ctx.workspace.workspace, entry.name
-            )
-        except VaultError as exc:
-            raise GatewayError(
-                f"The stored key for provider `{entry.name}` cannot be used; store it again.",
-                code="provider_key_invalid", status=500) from exc
-        except Exception as exc:
-            raise ServiceUnavailable("The key vault is unavailable; try again shortly.") from exc
+        workspace = ctx.workspace.workspace
+        # Warm: from memory, without a thread hop; cold: KMS, off the event loop.
+        api_key = services.secrets.peek(entry.ciphertext, workspace, entry.name)
+        if api_key is None:
+            try:
+                api_key = await asyncio.to_thread(services.secrets.get, entry.ciphertext, workspace, entry.name)
+            except VaultError as exc:
+                raise GatewayError(
+                    f"The stored key for provider `{entry.name}` cannot be used; store it again.",
+                    code="provider_key_invalid", status=500) from exc
+            except Exception as exc:
+                raise ServiceUnavailable("The key vault is unavailable; try again shortly.") from exc
     max_out = route.pricing.max_output_tokens if route.pricing else None
     target = Target(provider=entry.name, kind=entry.kind, base_url=entry.base_url, model=route.model,
                     api_key=api_key, options=entry.options, max_output_tokens=max_out or None)

@@ -100,7 +100,8 @@ async def open_upstream(ctx: RequestContext, services: Services) -> UpstreamResp
     ctx.reached_provider = True
     sent = time.monotonic()
     try:
-        response = await asyncio.wait_for(upstream.send(request), left)
+        async with asyncio.timeout(left):  # a deadline, not a task per call as wait_for would make
+            response = await upstream.send(request)
     except TimeoutError:
         ctx.error = UpstreamTimeout(DEADLINE_MESSAGE.format(services.settings.request_deadline_s),
                                     code="request_deadline_exceeded")
@@ -196,8 +197,8 @@ async def complete(ctx: RequestContext, response: UpstreamResponse, services: Se
     try:
         reading = time.monotonic()
         try:
-            raw = await asyncio.wait_for(read_capped(response, services.settings.max_upstream_body_bytes),
-                                         max(remaining_s(ctx, services), 0.001))
+            async with asyncio.timeout(max(remaining_s(ctx, services), 0.001)):
+                raw = await read_capped(response, services.settings.max_upstream_body_bytes)
         finally:
             ctx.upstream_ms += (time.monotonic() - reading) * 1000
         translated = ctx.translator.translate_response(raw)
@@ -291,7 +292,8 @@ class MeteredStream:
                 waiting = time.monotonic()
                 left = self.deadline_s - (waiting - ctx.started)
                 try:
-                    chunk = await asyncio.wait_for(chunks.__anext__(), max(left, 0.001))
+                    async with asyncio.timeout(max(left, 0.001)):  # never around a yield
+                        chunk = await chunks.__anext__()
                 except StopAsyncIteration:
                     break
                 finally:

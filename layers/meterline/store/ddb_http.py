@@ -60,7 +60,21 @@ class DynamoError(Exception):
 
 
 def _hmac(key: bytes, msg: str) -> bytes:
-    return hmac.new(key, msg.encode(), hashlib.sha256).digest()
+    return hmac.digest(key, msg.encode(), "sha256")
+
+
+# The SigV4 signing key depends only on (secret, day, region): derived once a day, not per call.
+_signing_keys: dict[tuple[str, str, str], bytes] = {}
+
+
+def _signing_key(secret_key: str, date: str, region: str) -> bytes:
+    found = _signing_keys.get((secret_key, date, region))
+    if found is None:
+        found = _hmac(_hmac(_hmac(_hmac(("AWS4" + secret_key).encode(), date), region), SERVICE), "aws4_request")
+        if len(_signing_keys) >= 8:  # rotated credentials, a new day: keep only a few
+            _signing_keys.clear()
+        _signing_keys[(secret_key, date, region)] = found
+    return found
 
 
 def sign(*, method: str, host: str, path: str, headers: dict[str, str], body: bytes, region: str,
@@ -80,8 +94,7 @@ def sign(*, method: str, host: str, path: str, headers: dict[str, str], body: by
     ])
     scope = f"{date}/{region}/{SERVICE}/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    key = _hmac(_hmac(_hmac(_hmac(("AWS4" + secret_key).encode(), date), region), SERVICE), "aws4_request")
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    signature = hmac.digest(_signing_key(secret_key, date, region), to_sign.encode(), "sha256").hex()
     out = {k: v for k, v in signed.items() if k != "host"}
     out["authorization"] = (f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, "
                             f"SignedHeaders={';'.join(names)}, Signature={signature}")
@@ -142,7 +155,11 @@ class DynamoHttp:
             last = attempt == self.max_attempts
             remaining = deadline - loop.time()
             try:
-                await asyncio.wait_for(slots.acquire(), max(remaining, 0.001))
+                if slots.locked():  # wait for a slot, within the deadline (a free one is taken at once)
+                    async with asyncio.timeout(max(remaining, 0.001)):
+                        await slots.acquire()
+                else:
+                    await slots.acquire()
             except TimeoutError:
                 raise DynamoError("StoreBusy", f"no store connection free within {self.deadline_s:g} s", 0,
                                   maybe_applied=maybe_applied) from None

@@ -81,7 +81,8 @@ class Http1Pool:
                 conn = await self._connect()
             try:
                 conn.writer.write(payload)
-                response, keep = await asyncio.wait_for(self._read(conn.reader), read_timeout or self.read_timeout)
+                async with asyncio.timeout(read_timeout or self.read_timeout):
+                    response, keep = await self._read(conn.reader)
             except _StaleConnection as exc:
                 conn.close()
                 if reused:
