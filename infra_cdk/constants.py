@@ -62,6 +62,10 @@ VPC_MAX_AZS = 3  # LMI spreads its (default three) instances across AZs
 CTX_EDGE = "meterline:edge"
 EDGE_NONE = "none"
 EDGE_CLOUDFRONT_WAF = "cloudfront-waf"
+CTX_EDGE_RATE_LIMIT = "meterline:edge-rate-limit"  # WAF: requests per client IP per 5 minutes
+DEFAULT_EDGE_RATE_LIMIT = 3000
+CTX_EDGE_WEB_ACL_ARN = "meterline:edge-web-acl-arn"  # an existing CLOUDFRONT web ACL (us-east-1) instead
+OUT_EDGE_DISTRIBUTION = "EdgeDistributionId"
 
 DEFAULT_ARCHITECTURE = "arm64"
 DEFAULT_MEMORY_MB = 1024

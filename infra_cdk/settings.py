@@ -6,6 +6,7 @@ are accepted. A wrong value fails the synth with a message naming the key.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,16 @@ def _int(key: str, raw: Any, default: int, low: int, high: int) -> int:
     return value
 
 
+def _web_acl_arn(raw: Any) -> str | None:
+    if raw is None or not str(raw).strip():
+        return None
+    arn = str(raw).strip()
+    if not re.fullmatch(r"arn:aws[a-z-]*:wafv2:us-east-1:\d{12}:global/webacl/[\w-]+/[\w-]+", arn):
+        raise ContextError(f"context {c.CTX_EDGE_WEB_ACL_ARN}={raw!r}: expected the ARN of a CLOUDFRONT-scope "
+                           "web ACL (arn:aws:wafv2:us-east-1:<account>:global/webacl/<name>/<id>)")
+    return arn
+
+
 COMPUTE_CHOICES = {
     c.COMPUTE_ON_DEMAND: c.COMPUTE_ON_DEMAND, "ondemand": c.COMPUTE_ON_DEMAND, "lambda": c.COMPUTE_ON_DEMAND,
     c.COMPUTE_MANAGED: c.COMPUTE_MANAGED, "managed": c.COMPUTE_MANAGED, "lmi": c.COMPUTE_MANAGED,
@@ -97,6 +108,8 @@ class DeploySettings:
     managed_max_vcpus: int = c.DEFAULT_MANAGED_MAX_VCPUS
     managed_concurrency: int = c.DEFAULT_MANAGED_CONCURRENCY
     edge: str = c.EDGE_NONE
+    edge_rate_limit: int = c.DEFAULT_EDGE_RATE_LIMIT
+    edge_web_acl_arn: str | None = None
 
     @property
     def managed(self) -> bool:
@@ -151,6 +164,9 @@ class DeploySettings:
             managed_concurrency=_int(c.CTX_MANAGED_CONCURRENCY, node.try_get_context(c.CTX_MANAGED_CONCURRENCY),
                                      c.DEFAULT_MANAGED_CONCURRENCY, 1, c.MANAGED_MAX_CONCURRENCY),
             edge=_choice(c.CTX_EDGE, node.try_get_context(c.CTX_EDGE), c.EDGE_NONE, EDGE_CHOICES),
+            edge_rate_limit=_int(c.CTX_EDGE_RATE_LIMIT, node.try_get_context(c.CTX_EDGE_RATE_LIMIT),
+                                 c.DEFAULT_EDGE_RATE_LIMIT, 10, 2_000_000_000),
+            edge_web_acl_arn=_web_acl_arn(node.try_get_context(c.CTX_EDGE_WEB_ACL_ARN)),
         )
 
     def __post_init__(self) -> None:

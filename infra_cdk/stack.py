@@ -4,6 +4,7 @@
     layers        runtime dependencies + the meterline package (built at synth time, no Docker)
     Compute       only with meterline:compute=managed-instances: VPC + Lambda capacity provider
     DataPlane     the gateway: uvicorn behind LWA, streaming function URL (public; virtual keys)
+    Edge          only with meterline:edge=cloudfront-waf: CloudFront + WAF in front of the gateway URL
     ControlPlane  the admin API: Mangum, buffered function URL (AWS_IAM)
     McpServer     the MCP server: Mangum, buffered function URL (bearer virtual keys, mcp scope)
     Aggregation   ledger stream -> rollups, with a dead-letter queue
@@ -28,6 +29,7 @@ from infra_cdk.alerts import BudgetAlerts
 from infra_cdk.compute import ManagedCompute
 from infra_cdk.control_plane import ControlPlane
 from infra_cdk.data_plane import DataPlane
+from infra_cdk.edge import Edge
 from infra_cdk.focus_export import FocusExport
 from infra_cdk.function import Shared
 from infra_cdk.layer import AppLayer, DependenciesLayer
@@ -84,6 +86,11 @@ class MeterlineStack(Stack):
         # Managed instances: the data plane runs on a capacity provider in its own VPC (compute.py).
         self.compute = ManagedCompute(self, "Compute", settings=self.settings) if self.settings.managed else None
         self.data_plane = DataPlane(self, "DataPlane", shared=shared, compute=self.compute)
+        # Optional CloudFront + WAF in front of the public URL (edge.py); the gateway then refuses
+        # requests that did not come through it.
+        self.edge = (Edge(self, "Edge", settings=self.settings, gateway=self.data_plane.function,
+                          url=self.data_plane.url)
+                     if self.settings.edge == c.EDGE_CLOUDFRONT_WAF else None)
         self.control_plane = ControlPlane(self, "ControlPlane", shared=shared)
         self.mcp = McpServer(self, "McpServer", shared=shared)
         self.aggregation = Aggregation(self, "Aggregation", shared=shared)
@@ -108,12 +115,21 @@ class MeterlineStack(Stack):
         self._outputs()
 
     def _outputs(self) -> None:
-        CfnOutput(
-            self,
-            c.OUT_GATEWAY_URL,
-            value=Fn.join("", [self.data_plane.url.url, "v1/"]),
-            description="OpenAI/Anthropic SDK base_url (streaming function URL)",
-        )
+        if self.edge is not None:
+            CfnOutput(
+                self,
+                c.OUT_GATEWAY_URL,
+                value=Fn.join("", ["https://", self.edge.distribution.distribution_domain_name, "/v1/"]),
+                description="OpenAI/Anthropic SDK base_url (CloudFront + WAF in front of the streaming function URL)",
+            )
+            CfnOutput(self, c.OUT_EDGE_DISTRIBUTION, value=self.edge.distribution.distribution_id)
+        else:
+            CfnOutput(
+                self,
+                c.OUT_GATEWAY_URL,
+                value=Fn.join("", [self.data_plane.url.url, "v1/"]),
+                description="OpenAI/Anthropic SDK base_url (streaming function URL)",
+            )
         CfnOutput(
             self,
             c.OUT_ADMIN_URL,

@@ -23,6 +23,9 @@ def _float_env(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
+ORIGIN_SECRET_ENV = "METERLINE_ORIGIN_SECRET"
+ORIGIN_VERIFY_HEADER = "x-meterline-origin-verify"
+
 # Local development talks to local providers (a fake, a vLLM on loopback): allowed over http there.
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -60,6 +63,10 @@ class Settings:
     # Hosts a provider URL may name over plain http, or on a loopback/private address (meterline.egress):
     # empty on AWS unless the owner sets METERLINE_EGRESS_ALLOW (e.g. a vLLM inside the VPC).
     egress_allow_hosts: tuple[str, ...] = ()
+    # Behind the optional CloudFront + WAF edge (infra_cdk/edge.py): CloudFront adds this secret as the
+    # ORIGIN_VERIFY_HEADER of every request it forwards, so a request that skipped the edge (and its
+    # WAF) straight to the function URL is refused. Empty: no edge, nothing checked.
+    origin_secret: str = field(default="", repr=False)
 
     def table(self, spec: TableSpec) -> str:
         return self.table_names.get(spec.logical_name, f"meterline-{spec.logical_name}")
@@ -87,6 +94,7 @@ class Settings:
             store_attempt_timeout_s=_float_env("METERLINE_STORE_ATTEMPT_TIMEOUT", 10.0),
             store_deadline_s=_float_env("METERLINE_STORE_DEADLINE", 30.0),
             egress_allow_hosts=tuple(h.strip() for h in env.get("METERLINE_EGRESS_ALLOW", "").split(",") if h.strip()),
+            origin_secret=env.get(ORIGIN_SECRET_ENV, ""),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -98,4 +106,6 @@ class Settings:
             env["METERLINE_AWS_ENDPOINT"] = self.aws_endpoint
         if self.egress_allow_hosts:
             env["METERLINE_EGRESS_ALLOW"] = ",".join(self.egress_allow_hosts)
+        if self.origin_secret:
+            env[ORIGIN_SECRET_ENV] = self.origin_secret
         return env

@@ -8,7 +8,8 @@ violation does not stop the other tests (the template is still written), test_na
 Three synths:
     synth          cdk.json's defaults (arm64, 1024 MB, SnapStart), environment-agnostic like the app
     synth_x86      x86_64, 2048 MB, SnapStart off, pinned to eu-west-1 (literal ARNs)
-    synth_managed  the data plane on Lambda Managed Instances, environment-agnostic like the app
+    synth_managed  the data plane on Lambda Managed Instances, environment-agnostic like the app,
+                   with the CloudFront + WAF edge in front of it
 """
 
 from __future__ import annotations
@@ -146,5 +147,6 @@ def synth_x86(tmp_path_factory: pytest.TempPathFactory) -> Synth:
 
 @pytest.fixture(scope="session")
 def synth_managed(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    context = _context(**{"meterline:compute": "managed-instances", "meterline:managed-concurrency": "96"})
+    context = _context(**{"meterline:compute": "managed-instances", "meterline:managed-concurrency": "96",
+                          "meterline:edge": "cloudfront-waf"})
     return _synth(tmp_path_factory.mktemp("cdk-managed"), context)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,11 +26,13 @@ from starlette.requests import ClientDisconnect
 
 from meterline import attribution
 from meterline.budgets import policy
+from meterline.config import ORIGIN_VERIFY_HEADER
 from meterline.errors import (
     AuthenticationError,
     GatewayError,
     InvalidRequestError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     ServiceUnavailable,
 )
 from meterline.gateway import addressing
@@ -119,6 +122,11 @@ class AuthenticateStage(BaseStage):
         self.services = services
 
     async def before(self, ctx: RequestContext) -> Decision | None:
+        secret = self.services.settings.origin_secret
+        if secret and not hmac.compare_digest(ctx.headers.get(ORIGIN_VERIFY_HEADER, "").encode(), secret.encode()):
+            # Deployed behind CloudFront + WAF: a request straight to the function URL skipped the WAF.
+            return Decision.deny(PermissionDeniedError(
+                "This gateway accepts requests only through its CloudFront URL.", code="origin_not_verified"))
         key = presented_key(ctx.headers)
         if not key:
             return Decision.deny(AuthenticationError(
