@@ -7,10 +7,18 @@ event-stream messages (prelude with total and header lengths + CRC32, typed head
 `:content-type`, `:message-type`, JSON payload, message CRC32) named messageStart, contentBlockStart,
 contentBlockDelta, contentBlockStop, messageStop and metadata (usage). Payloads carry the `p`
 padding field Bedrock adds. Requests must be SigV4-signed for service `bedrock`.
+
+`cachePoint` blocks are validated as Bedrock does (a ValidationException 400 for more than 4, a type
+other than "default", a TTL other than 5m/1h, a point that leads a list, a point among the tools of a
+Nova model, or any point on a model without prompt caching). With `cache_model`, usage follows the
+points like the real cache: the longest prefix ending at a point seen before is read, the prefix to
+the last point is written (tokens: 1 per 4 characters of canonical JSON; prefixes under 1,024 tokens
+are not cached); otherwise usage is the fixed figures below.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import zlib
@@ -66,11 +74,18 @@ class FakeBedrock:
     headers: list[dict[str, str]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     service_tier: str | None = None  # echoed as serviceTier {"type": ...} when set
+    cache_model: bool = False  # usage computed from the request's cachePoints (see module doc)
+    cached_prefixes: set[str] = field(default_factory=set)
 
     def tier(self) -> dict[str, Any]:
         return {"serviceTier": {"type": self.service_tier}} if self.service_tier else {}
 
-    def usage(self) -> dict[str, Any]:
+    def usage(self, counts: tuple[int, int, int] | None = None) -> dict[str, Any]:
+        if counts is not None:  # (uncached input, cache read, cache write) from the cache model
+            input_, read, write = counts
+            return {"inputTokens": input_, "outputTokens": self.output_tokens,
+                    "totalTokens": input_ + read + write + self.output_tokens,
+                    "cacheReadInputTokens": read, "cacheWriteInputTokens": write}
         if self.writes_inside_input:
             input_ = self.input_tokens + self.cache_write
             total = input_ + self.output_tokens + self.cache_read
@@ -79,6 +94,65 @@ class FakeBedrock:
             total = input_ + self.output_tokens + self.cache_read + self.cache_write
         return {"inputTokens": input_, "outputTokens": self.output_tokens, "totalTokens": total,
                 "cacheReadInputTokens": self.cache_read, "cacheWriteInputTokens": self.cache_write}
+
+
+CACHING_MODELS = ("anthropic.claude-3-5-haiku", "anthropic.claude-3-7-sonnet", "anthropic.claude-sonnet-4",
+                  "anthropic.claude-opus-4", "anthropic.claude-haiku-4-5", "amazon.nova-")
+MIN_CACHED = 1024
+
+
+def _tokens(value: Any) -> int:
+    return max(1, len(json.dumps(value, sort_keys=True, separators=(",", ":"))) // 4)
+
+
+def _points_error(model: str, body: dict[str, Any]) -> str | None:
+    """Bedrock's ValidationException message for misplaced cachePoints, or None."""
+    lists = [("toolConfig.tools", (body.get("toolConfig") or {}).get("tools") or []),
+             ("system", body.get("system") or [])]
+    lists += [(f"messages.{i}.content", m.get("content") or []) for i, m in enumerate(body.get("messages") or [])]
+    count = 0
+    for where, blocks in lists:
+        for i, block in enumerate(blocks):
+            if "cachePoint" not in block:
+                continue
+            count += 1
+            point = block["cachePoint"]
+            if point.get("type") != "default" or point.get("ttl", "5m") not in ("5m", "1h"):
+                return f"Malformed cachePoint at {where}.{i}."
+            if i == 0:
+                return f"A cachePoint cannot be the first block of {where}."
+            if where == "toolConfig.tools" and "amazon.nova" in model:
+                return "This model does not support caching tools."
+    if count and not any(m in model for m in CACHING_MODELS):
+        return "This model doesn't support prompt caching."
+    if count > 4:
+        return f"A maximum of 4 cache points may be provided; found {count}."
+    return None
+
+
+def cache_usage(fake: FakeBedrock, model: str, body: dict[str, Any]) -> tuple[int, int, int]:
+    """(uncached input, read, write) as the provider's cache would bill them."""
+    segments: list[Any] = []
+    boundaries: list[tuple[str, int]] = []  # (prefix digest, prefix tokens) at each cachePoint
+    total = 0
+    lists = [(body.get("toolConfig") or {}).get("tools") or [], body.get("system") or []]
+    lists += [[{"role": m.get("role")}, *(m.get("content") or [])] for m in body.get("messages") or []]
+    for blocks in lists:
+        for block in blocks:
+            if "cachePoint" in block:
+                digest = hashlib.sha256(json.dumps([model, segments], sort_keys=True).encode()).hexdigest()
+                boundaries.append((digest, total))
+                continue
+            segments.append(block)
+            total += _tokens(block)
+    read = max((tokens for digest, tokens in boundaries if digest in fake.cached_prefixes), default=0)
+    write = 0
+    if boundaries and boundaries[-1][1] >= MIN_CACHED and boundaries[-1][1] > read:
+        write = boundaries[-1][1] - read
+    for digest, tokens in boundaries:
+        if tokens >= MIN_CACHED:
+            fake.cached_prefixes.add(digest)
+    return total - read - write, read, write
 
 
 def build_app(fake: FakeBedrock) -> Starlette:
@@ -95,6 +169,12 @@ def build_app(fake: FakeBedrock) -> Starlette:
         if fake.error:
             status, kind, message = fake.error
             return JSONResponse({"message": message}, status_code=status, headers={"x-amzn-ErrorType": kind})
+        model = request.path_params["model"]
+        invalid = _points_error(model, body)
+        if invalid:
+            return JSONResponse({"message": invalid}, status_code=400,
+                                headers={"x-amzn-ErrorType": "ValidationException"})
+        counts = cache_usage(fake, model, body) if fake.cache_model else None
         content: list[dict[str, Any]] = [{"text": "".join(TEXT)}]
         stop = "end_turn"
         if fake.tool_use:
@@ -102,7 +182,7 @@ def build_app(fake: FakeBedrock) -> Starlette:
             stop = "tool_use"
         if operation == "converse":
             return JSONResponse({"output": {"message": {"role": "assistant", "content": content}},
-                                 "stopReason": stop, "usage": fake.usage(), "metrics": {"latencyMs": 321},
+                                 "stopReason": stop, "usage": fake.usage(counts), "metrics": {"latencyMs": 321},
                                  **fake.tier()},
                                 headers={"x-amzn-RequestId": "bedrock-req-1"})
 
@@ -122,7 +202,7 @@ def build_app(fake: FakeBedrock) -> Starlette:
                     "toolUse": {"input": json.dumps(use["input"])}}})
                 yield event("contentBlockStop", {"contentBlockIndex": 1})
             yield event("messageStop", {"stopReason": stop})
-            yield event("metadata", {"usage": fake.usage(), "metrics": {"latencyMs": 321}, **fake.tier()})
+            yield event("metadata", {"usage": fake.usage(counts), "metrics": {"latencyMs": 321}, **fake.tier()})
 
         return StreamingResponse(events(), media_type="application/vnd.amazon.eventstream",
                                  headers={"x-amzn-RequestId": "bedrock-req-1"})

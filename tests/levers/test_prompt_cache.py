@@ -117,3 +117,37 @@ def test_openai_requests_get_a_cache_key(gateway, settings):
     client.chat.completions.create(model="sim/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     [record] = wait_for_ledger(settings, tenant.workspace, 1)
     assert record["prompt_cache_key"] is True
+
+
+def test_bedrock_cache_point_table_and_caps_every_route_can_take():
+    from meterline.pricing.cache_rules import bedrock_caching
+
+    assert bedrock_caching("us.anthropic.claude-sonnet-4-5-20250929-v1:0").ttl_1h
+    assert not bedrock_caching("anthropic.claude-sonnet-4-20250514-v1:0").ttl_1h
+    assert not bedrock_caching("amazon.nova-pro-v1:0").tools
+    for model in ("meta.llama3-3-70b-instruct-v1:0", "anthropic.claude-3-haiku-20240307-v1:0", "amazon.nova-sonic-v1:0"):
+        assert bedrock_caching(model) is None
+    assert lever.caps_for("bedrock", "meta.llama3-3-70b-instruct-v1:0") is None
+    assert lever.caps_for("openai", "gpt-5") is None
+    merged = lever.merge_caps([lever.caps_for("anthropic", "claude-sonnet-4-5"),
+                               lever.caps_for("bedrock", "us.amazon.nova-pro-v1:0")])
+    assert (merged.minimum, merged.tools, merged.ttl_1h, merged.max_tokens) == (1024, False, False, 32_000)
+
+    # A fallback on Nova: tools get no breakpoint, a 1h rule falls back to 5 minutes.
+    tools = [{"type": "function", "function": {"name": "t", "description": SYSTEM, "parameters": {}}}]
+    body = {"model": "x", "tools": tools, "messages": [{"role": "user", "content": "hi"}]}
+    tracker = lever.ReuseTracker(clock=Clock())
+    for _ in range(3):
+        assert lever.chat_breakpoints(body, merged, "claude-sonnet-4-5", "ws", "1h", tracker) is None
+    with_system = {**body, "messages": [{"role": "system", "content": "Be exact. " * 400}, *body["messages"]]}
+    lever.chat_breakpoints(with_system, merged, "claude-sonnet-4-5", "ws", "1h", tracker)
+    injected = lever.chat_breakpoints(with_system, merged, "claude-sonnet-4-5", "ws", "1h", tracker)
+    assert injected.breakpoints == ("prefix",)
+    assert injected.body["messages"][0]["content"][-1]["cache_control"] == {"type": "ephemeral", "ttl": "5m"}
+    assert with_system["messages"][0]["content"].startswith("Be exact.")  # the client's body is not mutated
+    # a client's own marker anywhere (part, message, tool) stops the lever
+    for marked in ({**with_system, "tools": [{**tools[0], "cache_control": {"type": "ephemeral"}}]},
+                   {**with_system, "messages": [{**with_system["messages"][0], "cache_control": {"type": "ephemeral"}},
+                                                *body["messages"]]}):
+        assert lever.chat_client_breakpoints(marked) == 1
+        assert lever.chat_breakpoints(marked, merged, "claude-sonnet-4-5", "ws", "5m", tracker) is None

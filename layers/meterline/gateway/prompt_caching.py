@@ -1,8 +1,10 @@
 """The prompt-caching lever stage (decisions in levers/prompt_cache.py).
 
 Placed after the response cache (a hit never gets here) and before credentials: when the scope's
-cache rule turns `prompt_cache` on, it adds Anthropic breakpoints or an OpenAI `prompt_cache_key`
-to the body sent upstream (never to what the response cache keyed). Its `after` records the net
+cache rule turns `prompt_cache` on, it adds Anthropic breakpoints (on /v1/messages, and as
+`cache_control` markers on /v1/chat/completions bound for Anthropic or Bedrock Claude/Nova, which the
+translators turn into `cache_control` or `cachePoint`) or an OpenAI `prompt_cache_key` to the body
+sent upstream (never to what the response cache keyed). Its `after` records the net
 value from the request's own usage and rates: `ctx.save("prompt_cache", read discount - write
 premium)` (negative when writes were not read), with both parts as ledger notes.
 """
@@ -16,6 +18,7 @@ from meterline.levers import PROMPT_CACHE
 from meterline.levers import prompt_cache as lever
 
 ANTHROPIC_KINDS = ("anthropic", "sim")
+CLAUDE_CHAT_KINDS = ("anthropic", "bedrock")  # chat translated to Messages / Converse
 
 
 class PromptCacheStage(BaseStage):
@@ -35,6 +38,17 @@ class PromptCacheStage(BaseStage):
         if ctx.endpoint == "messages" and kinds <= set(ANTHROPIC_KINDS):
             injected = lever.anthropic_breakpoints(ctx.body, route.model, ctx.workspace.workspace,
                                                    rule.prompt_cache_ttl, self.tracker)
+            if injected is None:
+                return None
+            ctx.body = injected.body
+            ctx.extra["prompt_cache"] = injected.breakpoints
+            ctx.note(prompt_cache_breakpoints=list(injected.breakpoints))
+        elif ctx.endpoint == "chat.completions" and kinds <= set(CLAUDE_CHAT_KINDS):
+            caps = [lever.caps_for(r.provider.kind, r.model) for r in routes]
+            if any(c is None for c in caps):
+                return None  # a route that takes no cachePoint (e.g. Llama on Bedrock) would reject it
+            injected = lever.chat_breakpoints(ctx.body, lever.merge_caps([c for c in caps if c]), route.model,
+                                              ctx.workspace.workspace, rule.prompt_cache_ttl, self.tracker)
             if injected is None:
                 return None
             ctx.body = injected.body

@@ -14,6 +14,15 @@ anywhere (top level, tools, system, messages) — a client's breakpoints and TTL
 never more than MAX_BREAKPOINTS (4) in total. Longer TTLs come first (the prefix may be 1 h, the
 conversation breakpoints are 5 min).
 
+OpenAI-format chat to Claude (`/v1/chat/completions` routed to Anthropic, or to a Bedrock model with
+`cachePoint` support): the same rules, placed in the OpenAI body as Anthropic-style `cache_control`
+on content parts and tools (the convention clients use for this); the chat->Anthropic translator
+carries them as `cache_control`, the chat->Bedrock translator as `{"cachePoint": ...}` blocks after
+the marked block. Every route of the request must support caching: the largest minimum of their
+models applies, a tools breakpoint only where every model caches tools (Nova does not), and the
+1-hour TTL only where every model takes it (else 5 minutes). A client's own markers (on parts, on
+a message or on a tool) count, and stop the lever as on /v1/messages.
+
 OpenAI (chat and Responses to an OpenAI or Azure provider): `prompt_cache_key` from the workspace,
 the feature/template and the model when the client sent none, so requests sharing a prefix route to
 the same cache. Never `prompt_cache_retention` or `prompt_cache_options` (sending both is rejected).
@@ -35,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meterline.money import round_scaled
-from meterline.pricing.cache_rules import min_cacheable
+from meterline.pricing.cache_rules import bedrock_caching, min_cacheable
 from meterline.pricing.catalog import Rates
 from meterline.usage import Usage, estimate_tokens
 
@@ -148,6 +157,114 @@ def anthropic_breakpoints(body: dict[str, Any], model: str, workspace: str, ttl:
                 and _mark_last_block(messages[last_assistant - 1], "5m"):
             placed.append("conversation_read")
         if len(placed) < MAX_BREAKPOINTS and _mark_last_block(messages[-1], "5m"):
+            placed.append("conversation_write")
+    if not placed:
+        return None
+    return Injected(out, tuple(placed))
+
+
+@dataclass(frozen=True)
+class Caps:
+    """What the provider behind a route caches: its minimum prefix, whether tools take a breakpoint,
+    whether 1-hour entries exist, and the largest prefix it caches (None: no limit)."""
+
+    minimum: int
+    tools: bool = True
+    ttl_1h: bool = True
+    max_tokens: int | None = None
+
+
+def caps_for(kind: str, model: str) -> Caps | None:
+    """The caching caps of an Anthropic or Bedrock route, None when it takes no breakpoints."""
+    if kind == "anthropic":
+        return Caps(min_cacheable(model))
+    if kind == "bedrock":
+        caching = bedrock_caching(model)
+        if caching is None:
+            return None
+        return Caps(min_cacheable(model), caching.tools, caching.ttl_1h, caching.max_cached_tokens)
+    return None
+
+
+def merge_caps(caps: list[Caps]) -> Caps:
+    """Caps every route can take (a fallback must not be sent a breakpoint it rejects)."""
+    limits = [c.max_tokens for c in caps if c.max_tokens is not None]
+    return Caps(max(c.minimum for c in caps), all(c.tools for c in caps), all(c.ttl_1h for c in caps),
+                min(limits) if limits else None)
+
+
+def _has_control(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value.get("cache_control"))
+
+
+def chat_client_breakpoints(body: dict[str, Any]) -> int:
+    """Breakpoints an OpenAI-format chat body carries (Anthropic-style `cache_control` on tools,
+    messages or content parts)."""
+    count = sum(1 for tool in body.get("tools") or [] if _has_control(tool))
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict):
+            continue
+        count += 1 if _has_control(message) else 0
+        if isinstance(message.get("content"), list):
+            count += sum(1 for part in message["content"] if _has_control(part))
+    return count
+
+
+_SYSTEM_ROLES = ("system", "developer")
+
+
+def _mark_last_part(message: dict[str, Any], ttl: str) -> bool:
+    content = message.get("content")
+    if isinstance(content, str):
+        if not content:
+            return False
+        message["content"] = [{"type": "text", "text": content, "cache_control": _control(ttl)}]
+        return True
+    if isinstance(content, list) and content and isinstance(content[-1], dict) and \
+            content[-1].get("type") in ("text", "image_url"):
+        content[-1] = {**content[-1], "cache_control": _control(ttl)}
+        return True
+    return False
+
+
+def chat_breakpoints(body: dict[str, Any], caps: Caps, model: str, workspace: str, ttl: str,
+                     tracker: ReuseTracker) -> Injected | None:
+    """An OpenAI-format chat request bound for Claude (or Nova) with breakpoints placed as
+    `cache_control`, or None when the lever should not act. Same rules as `anthropic_breakpoints`."""
+    if chat_client_breakpoints(body):
+        return None
+    if ttl == "1h" and not caps.ttl_1h:
+        ttl = "5m"
+    messages = body.get("messages") or []
+    tools = body.get("tools") or []
+    systems = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") in _SYSTEM_ROLES]
+    prefix_tokens = _tokens(tools) + sum(_tokens(s) for s in systems if s)
+    out = copy.deepcopy(body)
+    placed: list[str] = []
+    if prefix_tokens >= caps.minimum and (caps.max_tokens is None or prefix_tokens <= caps.max_tokens) \
+            and (tools or systems):
+        window = ONE_HOUR_S if ttl == "1h" else FIVE_MIN_S
+        uses = tracker.use(_digest(["chat", workspace, model, tools, systems]), window)
+        if uses >= USES_TO_PAY[ttl]:
+            last_system = max((i for i, m in enumerate(messages) if isinstance(m, dict)
+                               and m.get("role") in _SYSTEM_ROLES), default=None)
+            if last_system is not None and _mark_last_part(out["messages"][last_system], ttl):
+                placed.append("prefix")
+            elif tools and caps.tools and isinstance(tools[-1], dict):
+                out["tools"][-1] = {**tools[-1], "cache_control": _control(ttl)}
+                placed.append("prefix")
+    conversation = out.get("messages") or []
+    turns = [i for i, m in enumerate(conversation) if isinstance(m, dict) and m.get("role") not in _SYSTEM_ROLES]
+    total = prefix_tokens + _tokens([conversation[i] for i in turns])
+    if len(turns) >= 3 and total >= caps.minimum and (caps.max_tokens is None or total <= caps.max_tokens):
+        # As on /v1/messages: 5-minute entries, one where the previous turn's write ended (the last
+        # turn before the latest assistant message), one on the last message.
+        assistants = [i for i in turns if conversation[i].get("role") == "assistant"]
+        before = [i for i in turns if assistants and i < assistants[-1]]
+        if before and len(placed) + 2 <= MAX_BREAKPOINTS and _mark_last_part(conversation[before[-1]], "5m"):
+            placed.append("conversation_read")
+        if len(placed) < MAX_BREAKPOINTS and turns[-1] not in assistants[-1:] \
+                and _mark_last_part(conversation[turns[-1]], "5m"):
             placed.append("conversation_write")
     if not placed:
         return None

@@ -6,6 +6,9 @@ Request: system/developer messages become the top-level `system`; user image par
 turn, as Anthropic requires alternating roles); tools, tool_choice, stop, temperature, top_p and
 `user` map to their Anthropic names. `max_tokens` is required by Anthropic: the request's, else the
 model's catalog maximum. JSON mode has no equivalent in the Messages API: refused with a 400.
+Anthropic-style `cache_control` in the OpenAI body (on a content part, on a whole message, or on a
+tool — set by the client or by the prompt-caching lever) is carried onto the Anthropic block it
+marks: the part's block, the message's last block, the tool.
 
 Response and stream: text blocks become `content`, tool_use blocks `tool_calls` (streamed as
 `tool_calls` deltas with incremental `arguments`), thinking blocks are not forwarded, and
@@ -40,20 +43,38 @@ def _image_block(part: dict[str, Any]) -> dict[str, Any]:
     return {"type": "image", "source": {"type": "url", "url": url}}
 
 
+def _marked(block: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
+    """`block` with the `cache_control` of the OpenAI part/message/tool it came from, if any."""
+    if isinstance(source.get("cache_control"), dict):
+        return {**block, "cache_control": source["cache_control"]}
+    return block
+
+
+def _mark_last(blocks: list[dict[str, Any]], message: dict[str, Any]) -> list[dict[str, Any]]:
+    """A message-level `cache_control` marks the message's last block."""
+    if blocks and isinstance(message.get("cache_control"), dict):
+        blocks[-1] = _marked(blocks[-1], message)
+    return blocks
+
+
 def _user_blocks(content: Any) -> list[dict[str, Any]]:
     blocks = []
     for part in oa.content_parts(content):
         kind = part.get("type")
         if kind == "text":
-            block = {"type": "text", "text": part.get("text", "")}
-            if part.get("cache_control"):
-                block["cache_control"] = part["cache_control"]
-            blocks.append(block)
+            blocks.append(_marked({"type": "text", "text": part.get("text", "")}, part))
         elif kind == "image_url":
-            blocks.append(_image_block(part))
+            blocks.append(_marked(_image_block(part), part))
         else:
             raise oa.unsupported("Anthropic", f"messages[].content[].type={kind}")
     return blocks
+
+
+def _part_control(content: Any) -> dict[str, Any]:
+    """The last `cache_control` among a flattened content's parts (as a source for `_marked`)."""
+    controls = [p for p in oa.content_parts(content) if isinstance(p.get("cache_control"), dict)] \
+        if isinstance(content, list) else []
+    return controls[-1] if controls else {}
 
 
 def to_messages_request(body: dict[str, Any], target: Target) -> dict[str, Any]:
@@ -63,23 +84,25 @@ def to_messages_request(body: dict[str, Any], target: Target) -> dict[str, Any]:
     for message in body["messages"]:
         role = message.get("role")
         if role in ("system", "developer"):
-            system.extend({"type": "text", "text": p.get("text", "")} for p in oa.content_parts(message.get("content"))
-                          if p.get("type") == "text")
+            system.extend(_mark_last([_marked({"type": "text", "text": p.get("text", "")}, p)
+                                      for p in oa.content_parts(message.get("content")) if p.get("type") == "text"],
+                                     message))
         elif role == "user":
-            oa.append_turn(messages, "user", _user_blocks(message.get("content")))
+            oa.append_turn(messages, "user", _mark_last(_user_blocks(message.get("content")), message))
         elif role == "assistant":
-            blocks: list[dict[str, Any]] = [{"type": "text", "text": t}
-                                            for t in [oa.text_of(message.get("content"))] if t]
+            content = message.get("content")
+            blocks: list[dict[str, Any]] = [_marked({"type": "text", "text": t}, _part_control(content))
+                                            for t in [oa.text_of(content)] if t]
             for call in message.get("tool_calls") or []:
                 fn = call.get("function") or {}
                 blocks.append({"type": "tool_use", "id": call.get("id"), "name": fn.get("name"),
                                "input": oa.tool_arguments(fn.get("arguments"))})
-            oa.append_turn(messages, "assistant", blocks)
+            oa.append_turn(messages, "assistant", _mark_last(blocks, message))
         elif role in ("tool", "function"):
             content = message.get("content")
             result = content if isinstance(content, str) else oa.text_of(content)
             block = {"type": "tool_result", "tool_use_id": message.get("tool_call_id"), "content": result}
-            oa.append_turn(messages, "user", [block])
+            oa.append_turn(messages, "user", [_marked(_marked(block, _part_control(content)), message)])
     out: dict[str, Any] = {"model": target.model, "messages": messages, "max_tokens": oa.max_tokens(body, target)}
     if system:
         out["system"] = system
@@ -91,8 +114,9 @@ def to_messages_request(body: dict[str, Any], target: Target) -> dict[str, Any]:
         out["stop_sequences"] = stops
     tools = oa.tools_of(body)
     if tools:
-        out["tools"] = [{"name": t["name"], "description": t["description"] or "", "input_schema": t["parameters"]}
-                        for t in tools]
+        out["tools"] = [_marked({"name": t["name"], "description": t["description"] or "",
+                                 "input_schema": t["parameters"]}, raw)
+                        for t, raw in zip(tools, body["tools"], strict=True)]
     choice = oa.tool_choice(body)
     if choice:
         mode, name = choice

@@ -5,7 +5,10 @@ Bedrock upstream (providers/bedrock.py), never by the translator. System/develop
 `system` blocks; images must be data URLs (Converse takes bytes or S3, not web URLs: other URLs are a
 400); assistant tool calls become `toolUse` blocks and tool messages `toolResult` blocks; tools
 become `toolConfig.tools[].toolSpec`; max tokens, temperature, top_p and stop become
-`inferenceConfig`. JSON mode has no Converse equivalent: refused with a 400.
+`inferenceConfig`. JSON mode has no Converse equivalent: refused with a 400. Anthropic-style
+`cache_control` in the OpenAI body (on a content part, a message or a tool — set by the client or by
+the prompt-caching lever) becomes a `{"cachePoint": {"type": "default"}}` block right after what it
+marks (a `ttl` of 1h carried; 5m is the default), in `system`, the message's content or `toolConfig.tools`.
 
 Response: Converse JSON. Stream: AWS event-stream messages (decoded by the proxy) named
 messageStart / contentBlockStart / contentBlockDelta / contentBlockStop / messageStop / metadata;
@@ -37,9 +40,37 @@ def bedrock_url(base_url: str, model: str, stream: bool) -> str:
     return f"{base_url.rstrip('/')}/model/{quote(model, safe='')}/{'converse-stream' if stream else 'converse'}"
 
 
+def cache_point(control: Any) -> dict[str, Any] | None:
+    """The Converse cachePoint for an Anthropic-style `cache_control`, None when there is none."""
+    if not isinstance(control, dict) or not control:
+        return None
+    point: dict[str, Any] = {"type": "default"}
+    if control.get("ttl") == "1h":  # 5 minutes is the default; models without extended TTL reject the field
+        point["ttl"] = "1h"
+    return {"cachePoint": point}
+
+
+def _with_point(blocks: list[dict[str, Any]], source: dict[str, Any]) -> list[dict[str, Any]]:
+    """`blocks` followed by the cachePoint that `source` (a message) asks for, if any."""
+    point = cache_point(source.get("cache_control"))
+    if point and blocks and "cachePoint" not in blocks[-1]:
+        blocks.append(point)
+    return blocks
+
+
+def _texts(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The text blocks, each with the cachePoint that followed it (a point never leads)."""
+    out: list[dict[str, Any]] = []
+    for block in blocks:
+        if "text" in block or ("cachePoint" in block and out and "text" in out[-1]):
+            out.append(block)
+    return out
+
+
 def _content(content: Any) -> list[dict[str, Any]]:
     blocks = []
     for part in oa.content_parts(content):
+        point = cache_point(part.get("cache_control"))
         if part.get("type") == "text":
             if part.get("text"):
                 blocks.append({"text": part["text"]})
@@ -53,6 +84,8 @@ def _content(content: Any) -> list[dict[str, Any]]:
             blocks.append({"image": {"format": fmt, "source": {"bytes": parsed[1]}}})
         else:
             raise oa.unsupported("Bedrock", f"messages[].content[].type={part.get('type')}")
+        if point and blocks and "cachePoint" not in blocks[-1]:
+            blocks.append(point)
     return blocks
 
 
@@ -63,21 +96,24 @@ def to_converse_request(body: dict[str, Any], target: Target) -> dict[str, Any]:
     for message in body["messages"]:
         role = message.get("role")
         if role in ("system", "developer"):
-            system.extend(b for b in _content(message.get("content")) if "text" in b)
+            system.extend(_with_point(_texts(_content(message.get("content"))), message))
         elif role == "user":
-            oa.append_turn(messages, "user", _content(message.get("content")))
+            oa.append_turn(messages, "user", _with_point(_content(message.get("content")), message))
         elif role == "assistant":
-            blocks = [b for b in _content(message.get("content")) if "text" in b]
+            blocks = _texts(_content(message.get("content")))
             for call in message.get("tool_calls") or []:
                 fn = call.get("function") or {}
                 blocks.append({"toolUse": {"toolUseId": call.get("id"), "name": fn.get("name"),
                                            "input": oa.tool_arguments(fn.get("arguments"))}})
-            oa.append_turn(messages, "assistant", blocks)
+            oa.append_turn(messages, "assistant", _with_point(blocks, message))
         elif role in ("tool", "function"):
             content = message.get("content")
             text = content if isinstance(content, str) else oa.text_of(content)
-            block = {"toolResult": {"toolUseId": message.get("tool_call_id"), "content": [{"text": text}]}}
-            oa.append_turn(messages, "user", [block])
+            blocks = [{"toolResult": {"toolUseId": message.get("tool_call_id"), "content": [{"text": text}]}}]
+            parts = content if isinstance(content, list) else []
+            marked = [p for p in parts if isinstance(p, dict) and p.get("cache_control")]
+            _with_point(blocks, {"cache_control": marked[-1]["cache_control"]} if marked else {})
+            oa.append_turn(messages, "user", _with_point(blocks, message))
     out: dict[str, Any] = {"messages": messages}
     if system:
         out["system"] = system
@@ -96,9 +132,14 @@ def to_converse_request(body: dict[str, Any], target: Target) -> dict[str, Any]:
         out["inferenceConfig"] = config
     tools = oa.tools_of(body)
     if tools:
-        tool_config: dict[str, Any] = {"tools": [{"toolSpec": {
-            "name": t["name"], **({"description": t["description"]} if t["description"] else {}),
-            "inputSchema": {"json": t["parameters"]}}} for t in tools]}
+        specs: list[dict[str, Any]] = []
+        for t, raw in zip(tools, body["tools"], strict=True):
+            described = {"description": t["description"]} if t["description"] else {}
+            specs.append({"toolSpec": {"name": t["name"], **described, "inputSchema": {"json": t["parameters"]}}})
+            point = cache_point(raw.get("cache_control"))
+            if point:
+                specs.append(point)
+        tool_config: dict[str, Any] = {"tools": specs}
         choice = oa.tool_choice(body)
         if choice and choice[0] == "tool":
             tool_config["toolChoice"] = {"tool": {"name": choice[1]}}
