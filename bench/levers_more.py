@@ -7,7 +7,7 @@ prompt is billed for fewer tokens; its automatic prompt cache for repeated 1,024
 embeddings from `sim/text-embedding-3-small`, priced as the real models.
 
 The workload (the same requests in every run, each run in a fresh workspace):
-  - assist: the 53 labelled requests of tests/data/routing_requests.json, asking for sim/gpt-4.1;
+  - assist: the labelled requests of tests/data/routing_requests.json, asking for sim/gpt-4.1;
   - agent: 20 agent turns with pretty-printed JSON tool results and sloppy prose around code;
   - faq: the 25 stored/incoming pairs of tests/data/semantic_pairs.json (stored first), then 10 of
     the stored questions again, byte for byte (exact repeats happen in real traffic).
@@ -160,7 +160,8 @@ def main() -> None:
         embedded.stop()
 
     base = rows[0][3]["spend"]
-    print(f"\nMixed workload on the simulator: {rows[0][1]} requests per run (53 assist, 20 agent, 60 faq), "
+    print(f"\nMixed workload on the simulator: {rows[0][1]} requests per run "
+          f"({sum(1 for p in phases for i in p if i['feature'] == 'assist')} assist, 20 agent, 60 faq), "
           f"concurrency {args.concurrency}; spend from the ledger (embedding calls included), USD\n")
     print(f"{'run':12} {'spend':>9} {'vs none':>8} {'routing':>9} {'compress':>9} {'semantic':>9} {'exact':>9} "
           f"{'prompt$':>9} {'embed':>9} {'sem ok':>6} {'false':>5} {'exact':>5} {'time s':>6}")
@@ -177,8 +178,8 @@ def main() -> None:
         models = [m for lab, m in routed if lab == label]
         print(f"  {label:4}: {sum(m.endswith('gpt-4.1-mini') for m in models):2} -> sim/gpt-4.1-mini, "
               f"{sum(m.endswith('/gpt-4.1') for m in models):2} -> sim/gpt-4.1")
-    print("  Quality was not measured: the labels are the author's, and 6 of 6 holdout 'hard' requests go cheap"
-          " (README, Model routing).")
+    print("  Quality was not measured: the labels are the author's (held-out classifier numbers:"
+          " bench/routing_classifier.py).")
     comp = rows[2][3]
     print(f"\nCompression: recorded saving ${micros_to_usd(comp['saved']['compression'])} (tokens removed, counted "
           f"with o200k, x the effective input price); billed difference on the simulator "
