@@ -103,3 +103,64 @@ def test_templates_end_to_end(dev_state, start_gateway, tmp_path, capsys):
     row = next(r for r in report["rows"] if r["value"] == "support@2")
     assert row["saved_template"] == sum(r["savings"]["template"] for r in served)
     assert row["requests"] == 3
+
+
+def test_responses_assembly_is_stable_first_and_keeps_stored_conversations_whole():
+    import yaml
+
+    template = parse("support", yaml.safe_load(YAML), 1)
+    out, marked = assemble(template, "responses", {"model": "m", "input": "Where is order 7?",
+                                                   "instructions": "Answer in French.",
+                                                   "tools": [{"type": "web_search"}]}, {"tier": "gold"})
+    assert not marked
+    assert out["instructions"].startswith("You are the support agent") and out["instructions"].endswith(
+        "\n\nAnswer in French.")
+    assert out["tools"] == [{"type": "function", "name": "lookup_order", "description": "Find an order by id.",
+                             "parameters": {"type": "object", "properties": {"id": {"type": "string"}}},
+                             "strict": False}, {"type": "web_search"}]
+    assert out["input"] == [{"role": "user", "content": "Where is order 1?"},
+                            {"role": "assistant", "content": "Order 1 shipped yesterday."},
+                            {"role": "user", "content": "Customer tier: gold. Language: English."},
+                            {"role": "user", "content": "Where is order 7?"}]
+    items = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}]
+    other, _ = assemble(template, "responses", {"model": "m", "input": items}, {"tier": "silver"})
+    assert other["instructions"] == template.system and other["input"][:2] == out["input"][:2]  # byte-stable
+    assert other["input"][-1] == items[0]
+    follow_up, _ = assemble(template, "responses", {"model": "m", "input": "And order 8?",
+                                                    "previous_response_id": "resp_1"}, {"tier": "gold"})
+    assert follow_up["input"] == "And order 8?" and follow_up["instructions"] == template.system
+    assert follow_up["tools"][0]["name"] == "lookup_order"  # not carried over by OpenAI: sent again
+    with pytest.raises(TemplateError, match="OpenAI `prompt`"):
+        assemble(template, "responses", {"model": "m", "input": "x", "prompt": {"id": "pmpt_1"}}, {"tier": "g"})
+
+
+def test_templates_on_the_responses_api_through_the_openai_sdk(dev_state, start_gateway, tmp_path):
+    path = tmp_path / "support.yaml"
+    path.write_text(YAML)
+    main(["templates", "put", "support", "--file", str(path)])
+    gateway = start_gateway()
+    key = Ops(dev_state).create_key("demo", "alice")["api_key"]
+    client = openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0)
+    headers = {"meterline-template": "support@1", "meterline-template-variables": json.dumps({"tier": "gold"})}
+    replies = [client.responses.create(model="sim/gpt-5-mini", input=question, extra_headers=headers)
+               for question in ("Where is order 7?", "Where is order 8?")]
+    calls = [item for r in replies for item in r.output if item.type == "function_call"]
+    assert calls and {c.name for c in calls} == {"lookup_order"}  # the template's tool reached the model
+    assert replies[0].usage.input_tokens > 1000  # the template's system prompt was sent as instructions
+    assert replies[1].usage.input_tokens_details.cached_tokens > 1000  # the stable prefix is cached
+    with client.responses.stream(model="sim/gpt-5-mini", input="Where is order 9?", extra_headers=headers) as stream:
+        final = stream.get_final_response()
+    assert final.usage.input_tokens_details.cached_tokens > 1000
+    follow_up = client.responses.create(model="sim/gpt-5-mini", input="And order 10?", extra_headers=headers,
+                                        previous_response_id=replies[1].id)
+    assert follow_up.status == "completed"
+    with pytest.raises(openai.BadRequestError, match="missing template variables"):
+        client.responses.create(model="sim/gpt-5-mini", input="x", extra_headers={"meterline-template": "support@1"})
+    with pytest.raises(openai.NotFoundError, match="No template support@4"):
+        client.responses.create(model="sim/gpt-5-mini", input="x", extra_headers={"meterline-template": "support@4"})
+    records = wait_for_ledger(dev_state, "demo", 6)
+    served = [r for r in records if r.get("template") == "support@1" and r["outcome"] == "ok"]
+    assert len(served) == 4 and sum(1 for r in served if r["cache_read"] > 1000) >= 2
+    apply_entries([contribution_of(r["request_id"], r) for r in records], RollupStore(dev_state))
+    row = next(r for r in Ops(dev_state).spend("demo", "template", "today")["rows"] if r["value"] == "support@1")
+    assert row["requests"] == 4 and row["cost_micros"] == sum(r["cost_micros"] for r in served)

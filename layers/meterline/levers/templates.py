@@ -8,6 +8,10 @@ Assembly: [system, tools, examples] — identical bytes for every request of tha
 rendered prompt, then the request's own messages and tools. On /v1/messages the gateway places a
 `cache_control` breakpoint on the last stable block (the template boundary) unless the request
 already carries 4 breakpoints; on chat/Responses the provider caches the stable prefix by itself.
+On /v1/responses the template's system prompt leads `instructions` (the request's own follow it),
+its tools lead `tools`, and its examples and prompt lead `input`; a request continuing a stored
+conversation (`previous_response_id` or `conversation`) gets instructions and tools only — OpenAI
+does not carry those over, while the examples and prompt are already in the stored input.
 Versions are immutable: editing a template publishes the next version.
 """
 
@@ -157,4 +161,31 @@ def assemble(template: Template, endpoint: str, body: dict[str, Any], values: di
         if tools or body.get("tools"):
             out["tools"] = tools + list(body.get("tools") or [])
         return out, False
-    raise TemplateError("templates apply to /v1/chat/completions and /v1/messages")
+    if endpoint == "responses":
+        return _responses(template, body, examples, tail), False
+    raise TemplateError("templates apply to /v1/chat/completions, /v1/responses and /v1/messages")
+
+
+def _responses(template: Template, body: dict[str, Any], examples: list[dict[str, Any]],
+               tail: list[dict[str, Any]]) -> dict[str, Any]:
+    if body.get("prompt") is not None:
+        raise TemplateError("a templated /v1/responses request cannot also name an OpenAI `prompt`")
+    own = body.get("instructions")
+    if own is not None and not isinstance(own, str):
+        raise TemplateError("instructions must be a string in a templated /v1/responses request")
+    out = dict(body)
+    if template.system:
+        out["instructions"] = template.system + ("\n\n" + own if own else "")
+    # `strict: false` as on chat: Responses makes function tools strict by default, which would
+    # reject a template's schemas that chat accepts (strict needs additionalProperties: false).
+    tools = [{"type": "function", **t, "strict": False} for t in template.tools]
+    if tools:
+        out["tools"] = tools + list(body.get("tools") or [])
+    if body.get("previous_response_id") or body.get("conversation"):
+        return out
+    own_input = body.get("input")
+    items = [{"role": "user", "content": own_input}] if isinstance(own_input, str) else list(own_input or [])
+    stable = [{"role": e["role"], "content": e["content"]} for e in examples]
+    if stable or tail:
+        out["input"] = [*stable, *tail, *items]
+    return out
