@@ -125,7 +125,8 @@ def test_bedrock_cache_point_table_and_caps_every_route_can_take():
     assert bedrock_caching("us.anthropic.claude-sonnet-4-5-20250929-v1:0").ttl_1h
     assert not bedrock_caching("anthropic.claude-sonnet-4-20250514-v1:0").ttl_1h
     assert not bedrock_caching("amazon.nova-pro-v1:0").tools
-    for model in ("meta.llama3-3-70b-instruct-v1:0", "anthropic.claude-3-haiku-20240307-v1:0", "amazon.nova-sonic-v1:0"):
+    for model in ("meta.llama3-3-70b-instruct-v1:0", "anthropic.claude-3-haiku-20240307-v1:0",
+                  "amazon.nova-sonic-v1:0"):
         assert bedrock_caching(model) is None
     assert lever.caps_for("bedrock", "meta.llama3-3-70b-instruct-v1:0") is None
     assert lever.caps_for("openai", "gpt-5") is None
