@@ -24,9 +24,15 @@ def load_handler(path: str, name: str) -> Any:
     return module
 
 
-def url_event(method: str, path: str, body: dict | None = None, query: str = "") -> dict[str, Any]:
-    """A Lambda function URL (payload format 2.0) event with AWS_IAM auth, as Lambda delivers it."""
-    raw = json.dumps(body) if body is not None else None
+FINOPS = "arn:aws:iam::123456789012:user/finops"
+
+
+def url_event(method: str, path: str, body: Any = None, query: str = "", caller: str | None = FINOPS,
+              raw_body: str | None = None) -> dict[str, Any]:
+    """A Lambda function URL (payload format 2.0) event with AWS_IAM auth, as Lambda delivers it
+    (`caller`: the authenticated principal's ARN in requestContext.authorizer.iam)."""
+    raw = raw_body if raw_body is not None else (json.dumps(body) if body is not None else None)
+    account = caller.split(":")[4] if caller else "123456789012"
     return {
         "version": "2.0",
         "routeKey": "$default",
@@ -38,10 +44,10 @@ def url_event(method: str, path: str, body: dict | None = None, query: str = "")
         "queryStringParameters": dict(p.split("=", 1) for p in query.split("&")) if query else None,
         "requestContext": {
             "accountId": "123456789012", "apiId": "abcdefg",
-            "authorizer": {"iam": {"accessKey": "AKIAIOSFODNN7EXAMPLE", "accountId": "123456789012",
+            "authorizer": {"iam": {"accessKey": "AKIAIOSFODNN7EXAMPLE", "accountId": account,
                                    "callerId": "AIDACKCEVSQ6C2EXAMPLE", "cognitoIdentity": None,
-                                   "principalOrgId": None, "userArn": "arn:aws:iam::123456789012:user/finops",
-                                   "userId": "AIDACKCEVSQ6C2EXAMPLE"}},
+                                   "principalOrgId": None, "userArn": caller,
+                                   "userId": "AIDACKCEVSQ6C2EXAMPLE"}} if caller else None,
             "domainName": "abcdefg.lambda-url.us-east-1.on.aws", "domainPrefix": "abcdefg",
             "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.7",
                      "userAgent": "meterline-test"},
@@ -70,11 +76,20 @@ def call(handler: Any, *args: Any, **kwargs: Any) -> tuple[int, Any]:
     return response["statusCode"], (json.loads(body) if body else None)
 
 
+def admin_handler(settings: Any, monkeypatch: Any, name: str, grant: str | None = FINOPS) -> Any:
+    """The real admin Lambda handler over this test's tables; `grant` gets the platform role."""
+    from meterline.admin.ops import Ops
+
+    for var, value in settings.to_env().items():
+        monkeypatch.setenv(var, value)
+    if grant:
+        Ops(settings).grant_admin(grant, "platform")
+    return load_handler("functions/admin/handler.py", name).handler
+
+
 @pytest.fixture
 def admin(settings, monkeypatch):
-    for name, value in settings.to_env().items():
-        monkeypatch.setenv(name, value)
-    return load_handler("functions/admin/handler.py", "admin_handler").handler
+    return admin_handler(settings, monkeypatch, "admin_handler")
 
 
 def test_workspace_key_provider_lifecycle(admin, settings, caplog):

@@ -15,7 +15,7 @@ from meterline.store.audit import AuditStore
 from meterline.store.codec import to_item
 from meterline.store.schema import AUDIT
 from meterline.store.workspaces import WorkspaceStore
-from tests.functional.test_admin_handler import call, load_handler
+from tests.functional.test_admin_handler import admin_handler, call
 
 ARN = "arn:aws:iam::123456789012:user/finops"
 
@@ -55,9 +55,7 @@ def test_cli_actions_are_recorded_with_before_and_after(dev_state, capsys, monke
 
 
 def test_admin_api_audit_is_scoped_to_the_workspace_and_keeps_no_secret(settings, monkeypatch):
-    for name, value in settings.to_env().items():
-        monkeypatch.setenv(name, value)
-    admin = load_handler("functions/admin/handler.py", "admin_handler_audit").handler
+    admin = admin_handler(settings, monkeypatch, "admin_handler_audit")
     for ws in ("acme", "globex"):
         assert call(admin, "POST", "/workspaces", {"id": ws, "name": ws})[0] == 201
     call(admin, "PUT", "/workspaces/acme/providers/openai", {"api_key": "sk-audit-secret-0123456789"})
@@ -122,9 +120,7 @@ def test_per_request_policy_decisions_are_queryable_and_scoped(gateway, tenant, 
     assert allowed["target"]["policies"] == {"no-gpt5": "allow"} and allowed["target"]["outcome"] == "ok"
     assert decision_query(Ops(settings), other.workspace) == []
 
-    for name, value in settings.to_env().items():
-        monkeypatch.setenv(name, value)
-    admin = load_handler("functions/admin/handler.py", "admin_handler_decisions").handler
+    admin = admin_handler(settings, monkeypatch, "admin_handler_decisions")
     status, body = call(admin, "GET", f"/workspaces/{tenant.workspace}/audit", query="decisions=true")
     assert status == 200 and [r["target"]["request_id"] for r in body["records"]] == \
         [r["target"]["request_id"] for r in rows]

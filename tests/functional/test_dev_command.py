@@ -3,15 +3,18 @@ and `meterline spend` in another shell reads its rollups with no extra flags."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import socket
+import stat
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import httpx
 import openai
 
 CLI = [sys.executable, "-m", "meterline.cli.main"]
@@ -93,6 +96,15 @@ def test_meterline_dev_end_to_end(tmp_path):
                 break
             time.sleep(0.3)
         assert row.split()[2] == "2", out.stdout  # both calls, within seconds
+
+        # The admin API beside the gateway takes only the local token, which the CLI finds on its own.
+        admin = f"http://127.0.0.1:{port}/admin"
+        assert httpx.get(admin + "/whoami", timeout=30).status_code == 401
+        token_file = next(Path(tmp_path).glob("data-*/admin-token"))
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        out = subprocess.run([*cli, "api", "GET", "/workspaces/demo/budgets"], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0 and json.loads(out.stdout) == {"budgets": []}, out.stderr
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -14,7 +14,7 @@ from meterline.focus.validate import reconcile, totals, validate
 from meterline.store import aws
 from meterline.store.ledger import LedgerStore
 from tests.conftest import ledger_items
-from tests.functional.test_admin_handler import Context, load_handler, url_event
+from tests.functional.test_admin_handler import Context, admin_handler, load_handler, url_event
 from tests.functional.test_waste import load_planted
 from tests.waste_ledger import DAY, TOTAL_SPEND, WORKSPACE, planted
 
@@ -53,9 +53,7 @@ def test_month_export_validates_and_reconciles(dev_state, tmp_path, capsys):
 
 def test_admin_api_and_daily_s3_export(settings, monkeypatch):
     load_planted(settings)
-    for name, value in settings.to_env().items():
-        monkeypatch.setenv(name, value)
-    admin = load_handler("functions/admin/handler.py", "admin_handler_focus").handler
+    admin = admin_handler(settings, monkeypatch, "admin_handler_focus")
     response = admin(url_event("GET", f"/workspaces/{WORKSPACE}/exports/focus", query="month=2026-11"), Context())
     assert response["statusCode"] == 200 and response["headers"]["content-type"].startswith("text/csv")
     columns, rows = parse(response["body"])

@@ -22,7 +22,7 @@ from meterline.admin.ops import Ops
 from meterline.cli.main import main
 from meterline.store.workspaces import Alias, WorkspaceStore
 from tests.conftest import wait_for_ledger
-from tests.functional.test_admin_handler import call, load_handler
+from tests.functional.test_admin_handler import admin_handler, call
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -232,9 +232,7 @@ def test_cli_test_reports_decisions(dev_state, capsys):
 def test_admin_api_policies(settings, monkeypatch, caplog):
     import logging
 
-    for name, value in settings.to_env().items():
-        monkeypatch.setenv(name, value)
-    admin = load_handler("functions/admin/handler.py", "admin_handler_policies").handler
+    admin = admin_handler(settings, monkeypatch, "admin_handler_policies")
     caplog.set_level(logging.INFO, logger="meterline.audit")
     assert call(admin, "POST", "/workspaces", {"id": "acme", "name": "Acme"})[0] == 201
     status, body = call(admin, "PUT", "/workspaces/acme/policies/office", {"kind": "ip", "cidrs": ["10.0.0.0/8"]})

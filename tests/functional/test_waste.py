@@ -12,7 +12,7 @@ from meterline.store.ledger import LedgerStore
 from meterline.store.waste import WasteStore
 from meterline.store.workspaces import WorkspaceStore
 from tests.conftest import wait_for_ledger
-from tests.functional.test_admin_handler import call, load_handler
+from tests.functional.test_admin_handler import admin_handler, call, load_handler
 from tests.waste_ledger import BASELINE, DAY, EXPECTED_FEATURES, EXPECTED_SIGNALS, TOTAL_SPEND, WORKSPACE, planted
 
 
@@ -78,9 +78,7 @@ def test_scheduled_function_scores_every_workspace_apart(settings, monkeypatch):
 
 def test_admin_api_serves_waste_scores(settings, monkeypatch):
     load_planted(settings)
-    for name, value in settings.to_env().items():
-        monkeypatch.setenv(name, value)
-    admin = load_handler("functions/admin/handler.py", "admin_handler_waste").handler
+    admin = admin_handler(settings, monkeypatch, "admin_handler_waste")
     status, body = call(admin, "GET", f"/workspaces/{WORKSPACE}/waste", query=f"period={DAY}&by=member")
     assert status == 200 and signals_of(body["total"]) == EXPECTED_SIGNALS
     assert {r["value"]: r["grade"] for r in body["by"]["member"]}["gina"] == "B"

@@ -8,6 +8,7 @@ import openai
 import pytest
 
 from meterline.admin.app import create_admin_app
+from meterline.admin.local import LocalTokens
 from meterline.admin.ops import Ops
 from meterline.cli.main import main
 from meterline.rollup import apply_entries
@@ -37,7 +38,7 @@ def test_cache_rules_from_the_cli(dev_state, capsys):
         main(["cache", "set", "--ttl", "soon"])
 
 
-def test_savings_by_lever_and_feature_add_up_exactly(dev_state, start_gateway, capsys):
+def test_savings_by_lever_and_feature_add_up_exactly(dev_state, start_gateway, capsys, tmp_path):
     main(["cache", "set", "--feature", "support", "--ttl", "1h"])
     gateway = start_gateway()
     api_key = Ops(dev_state).create_key("demo", "alice")["api_key"]
@@ -64,7 +65,9 @@ def test_savings_by_lever_and_feature_add_up_exactly(dev_state, start_gateway, c
     # the admin API answers the same report
     from fastapi.testclient import TestClient
 
-    api = TestClient(create_admin_app(dev_state))
+    tokens = LocalTokens.ensure(tmp_path / "admin")  # as `meterline dev` serves it: the operator's token
+    api = TestClient(create_admin_app(dev_state, tokens),
+                     headers={"authorization": f"Bearer {tokens.operator_token()}"})
     assert api.get("/workspaces/demo/savings", params={"by": "lever"}).json()["saved_micros"] == report["saved_micros"]
     assert api.get("/workspaces/demo/savings", params={"by": "nonsense"}).status_code == 400
     assert api.put("/workspaces/demo/cache/feature:docs", json={"ttl": "30m"}).json()["ttl_s"] == 1800

@@ -1,7 +1,12 @@
 """The control-plane admin API, served by Mangum on a BUFFERED function URL with AWS_IAM auth.
 
 IAM authenticates the caller before Lambda runs (only principals allowed to invoke the URL reach
-this code); the caller's ARN from the request context is recorded in the audit log.
+this code). Authorization is ours: the caller's ARN from the request context (set by AWS, never by
+the client) is resolved to workspaces and roles through the admin grants (admin/access.py,
+store/admins.py), and every operation checks its role before it runs. A principal with no grant
+is refused with 403. Under `meterline dev` there is no IAM: the app is built with a local token
+set (admin/local.py) and a request must carry one of its tokens as `Authorization: Bearer <token>`.
+The caller's principal is recorded in the audit trail.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from fastapi import Body, FastAPI, Request
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response
 
+from meterline.admin.access import Access, candidates
+from meterline.admin.local import LocalTokens
 from meterline.admin.ops import OpError, Ops, audit_query, decision_query
 from meterline.attribution import DIMENSIONS
 from meterline.budgets.model import Budget, RateLimit
@@ -111,24 +118,78 @@ class PriceIn(BaseModel):
     cache_write_1h: str | None = None
 
 
-def _actor(request: Request) -> str:
+class GrantIn(BaseModel):
+    principal: str = Field(min_length=1, max_length=2048)
+    role: str = Field(pattern=r"^(read|admin|platform)$")
+    workspace: str | None = Field(default=None, max_length=64)
+
+
+def iam_caller(request: Request) -> str | None:
+    """The IAM principal Lambda authenticated (function URL with AWS_IAM: requestContext.authorizer.iam)."""
     event = request.scope.get("aws.event") or {}
     iam = ((event.get("requestContext") or {}).get("authorizer") or {}).get("iam") or {}
-    return iam.get("userArn") or iam.get("callerId") or "unknown"
+    arn = iam.get("userArn")
+    return arn if isinstance(arn, str) and arn.startswith("arn:") else None
 
 
-def create_admin_app(settings: Settings | None = None) -> FastAPI:
+def resolve_caller(request: Request, settings: Settings, local_tokens: LocalTokens | None) -> Access:
+    """The caller's Access, or OpError 401/403. One Query per candidate principal (1-2)."""
+    from meterline.store.admins import AdminGrantStore
+
+    if local_tokens is not None:
+        principal = local_tokens.principal_of(request.headers.get("authorization"))
+        if principal is None:
+            raise OpError("send the local admin token as 'Authorization: Bearer <token>' (the CLI reads it "
+                          "from the dev state dir; `meterline admins token` prints it)", status=401)
+        if principal == local_tokens.operator:
+            return Access.direct(principal)  # the dev server's owner: the tables are theirs
+        names = [principal]
+    else:
+        caller = iam_caller(request)
+        if caller is None:
+            raise OpError("no IAM principal in the request context (the admin URL uses AWS_IAM auth)", status=403)
+        principal, names = caller, candidates(caller)
+    grants = AdminGrantStore(settings).grants_of(names)
+    access = Access.from_grants(principal, [(g.workspace, g.role) for g in grants])
+    if not access.known:
+        raise OpError(f"{principal} holds no Meterline admin grant (a platform admin grants one with "
+                      "`meterline admins grant`)", status=403)
+    return access
+
+
+def create_admin_app(settings: Settings | None = None, local_tokens: LocalTokens | None = None) -> FastAPI:
+    """The admin API. On Lambda the caller is the IAM principal; with `local_tokens` (meterline dev),
+    the holder of a local admin token."""
     app = FastAPI(title="Meterline admin", docs_url=None, redoc_url=None)
     state: dict[str, Settings] = {}
 
     def ops(request: Request) -> Ops:
         if "settings" not in state:
             state["settings"] = settings or Settings.from_env()
-        return Ops(state["settings"], actor=_actor(request))
+        access = request.scope.get("meterline.access")
+        if access is None:
+            access = request.scope["meterline.access"] = resolve_caller(request, state["settings"], local_tokens)
+        return Ops(state["settings"], actor=access.principal, access=access)
 
     @app.exception_handler(OpError)
     async def op_error(request: Request, exc: OpError) -> JSONResponse:
         return JSONResponse({"error": {"message": str(exc)}}, status_code=exc.status)
+
+    @app.get("/whoami")
+    def whoami(request: Request) -> dict[str, Any]:
+        return ops(request).whoami()
+
+    @app.get("/admins")
+    def list_admins(request: Request, workspace: str | None = None, principal: str | None = None) -> dict[str, Any]:
+        return {"grants": ops(request).list_admins(workspace, principal)}
+
+    @app.put("/admins")
+    def grant_admin(body: GrantIn, request: Request) -> dict[str, Any]:
+        return ops(request).grant_admin(body.principal, body.role, body.workspace)
+
+    @app.delete("/admins", status_code=204)
+    def revoke_admin(request: Request, principal: str, workspace: str | None = None) -> None:
+        ops(request).revoke_admin(principal, workspace)
 
     @app.post("/workspaces", status_code=201)
     def create_workspace(body: WorkspaceIn, request: Request) -> dict[str, Any]:

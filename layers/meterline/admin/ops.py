@@ -6,17 +6,20 @@ never with a secret in it.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from botocore.exceptions import ClientError
 
+from meterline.admin.access import Access, AccessDenied
 from meterline.budgets.model import Budget, RateLimit
 from meterline.config import Settings
 from meterline.egress import EgressError, check_url
@@ -86,8 +89,19 @@ class OpError(ValueError):
 
 @dataclass
 class Ops:
+    """The operations, run as `actor` with `access` (admin/access.py; None: the caller holds the
+    tables' own credentials, as the CLI does). Each public operation is guarded by its role in
+    OP_ROLES (wrapped below the class): checked before it runs, a read audited when it returns."""
+
     settings: Settings
     actor: str = "cli"
+    access: Access | None = None
+    _depth: int = field(default=0, init=False, repr=False)
+    _read_audited: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.access is None:
+            self.access = Access.direct(self.actor)
 
     def _audit(self, action: str, workspace: str | None, *, before: Any = None, after: Any = None,
                **target: Any) -> None:
@@ -99,6 +113,7 @@ class Ops:
 
     def _audit_read(self, what: str, workspace: str | None, **target: Any) -> None:
         """Reads are audited too (who looked at which workspace's spend, keys, exports), table only."""
+        self._read_audited = True
         AuditStore(self.settings).record(self.actor, f"read.{what}", workspace, target=target or None)
 
     def _require_workspace(self, workspace: str) -> Any:
@@ -126,9 +141,11 @@ class Ops:
         return {"workspace": workspace, "name": name}
 
     def list_workspaces(self) -> list[dict[str, Any]]:
+        """The workspaces the caller may read (every one for the platform role)."""
+        assert self.access is not None
         return [{"id": w["pk"], "name": w.get("name", ""), "default_provider": w.get("default_provider", ""),
                  "unpriced": w.get("unpriced", "reject"), "timezone": w.get("timezone", "UTC")}
-                for w in WorkspaceStore(self.settings).list_workspaces()]
+                for w in WorkspaceStore(self.settings).list_workspaces() if self.access.readable(w["pk"])]
 
     def update_workspace(self, workspace: str, **changes: Any) -> None:
         if not changes:
@@ -920,6 +937,136 @@ class Ops:
                 out["projected_pct_of_cap"] = projected * 100 // b.monthly_micros
         return out
 
+    # admin grants (store/admins.py; who may do what, admin/access.py)
+    def grant_admin(self, principal: str, role: str, workspace: str | None = None) -> dict[str, Any]:
+        """Give a principal a role: `read` or `admin` on one workspace, or `platform` (no workspace)."""
+        from meterline.admin.access import ALL_WORKSPACES, normalize_principal
+        from meterline.store.admins import AdminGrantStore, Grant
+
+        try:
+            principal = normalize_principal(principal)
+        except ValueError as exc:
+            raise OpError(str(exc)) from exc
+        if role == "platform":
+            if workspace not in (None, "", ALL_WORKSPACES):
+                raise OpError("the platform role covers every workspace: name none")
+            workspace = ALL_WORKSPACES
+        elif role in ("read", "admin"):
+            if not workspace:
+                raise OpError(f"the {role} role is on one workspace: name it")
+            self._require_workspace(workspace)
+        else:
+            raise OpError("role must be read, admin or platform")
+        store = AdminGrantStore(self.settings)
+        before = next((g.role for g in store.grants_of([principal]) if g.workspace == workspace), None)
+        grant = Grant(principal, workspace, role, granted_by=self.actor, granted_at=int(time.time()))
+        store.put(grant)
+        self._audit("admin.grant", None if workspace == ALL_WORKSPACES else workspace, principal=principal,
+                    before={"role": before} if before else None, after={"role": role})
+        return grant.as_dict()
+
+    def revoke_admin(self, principal: str, workspace: str | None = None) -> dict[str, Any]:
+        from meterline.admin.access import ALL_WORKSPACES, normalize_principal
+        from meterline.store.admins import AdminGrantStore
+
+        try:
+            principal = normalize_principal(principal)
+        except ValueError as exc:
+            raise OpError(str(exc)) from exc
+        workspace = workspace or ALL_WORKSPACES
+        removed = AdminGrantStore(self.settings).delete(principal, workspace)
+        if removed is None:
+            raise OpError(f"{principal} has no grant on {'the platform' if workspace == ALL_WORKSPACES else workspace}",
+                          status=404)
+        self._audit("admin.revoke", None if workspace == ALL_WORKSPACES else workspace, principal=principal,
+                    before={"role": removed.role}, after={})
+        return removed.as_dict()
+
+    def list_admins(self, workspace: str | None = None, principal: str | None = None) -> list[dict[str, Any]]:
+        from meterline.store.admins import AdminGrantStore
+
+        return [g.as_dict() for g in AdminGrantStore(self.settings).list()
+                if (workspace is None or g.workspace in (workspace, "*"))
+                and (principal is None or g.principal == principal)]
+
+    def whoami(self) -> dict[str, Any]:
+        """The caller's principal and roles, as this deployment resolved them."""
+        assert self.access is not None
+        return self.access.describe()
+
+
+# The role each operation needs (admin/access.py). "any": every known principal (nothing tenant's);
+# "list": answered per workspace the caller may read. An operation missing here cannot be called
+# (tests/unit/test_access.py fails), so a new one is never ungated by accident.
+OP_ROLES: dict[str, str] = {
+    # platform: what belongs to no single workspace
+    "create_workspace": "platform", "prices_diff": "platform", "prices_sync": "platform",
+    "grant_admin": "platform", "revoke_admin": "platform", "list_admins": "platform",
+    "list_workspaces": "list", "whoami": "any", "catalog_in_force": "any",
+    # admin: changes to one workspace
+    **dict.fromkeys((
+        "update_workspace", "create_key", "revoke_key", "put_provider", "delete_provider", "set_alias",
+        "delete_alias", "set_key_fallbacks", "set_route", "delete_route", "set_lever", "delete_lever", "set_price",
+        "set_budget", "delete_budget", "set_limit", "delete_limit", "set_policy", "set_cache_rule",
+        "delete_cache_rule", "put_template", "set_request_policy", "delete_request_policy"), "admin"),
+    # read: the GET side of one workspace (test_request_policies evaluates a sample; it changes nothing)
+    **dict.fromkeys((
+        "list_keys", "list_providers", "list_aliases", "list_routes", "list_levers", "spend", "unit_costs", "waste",
+        "export_focus", "list_budgets", "list_cache_rules", "list_templates", "get_template", "savings",
+        "list_request_policies", "test_request_policies", "period", "ledger_records", "breakdown",
+        "recent_requests", "find_request", "forecast_month_end"), "read"),
+}
+
+
+def _plain_args(bound: inspect.BoundArguments) -> dict[str, Any]:
+    """An operation's scalar arguments, for the read audit (never a body or a secret)."""
+    return {k: v for k, v in bound.arguments.items()
+            if k not in ("self", "workspace") and isinstance(v, str | int | bool) and v is not None}
+
+
+def _guarded(name: str, need: str, fn: Any) -> Any:
+    signature = inspect.signature(fn)
+    takes_workspace = "workspace" in signature.parameters
+
+    @functools.wraps(fn)
+    def guarded(self: Ops, *args: Any, **kwargs: Any) -> Any:
+        assert self.access is not None
+        workspace = None
+        if takes_workspace:
+            bound = signature.bind(self, *args, **kwargs)
+            workspace = bound.arguments.get("workspace")
+            if workspace is not None and not isinstance(workspace, str):
+                raise OpError("workspace must be a workspace id")
+        if need == "any" or need == "list":
+            if not self.access.known:
+                raise OpError(f"{self.access.principal} holds no Meterline admin grant", status=403)
+        else:
+            try:
+                self.access.require(workspace, need)
+            except AccessDenied as exc:
+                # A refused attempt is audited too (who tried what on which workspace).
+                AuditStore(self.settings).record(self.actor, f"denied.{name}", workspace if isinstance(
+                    workspace, str) and WORKSPACE_ID.fullmatch(workspace) else None, target={"need": need})
+                raise OpError(str(exc), status=403) from exc
+        outermost = self._depth == 0
+        if outermost:
+            self._read_audited = False
+        self._depth += 1
+        try:
+            result = fn(self, *args, **kwargs)
+        finally:
+            self._depth -= 1
+        if outermost and need in ("read", "list") and not self._read_audited:
+            target = _plain_args(signature.bind(self, *args, **kwargs)) if takes_workspace else {}
+            self._audit_read(name, workspace, **target)
+        return result
+
+    return guarded
+
+
+for _name, _need in OP_ROLES.items():
+    setattr(Ops, _name, _guarded(_name, _need, getattr(Ops, _name)))
+
 
 REPORT_DIMENSIONS = ("workspace", "key", "member", "department", "agent", "session", "feature", "customer",
                      "provider", "model", "endpoint", "outcome")
@@ -1085,6 +1232,7 @@ def decision_query(ops: Ops, workspace: str, *, since_ms: int = 0, limit: int = 
     carry a decision."""
     from meterline.store.ledger import LedgerStore
 
+    _require(ops, workspace, "read")
     ops._require_workspace(workspace)
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     today = datetime.fromtimestamp(now_ms / 1000, tz=UTC).date()
@@ -1112,6 +1260,21 @@ def decision_query(ops: Ops, workspace: str, *, since_ms: int = 0, limit: int = 
     return out
 
 
+MAX_AUDIT_SCAN = 5000  # records read to answer a non-platform caller's query across workspaces
+
+
+def _require(ops: Ops, workspace: str | None, need: str) -> None:
+    assert ops.access is not None
+    if need == "any":
+        if not ops.access.known:
+            raise OpError(f"{ops.access.principal} holds no Meterline admin grant", status=403)
+        return
+    try:
+        ops.access.require(workspace, need)
+    except AccessDenied as exc:
+        raise OpError(str(exc), status=403) from exc
+
+
 def audit_query(ops: Ops, workspace: str | None, *, since_ms: int = 0, actor: str | None = None,
                 limit: int = 1000) -> list[dict[str, Any]]:
     """Audit records of one workspace (optionally one actor's), or everything one actor did."""
@@ -1119,10 +1282,16 @@ def audit_query(ops: Ops, workspace: str | None, *, since_ms: int = 0, actor: st
         raise OpError("name a workspace or an actor")
     store = AuditStore(ops.settings)
     if workspace is not None:
+        _require(ops, workspace, "read")
         ops._require_workspace(workspace)
         rows = store.query(workspace, since_ms, actor, limit)
     else:
-        assert actor is not None
-        rows = store.by_actor(actor, since_ms, None, limit)
+        assert actor is not None and ops.access is not None
+        _require(ops, None, "any")
+        # Across workspaces: only the records of workspaces the caller may read ("-", actions on no
+        # workspace, are the platform's).
+        access = ops.access
+        rows = [r for r in store.by_actor(actor, since_ms, None, MAX_AUDIT_SCAN if not access.platform else limit)
+                if access.platform or (r["workspace"] != "-" and access.readable(r["workspace"]))][:limit]
     ops._audit_read("audit", workspace, actor=actor, since_ms=since_ms)
     return rows

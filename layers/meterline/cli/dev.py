@@ -66,12 +66,31 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+ADMIN_PREFIX = "/admin"
+
+
+def with_admin(gateway: Any, admin: Any) -> Any:
+    """One ASGI app: /admin/... to the admin API (root_path set, as a mount does), the rest to the
+    gateway, which alone receives the lifespan events."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")):
+            await admin({**scope, "root_path": scope.get("root_path", "") + ADMIN_PREFIX}, receive, send)
+            return
+        await gateway(scope, receive, send)
+
+    return app
+
+
 def cmd_dev(args: argparse.Namespace) -> None:
     sock = bind(args.host, args.port)  # first: a taken port fails before anything is printed
 
     import uvicorn
 
     from meterline import devstate
+    from meterline.admin.app import create_admin_app
+    from meterline.admin.local import LocalTokens
     from meterline.devenv import provision, seed_demo, start_moto
     from meterline.gateway.app import create_app
     from meterline.rollup import StreamPoller
@@ -89,16 +108,22 @@ def cmd_dev(args: argparse.Namespace) -> None:
         demo = saved["demo"]
     else:
         demo = seed_demo(settings)
+    # The admin API on the same port, under /admin: only for holders of a local admin token (0600 in the
+    # data dir; the CLI reads it from there), never for anyone who can reach loopback.
+    tokens = LocalTokens.ensure(data)
     saver = devstate.Saver(state_path, lambda: devstate.snapshot(settings, lock, demo))
     poller = StreamPoller(settings)
     poller.start()
     saver.start()
-    path = target.write_dev_state(settings, {"workspace": demo["workspace"], "port": args.port})
+    admin_url = f"http://{args.host}:{args.port}{ADMIN_PREFIX}"
+    path = target.write_dev_state(settings, {"workspace": demo["workspace"], "port": args.port,
+                                             "admin_url": admin_url, "admin_dir": str(data)})
     print("Meterline dev: embedded AWS at", embedded.endpoint, flush=True)
     print(f"state: {data} ({'restored' if saved is not None else 'new'}; --fresh starts clean)")
     print(f"base_url: http://{args.host}:{args.port}/v1")
     print(f"api_key: {demo['api_key']}")
     print(f"workspace: {demo['workspace']}")
+    print(f"admin API: {admin_url} (bearer token: `meterline admins token`; `meterline api GET /whoami`)")
     print("Try: model='sim/gpt-4o-mini' (or any catalog model as sim/<model>); "
           "`meterline requests` or `meterline spend --by feature` in another shell.", flush=True)
 
@@ -110,7 +135,8 @@ def cmd_dev(args: argparse.Namespace) -> None:
     # SIGTERM ends like Ctrl-C: uvicorn stops, then the cleanup below runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # proxy_headers off: uvicorn would otherwise take the client address from X-Forwarded-For (IP policies).
-    config = uvicorn.Config(create_app(settings), log_level="warning", timeout_graceful_shutdown=GRACEFUL_S,
+    app = with_admin(create_app(settings), create_admin_app(settings, tokens))
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=GRACEFUL_S,
                             lifespan="on", proxy_headers=False)
     server = uvicorn.Server(config)
     try:

@@ -12,6 +12,7 @@ from typing import Any
 
 from meterline.attribution import DIMENSIONS
 from meterline.cli import (
+    admin_commands,
     audit_commands,
     budget_commands,
     cost_commands,
@@ -493,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_mcp)
     waste_commands.register(sub)
     audit_commands.register(sub)
+    admin_commands.register(sub)
     export_commands.register(sub)
 
     spend = sub.add_parser("spend", help="spend by attribution dimension")

@@ -15,6 +15,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 
+from meterline.admin.access import Access
 from meterline.admin.ops import REPORT_DIMENSIONS, OpError, Ops
 from meterline.budgets.model import Budget
 from meterline.config import Settings
@@ -69,7 +70,11 @@ def build_server(settings: Settings) -> MCPServer:
             raise ToolError(str(exc)) from exc
 
     def ops(principal: Principal) -> Ops:
-        return Ops(settings, actor=f"mcp:{principal.actor}")
+        # The ops layer enforces the credential's workspace and role too (admin/access.py): a tool
+        # that passed another workspace, or wrote with a read-only key, would get a 403.
+        actor = f"mcp:{principal.actor}"
+        return Ops(settings, actor=actor, access=Access(actor, roles={
+            principal.workspace: "admin" if principal.admin else "read"}))
 
     @server.tool(annotations=READ_ONLY)
     async def whoami() -> dict[str, Any]:
