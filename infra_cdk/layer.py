@@ -26,8 +26,10 @@ a deployable synth fails (install pythonX.Y, set METERLINE_LAYER_PYTHON or use d
 layer without .pyc doubles import CPU on every cold start. The .pyc files are part of the asset
 hash, so a changed compile publishes a new layer version.
 
-Pinned: pip installs with `-c layers/constraints.txt` (the tested set, see that file), and accepts
-every manylinux tag from 2_17 to 2_34 (pip expands only the legacy `manylinux2014` alias itself).
+Pinned and hashed: pip installs `--require-hashes -r layers/requirements-py<X.Y>.lock` (written by
+scripts/lock_layer.py from pyproject's dependencies and layers/constraints.txt, the tested set: every
+wheel's sha256 for both architectures), with the constraints as a second guard, and accepts every
+manylinux tag from 2_17 to 2_34 (pip expands only the legacy `manylinux2014` alias itself).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import jsii
@@ -75,11 +77,23 @@ def runtime_requirements(pyproject: Path = c.PYPROJECT) -> list[str]:
 CONSTRAINTS = c.REPO_ROOT / "layers" / "constraints.txt"
 
 
-def pip_install_args(requirements: Sequence[str], target: str, settings: DeploySettings,
+def lock_file(python_version: str) -> Path:
+    """The hashed lock the layer is installed from (scripts/lock_layer.py writes it)."""
+    return c.REPO_ROOT / "layers" / f"requirements-py{python_version}.lock"
+
+
+def pip_install_args(target: str, settings: DeploySettings, lock: str | None = None,
                      constraints: str = str(CONSTRAINTS)) -> list[str]:
-    """pip arguments that resolve wheels for the Lambda platform, never for this machine."""
+    """pip arguments that install the hashed lock's wheels for the Lambda platform, never this machine's.
+
+    `--require-hashes -r <lock>`: every distribution pinned and each wheel's sha256 checked, so a synth
+    ships the tested set or fails (a dependency missing from the lock fails too: hash mode refuses an
+    unlisted requirement). The constraints file is passed as well, a second guard on the versions."""
     args = [
         "install",
+        "--require-hashes",
+        "--requirement",
+        lock or str(lock_file(settings.python_version)),
         "--constraint",
         constraints,
         "--only-binary=:all:",
@@ -98,7 +112,6 @@ def pip_install_args(requirements: Sequence[str], target: str, settings: DeployS
         "--disable-pip-version-check",
         "--no-input",
         "--quiet",
-        *requirements,
     ]
     return args
 
@@ -151,14 +164,17 @@ def _tree_size(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def build_dependencies(out_dir: Path, settings: DeploySettings, requirements: Sequence[str]) -> None:
-    """Fill `out_dir/python` with the runtime dependencies (or a placeholder)."""
+def build_dependencies(out_dir: Path, settings: DeploySettings) -> None:
+    """Fill `out_dir/python` with the runtime dependencies of the hashed lock (or a placeholder)."""
     target = out_dir / "python"
     target.mkdir(parents=True, exist_ok=True)
     if settings.skip_layer_install:
         (target / "PLACEHOLDER.txt").write_text(PLACEHOLDER_NOTE)
         return
-    cmd = [sys.executable, "-m", "pip", *pip_install_args(requirements, str(target), settings)]
+    lock = lock_file(settings.python_version)
+    if not lock.is_file():
+        raise LayerBuildError(f"{lock} is missing: run scripts/lock_layer.py (after changing constraints.txt)")
+    cmd = [sys.executable, "-m", "pip", *pip_install_args(str(target), settings)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise LayerBuildError(f"pip failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-4000:]}")
@@ -186,7 +202,7 @@ def build_app_package(out_dir: Path, package_dir: Path = c.APP_PACKAGE_DIR, requ
 def docker_dependencies_command(settings: DeploySettings) -> list[str]:
     """Docker fallback for the dependencies layer (source folder mounted at /asset-input)."""
     pip = " ".join(
-        pip_install_args(["-r", "/asset-input/requirements.txt"], "/asset-output/python", settings,
+        pip_install_args("/asset-output/python", settings, lock="/asset-input/requirements.lock",
                          constraints="/asset-input/constraints.txt")
     )
     compile_ = " ".join(compile_args("/asset-output/python"))
@@ -241,21 +257,24 @@ class DependenciesLayer(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, settings: DeploySettings) -> None:
         super().__init__(scope, construct_id)
         requirements = runtime_requirements()
-        # The asset's source folder only carries requirements.txt for the Docker fallback; the
+        # The asset's source folder only carries the lock and pins for the Docker fallback; the
         # asset hash is taken over the built output, so a changed resolution publishes a new layer.
         pins = CONSTRAINTS.read_text()
-        digest = hashlib.sha256(("\n".join(requirements) + pins).encode()).hexdigest()[:16]
+        lock_path = lock_file(settings.python_version)
+        locked = lock_path.read_text() if lock_path.is_file() else ""
+        digest = hashlib.sha256(("\n".join(requirements) + pins + locked).encode()).hexdigest()[:16]
         source = Path(Stage.of(self).outdir) / "meterline-build" / f"deps-{digest}"
         source.mkdir(parents=True, exist_ok=True)
         (source / "requirements.txt").write_text("\n".join(requirements) + "\n")
         (source / "constraints.txt").write_text(pins)
+        (source / "requirements.lock").write_text(locked)
 
         if settings.docker_bundling and not settings.skip_layer_install:
             bundling = BundlingOptions(image=_docker_image(settings), command=docker_dependencies_command(settings))
         else:
             bundling = BundlingOptions(
                 image=_docker_image(settings),
-                local=LocalBundler(lambda out: build_dependencies(out, settings, requirements)),
+                local=LocalBundler(lambda out: build_dependencies(out, settings)),
             )
 
         self.layer = lambda_.LayerVersion(

@@ -32,7 +32,7 @@ def test_requirements_reject_an_empty_list(tmp_path):
 
 @pytest.mark.parametrize(("settings", "machine"), [(ARM, "aarch64"), (X86, "x86_64")])
 def test_pip_resolves_for_lambda_not_for_this_machine(settings, machine):
-    args = layer.pip_install_args(["fastapi>=0.110"], "/out/python", settings)
+    args = layer.pip_install_args("/out/python", settings)
     assert args[0] == "install"
     assert "--only-binary=:all:" in args
     assert args[args.index("--python-version") + 1] == c.PYTHON_VERSION
@@ -41,7 +41,9 @@ def test_pip_resolves_for_lambda_not_for_this_machine(settings, machine):
     assert platforms and all(p.endswith(f"_{machine}") for p in platforms)
     assert f"manylinux2014_{machine}" in platforms
     assert args[args.index("--target") + 1] == "/out/python"
-    assert args[-1] == "fastapi>=0.110"
+    # Exactly the hashed lock of the runtime's Python: nothing resolved beyond it.
+    assert "--require-hashes" in args
+    assert args[args.index("--requirement") + 1] == str(layer.lock_file(c.PYTHON_VERSION))
 
 
 def test_placeholder_layer_needs_no_network(tmp_path, monkeypatch):
@@ -49,7 +51,7 @@ def test_placeholder_layer_needs_no_network(tmp_path, monkeypatch):
         raise AssertionError("the placeholder build must not run pip")
 
     monkeypatch.setattr(layer.subprocess, "run", no_subprocess)
-    layer.build_dependencies(tmp_path, DeploySettings(skip_layer_install=True), ["fastapi"])
+    layer.build_dependencies(tmp_path, DeploySettings(skip_layer_install=True))
     assert [p.name for p in (tmp_path / "python").iterdir()] == ["PLACEHOLDER.txt"]
 
 
@@ -60,7 +62,7 @@ def test_pip_failure_is_reported(tmp_path, monkeypatch):
 
     monkeypatch.setattr(layer.subprocess, "run", lambda *a, **k: Failed())
     with pytest.raises(layer.LayerBuildError, match="No matching distribution"):
-        layer.build_dependencies(tmp_path, ARM, ["nothing-here"])
+        layer.build_dependencies(tmp_path, ARM)
 
 
 def test_app_package_is_copied_without_caches(tmp_path, monkeypatch):
@@ -113,7 +115,7 @@ def test_app_layer_source_is_the_real_package():
 
 def test_docker_fallback_commands():
     deps = layer.docker_dependencies_command(ARM)[-1]
-    assert "pip install" in deps and "-r /asset-input/requirements.txt" in deps
+    assert "pip install --require-hashes --requirement /asset-input/requirements.lock" in deps
     assert "--platform manylinux2014_aarch64" in deps and "--target /asset-output/python" in deps
     app = layer.docker_app_command("meterline")[-1]
     assert "cp -r /asset-input/meterline /asset-output/python/" in app
