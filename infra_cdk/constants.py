@@ -86,6 +86,8 @@ FOCUS_ASSET = FUNCTIONS_DIR / "focus"
 FOCUS_HANDLER = "handler.handler"  # scheduled: FOCUS 1.2 export of yesterday's rows to S3
 WASTE_ASSET = FUNCTIONS_DIR / "waste"
 WASTE_HANDLER = "handler.handler"  # scheduled: waste scoring of yesterday's ledger partitions
+REPLAY_ASSET = FUNCTIONS_DIR / "replay"
+REPLAY_HANDLER = "handler.handler"  # CloudWatch Logs subscription: ledger_write_failed lines -> ledger
 
 GATEWAY_TIMEOUT_S = 900  # streamed responses may run long; the app bounds upstream time itself
 ADMIN_MEMORY_MB = 512
@@ -96,6 +98,12 @@ ALERTS_MEMORY_MB = 512
 ALERTS_TIMEOUT_S = 300  # composing an alert reads up to a month of the workspace's ledger
 MCP_MEMORY_MB = 512
 MCP_TIMEOUT_S = 60
+REPLAY_MEMORY_MB = 256
+REPLAY_TIMEOUT_S = 60  # one subscription batch: a few records, one conditional PutItem each
+REPLAY_RETRY_ATTEMPTS = 2  # Lambda's asynchronous retries of a failed invocation (store failure)
+REPLAY_MAX_EVENT_AGE_H = 6  # the longest Lambda keeps retrying (throttled or failed) before dead-lettering
+ENV_REPLAY_DLQ = "METERLINE_REPLAY_DLQ_URL"  # read by functions/replay/handler.py
+OUT_REPLAY_DLQ_URL = "LedgerReplayDeadLetterQueueUrl"
 ALERTS_SCHEDULE_MINUTES = 5  # EventBridge rule rate(5 minutes)
 # Waste scoring streams a whole workspace-day; 1769 MB is one full vCPU (the job is CPU-bound).
 # Measured (bench/waste.py): see README "Waste scoring" for records per second and memory.
@@ -115,7 +123,9 @@ LOG_LEVEL = "INFO"
 # Reserved concurrency per function (CTX_RESERVED_CONCURRENCY). The rollup's covers the ledger
 # stream's shards x ROLLUP_PARALLELIZATION for a busy table; alerts runs overlap harmlessly.
 # waste, focus: one scheduled run at a time.
-RESERVED_CONCURRENCY = {"admin": 5, "rollup": 20, "alerts": 2, "waste": 1, "focus": 1}
+# replay: failed ledger writes come in bursts only while the store is down; 2 drain them, the rest wait
+# in Lambda's asynchronous queue (retried up to REPLAY_MAX_EVENT_AGE_H).
+RESERVED_CONCURRENCY = {"admin": 5, "rollup": 20, "alerts": 2, "waste": 1, "focus": 1, "replay": 2}
 
 # Partition keys of the budgets table the gateway may write (IAM dynamodb:LeadingKeys patterns): counters,
 # windows and leases ("<ws>#budget#...", "<ws>#rl#...", "<ws>#loop#...") and the alert outbox; never the
@@ -129,6 +139,7 @@ SERVICE_ALERTS = "alerts"
 SERVICE_MCP = "mcp"
 SERVICE_WASTE = "waste"
 SERVICE_FOCUS = "focus"
+SERVICE_REPLAY = "replay"
 METRICS_NAMESPACE = "Meterline"
 GATEWAY_ALIAS = "live"
 # Encryption context key every vault ciphertext carries (see meterline.store.schema); IAM conditions

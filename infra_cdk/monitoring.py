@@ -24,6 +24,7 @@ the dashboard's alarm widget):
     GatewayUpstreamErrorRate  provider errors per request
     RollupDeadLetters         a ledger record could not be aggregated (spend counters are short)
     RollupIteratorAge         aggregation is falling behind the ledger
+    LedgerUnreplayed          a failed ledger write could not be replayed (replay dead-letter queue)
     BudgetAlertsErrors        the scheduled alerts function failed in 2 of 3 runs (alert e-mails
                               and the lease sweep are not happening)
 """
@@ -70,6 +71,12 @@ def app_metric(name: str, statistic: str = "Sum", label: str | None = None,
     )
 
 
+def replay_metric(name: str) -> cw.Metric:
+    """The replay function's per-invocation counts (functions/replay/handler.py, {service=replay})."""
+    return cw.Metric(namespace=c.METRICS_NAMESPACE, metric_name=name, dimensions_map={"service": c.SERVICE_REPLAY},
+                     statistic="Sum", period=FIVE_MINUTES, label=name)
+
+
 class Monitoring(Construct):
     def __init__(
         self,
@@ -81,11 +88,53 @@ class Monitoring(Construct):
         rollup: lambda_.Function,
         alerts: lambda_.Function,
         dead_letters: sqs.Queue,
+        replay: lambda_.Function,
+        replay_dead_letters: sqs.Queue,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.alarms = self._alarms(gateway, rollup, alerts, dead_letters)
+        self.alarms = [*self._alarms(gateway, rollup, alerts, dead_letters), self._replay_alarm(replay_dead_letters)]
         self.dashboard = cw.Dashboard(self, "Dashboard", default_interval=Duration.hours(6))
         self._widgets(gateway, admin, rollup, alerts, dead_letters)
+        self._replay_widgets(replay, replay_dead_letters)
+
+    def _replay_alarm(self, dlq: sqs.Queue) -> cw.Alarm:
+        return dlq.metric_approximate_number_of_messages_visible(
+            period=FIVE_MINUTES, statistic="Maximum"
+        ).create_alarm(
+            self,
+            "LedgerUnreplayed",
+            alarm_description="Ledger records the gateway failed to write could not be replayed from its "
+            "ledger_write_failed log lines: they wait in the replay dead-letter queue (the ledger and "
+            "rollups are short by them until they are fixed and replayed)",
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+
+    def _replay_widgets(self, replay: lambda_.Function, dlq: sqs.Queue) -> None:
+        """Failed ledger writes and their way back (infra_cdk/replay.py): what was replayed, what was
+        already there (spurious failures), and what is still unreplayed (the dead-letter queue)."""
+        unreplayed = dlq.metric_approximate_number_of_messages_visible(
+            period=FIVE_MINUTES, statistic="Maximum", label="Unreplayed (dead-letter queue)")
+        self.dashboard.add_widgets(
+            cw.SingleValueWidget(title="Unreplayed ledger records", metrics=[unreplayed], width=6, height=6),
+            cw.GraphWidget(
+                title="Ledger replay (failed ledger writes)",
+                left=[replay_metric("LedgerReplayed"), replay_metric("LedgerReplayDuplicates"),
+                      replay_metric("LedgerUnreplayable")],
+                right=[unreplayed],
+                width=12,
+                height=6,
+            ),
+            cw.GraphWidget(
+                title="Replay function errors",
+                left=[replay.metric_errors(period=FIVE_MINUTES, statistic="Sum", label="Replay Errors"),
+                      replay.metric_invocations(period=FIVE_MINUTES, statistic="Sum", label="Replay Invocations")],
+                width=6,
+                height=6,
+            ),
+        )
 
     def _alarms(
         self, gateway: lambda_.Function, rollup: lambda_.Function, alerts: lambda_.Function, dlq: sqs.Queue

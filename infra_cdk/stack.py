@@ -11,6 +11,7 @@
     BudgetAlerts  every 5 minutes: budget alert e-mails (SES) and the expired-lease sweep
     WasteScoring  daily: waste signals and grades of yesterday's ledger partitions
     FocusExport   daily: FOCUS 1.2 chargeback rows of yesterday to an encrypted S3 bucket
+    LedgerReplay  gateway log lines `ledger_write_failed` -> the ledger (idempotent), with a DLQ
     Monitoring    dashboard + alarms
 
 Outputs are what the `meterline` CLI reads with `describe-stacks` (keys in constants.py).
@@ -35,6 +36,7 @@ from infra_cdk.function import Shared
 from infra_cdk.layer import AppLayer, DependenciesLayer
 from infra_cdk.mcp_server import McpServer
 from infra_cdk.monitoring import Monitoring
+from infra_cdk.replay import LedgerReplay
 from infra_cdk.settings import DeploySettings
 from infra_cdk.storage import Storage
 from infra_cdk.waste import WasteScoring
@@ -103,6 +105,7 @@ class MeterlineStack(Stack):
         )
         self.waste_scoring = WasteScoring(self, "WasteScoring", shared=shared)
         self.focus_export = FocusExport(self, "FocusExport", shared=shared)
+        self.ledger_replay = LedgerReplay(self, "LedgerReplay", shared=shared, gateway=self.data_plane.function)
         self.monitoring = Monitoring(
             self,
             "Monitoring",
@@ -111,6 +114,8 @@ class MeterlineStack(Stack):
             rollup=self.aggregation.function,
             alerts=self.budget_alerts.function,
             dead_letters=self.aggregation.dead_letters,
+            replay=self.ledger_replay.function,
+            replay_dead_letters=self.ledger_replay.dead_letters,
         )
         self._outputs()
 
@@ -152,5 +157,7 @@ class MeterlineStack(Stack):
                   description="FOCUS 1.2 daily exports (focus/workspace=<ws>/billing_period=<yyyy-mm>/<day>.csv)")
         CfnOutput(self, c.OUT_DASHBOARD, value=self.monitoring.dashboard.dashboard_name)
         CfnOutput(self, c.OUT_DLQ_URL, value=self.aggregation.dead_letters.queue_url)
+        CfnOutput(self, c.OUT_REPLAY_DLQ_URL, value=self.ledger_replay.dead_letters.queue_url,
+                  description="Ledger records that could not be replayed from ledger_write_failed log lines")
         CfnOutput(self, c.OUT_ALERT_SENDER, value=self.alert_sender.value_as_string)
         CfnOutput(self, c.OUT_ALERT_RECIPIENTS, value=self.alert_recipients.value_as_string)

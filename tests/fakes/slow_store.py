@@ -1,6 +1,7 @@
 """A store proxy for fault injection: forwards AWS JSON calls to the embedded moto server, and can
 hold chosen calls before forwarding them (the store applies them late) or hold their answers (the
-store applied them, the client never hears), or stop answering altogether (a paused store)."""
+store applied them, the client never hears), refuse them (a 500, never applied), or stop answering
+altogether (a paused store)."""
 
 from __future__ import annotations
 
@@ -20,13 +21,15 @@ from starlette.routing import Route
 class SlowStore:
     upstream: str
     # (predicate on (target, body), "apply" = hold the call before forwarding it | "answer" = forward
-    # it at once and hold its answer); held until `release` is set (at most 60 s).
+    # it at once and hold its answer; held until `release` is set (at most 60 s) | "refuse" = answer
+    # 500 InternalServerError without forwarding: the store never applies it).
     rules: list[tuple[Callable[[str, bytes], bool], str]] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     paused: threading.Event = field(default_factory=threading.Event)  # set = every call hangs
     pending: int = 0
     held: int = 0
     forwarded: int = 0
+    refused: int = 0
 
     def hold(self, target: str, body: bytes) -> str | None:
         for predicate, mode in self.rules:
@@ -53,6 +56,11 @@ def build_app(store: SlowStore) -> Starlette:
             while store.paused.is_set():
                 await asyncio.sleep(0.02)
             mode = store.hold(target, body)
+            if mode == "refuse":
+                store.refused += 1
+                return Response(b'{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError",'
+                                b'"message":"injected fault"}', status_code=500,
+                                headers={"content-type": "application/x-amz-json-1.0"})
             if mode == "apply":
                 await store.wait_release()
             http = client.setdefault("c", httpx.AsyncClient(timeout=60))

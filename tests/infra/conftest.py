@@ -85,6 +85,10 @@ class Synth:
                 out.extend(policy["Properties"]["PolicyDocument"]["Statement"])
         return out
 
+    def queue_id(self, output_key: str) -> str:
+        """Logical id of a queue, found through the stack output holding its URL (constants.OUT_*)."""
+        return self.template["Outputs"][output_key]["Value"]["Ref"]
+
     def table_id(self, logical_name: str) -> str:
         """Logical id of a table, found through its stack output (`<Name>TableName`)."""
         from infra_cdk.constants import table_output_key

@@ -130,11 +130,12 @@ def test_rollup_consumes_the_ledger_stream_safely(synth):
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert 0 < props["MaximumRetryAttempts"] <= 10_000  # bounded (-1 would mean forever)
     assert props["StartingPosition"] == "TRIM_HORIZON"
-    dlq_id, dlq = synth.one("AWS::SQS::Queue")
+    dlq_id = synth.queue_id(c.OUT_DLQ_URL)
+    dlq = synth.resources[dlq_id]
     assert props["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": [dlq_id, "Arn"]}
     assert dlq["Properties"]["SqsManagedSseEnabled"] is True
     assert dlq["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
-    _, policy = synth.one("AWS::SQS::QueuePolicy")
+    _, policy = synth.one("AWS::SQS::QueuePolicy", Queues=[{"Ref": dlq_id}])
     deny_insecure = [
         s
         for s in policy["Properties"]["PolicyDocument"]["Statement"]
@@ -167,7 +168,7 @@ def test_a_bad_gateway_cap_is_refused_at_synth(value):
         DeploySettings.from_node(app.node)
 
 
-@pytest.mark.parametrize("service", ["gateway", "admin", "rollup", "alerts", "waste", "focus"])
+@pytest.mark.parametrize("service", ["gateway", "admin", "rollup", "alerts", "waste", "focus", "replay"])
 def test_powertools_environment_and_logs(synth, service):
     _, fn = synth.function(service)
     env = _env(fn)
@@ -179,8 +180,8 @@ def test_powertools_environment_and_logs(synth, service):
 
 
 def test_each_function_has_its_own_role(synth):
-    roles = {synth.role_of(service) for service in ("gateway", "admin", "rollup", "alerts", "waste", "focus")}
-    assert len(roles) == 6
+    roles = {synth.role_of(service) for service in ("gateway", "admin", "rollup", "alerts", "waste", "focus", "replay")}
+    assert len(roles) == 7
     for role_id in roles:
         role = synth.resources[role_id]["Properties"]
         assert "ManagedPolicyArns" not in role
@@ -225,7 +226,8 @@ def test_gateway_entrypoint_contract():
 
 @pytest.mark.parametrize(
     ("asset", "handler"),
-    [(c.ADMIN_ASSET, c.ADMIN_HANDLER), (c.ROLLUP_ASSET, c.ROLLUP_HANDLER), (c.ALERTS_ASSET, c.ALERTS_HANDLER)],
+    [(c.ADMIN_ASSET, c.ADMIN_HANDLER), (c.ROLLUP_ASSET, c.ROLLUP_HANDLER), (c.ALERTS_ASSET, c.ALERTS_HANDLER),
+     (c.REPLAY_ASSET, c.REPLAY_HANDLER)],
 )
 def test_python_entrypoints_define_handler(asset, handler):
     module, attr = handler.split(".")

@@ -62,7 +62,7 @@ def actions_on(synth, service: str, resource: Any) -> set[str]:
     return {a for a, r, _ in grants(synth, service) if r == resource}
 
 
-SERVICES = ("gateway", "admin", "rollup", "alerts", "waste", "focus")
+SERVICES = ("gateway", "admin", "rollup", "alerts", "waste", "focus", "replay")
 
 
 def test_no_role_has_a_wildcard_action(synth):
@@ -212,7 +212,7 @@ def test_rollup_reads_the_stream_and_writes_rollups_only(synth):
 
 
 def test_rollup_can_dead_letter(synth):
-    dlq_id, _ = synth.one("AWS::SQS::Queue")
+    dlq_id = synth.queue_id(c.OUT_DLQ_URL)
     assert "sqs:SendMessage" in actions_on(synth, "rollup", {"Fn::GetAtt": [dlq_id, "Arn"]})
 
 

@@ -6,7 +6,8 @@ Keys (see schema.LEDGER):
     expires_at                          TTL: retention (METERLINE_LEDGER_RETENTION_DAYS)
 
 Access patterns:
-    put(record)                PutItem, condition: new (a retried write never duplicates)
+    put(record)                PutItem, condition: new (a retried write never duplicates; the
+                               ledger replay of `ledger_write_failed` lines relies on it: meterline.replay)
     query_day(workspace, day)  Query pk, time-ordered either way, optionally filtered to one request
                                (reports, `meterline requests`, the MCP server's drill-downs, waste scoring, exports)
     recent(workspace, day, n)  Query pk, newest first, at most n records (alert e-mails)
@@ -51,10 +52,16 @@ class LedgerStore:
         return {"TableName": self.table, "Item": to_item(item), "ConditionExpression": "attribute_not_exists(sk)"}
 
     def put(self, record: dict[str, Any]) -> None:
+        self.put_new(record)
+
+    def put_new(self, record: dict[str, Any]) -> bool:
+        """Write a record if its key is new: True if written now, False if it was already there (a
+        retried write, or a replay of a write that had in fact applied: meterline.replay)."""
         try:
             self._ddb.put_item(**self._put_request(record))
         except self._ddb.exceptions.ConditionalCheckFailedException:
-            return
+            return False
+        return True
 
     async def put_async(self, record: dict[str, Any], client: DynamoHttp) -> None:
         """The request path's write: the lean async client, no thread hop (see ddb_http)."""
