@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from meterline.store.ddb_http import sign
+from meterline.store.ddb_http import signed_headers
 
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 
@@ -24,12 +22,9 @@ def test_signature_matches_botocore_with_and_without_session_token():
     body = b'{"TableName":"ledger","Item":{"pk":{"S":"a"}}}'
     for token in (None, "FQoGZXIvYXdzEJr//////////wEaDEXAMPLE"):
         theirs = botocore_headers(body, token)
-        when = datetime.strptime(theirs["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-        ours = sign(method="POST", host="dynamodb.eu-west-1.amazonaws.com", path="/",
-                    headers={"content-type": "application/x-amz-json-1.0",
-                             "x-amz-target": "DynamoDB_20120810.PutItem"},
-                    body=body, region="eu-west-1", access_key="AKIDEXAMPLE", secret_key=SECRET,
-                    session_token=token, now=when)
+        ours = signed_headers(target="DynamoDB_20120810.PutItem", body=body, host="dynamodb.eu-west-1.amazonaws.com",
+                              region="eu-west-1", access_key="AKIDEXAMPLE", secret_key=SECRET, session_token=token,
+                              amz_date=theirs["x-amz-date"])
         assert ours["authorization"] == theirs["authorization"]
         assert ours["x-amz-date"] == theirs["x-amz-date"]
         if token:

@@ -100,18 +100,19 @@ class Http1Pool:
 
     @staticmethod
     async def _read(reader: asyncio.StreamReader) -> tuple[Response, bool]:
-        status_line = await reader.readline()
-        if not status_line:
-            raise _StaleConnection
-        version, status, _ = status_line.decode("latin-1").split(" ", 2)
+        try:  # the status line and headers in one read (one await, not one per line)
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                raise _StaleConnection from None
+            raise
+        except asyncio.LimitOverrunError as exc:
+            raise ValueError("response headers too large") from exc
+        status_line, *lines = head[:-4].decode("latin-1").split("\r\n")
+        version, status, _ = status_line.split(" ", 2)
         headers: dict[str, str] = {}
-        while True:
-            line = await reader.readline()
-            if line in (b"\r\n", b"\n"):
-                break
-            if not line:
-                raise asyncio.IncompleteReadError(b"", None)
-            name, _, value = line.decode("latin-1").partition(":")
+        for line in lines:
+            name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
         if "content-length" in headers:
             body = await reader.readexactly(int(headers["content-length"]))
