@@ -52,7 +52,7 @@ def record_request(ctx: RequestContext) -> None:
         "added_ms": round(ctx.added_ms(), 1),
     }
     if ctx.usage:  # the dev shell's request line shows them
-        fields.update(input_tokens=ctx.usage.prompt_total, output_tokens=ctx.usage.output,
+        fields.update(input_tokens=ctx.usage.prompt_total, output_tokens=ctx.usage.output_total,
                       cached_tokens=ctx.usage.cache_read)
     log.info("request", extra={"request": fields})
     if not metrics_enabled():

@@ -39,10 +39,17 @@ class Usage:
     # Audio input where a model prices it apart from text (disjoint from input_uncached / cache_read).
     input_audio: int = 0
     cache_read_audio: int = 0
-    # OpenAI predicted-output tokens that were rejected: billed, and already inside `output`.
+    # Audio output where a model prices it apart from text (gpt-4o-audio, gpt-audio, Gemini native
+    # audio): disjoint from `output`, so `output_total` is what the provider counted as output.
+    output_audio: int = 0
+    # OpenAI predicted-output tokens that were rejected: billed as output, and already inside `output`
+    # (OpenAI counts them in completion_tokens), kept apart for the ledger only.
     rejected_prediction: int | None = None
     # Server-side tool calls billed per call: (("web_search", 3), ...), sorted by name.
     tool_calls: tuple[tuple[str, int], ...] = ()
+    # Images made by a server-side image-generation tool, billed per image by model, quality and size:
+    # (("gpt-image-1.5", "high", "1024x1536", 1), ...), sorted.
+    images: tuple[tuple[str, str, str, int], ...] = ()
     # Billed iterations that the top-level counts leave out (Anthropic compaction / advisor).
     iterations: tuple[Iteration, ...] = ()
     # How the provider says it served the request: Anthropic `speed` ("fast") and `inference_geo`.
@@ -60,12 +67,16 @@ class Usage:
                 + self.input_audio + self.cache_read_audio)
 
     @property
+    def output_total(self) -> int:
+        return self.output + self.output_audio
+
+    @property
     def cache_write(self) -> int:
         return self.cache_write_5m + self.cache_write_1h
 
     @property
     def total(self) -> int:
-        return self.prompt_total + self.output
+        return self.prompt_total + self.output_total
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,13 +172,17 @@ def from_openai_chat(usage: dict[str, Any] | None) -> Usage | None:
     out_details = usage.get("completion_tokens_details") or {}
     if not isinstance(out_details, dict):
         out_details = {}
+    completion = completion or 0
+    # Audio completion tokens (gpt-4o-audio, gpt-audio) are inside completion_tokens, priced apart.
+    audio_out = min(_int(out_details.get("audio_tokens")) or 0, completion)
     return Usage(
         input_uncached=prompt - cached - cache_write - audio,
         cache_read=cached,
         cache_write_5m=cache_write,
-        output=completion or 0,
+        output=completion - audio_out,
         reasoning=_int(out_details.get("reasoning_tokens")),
         input_audio=audio,
+        output_audio=audio_out,
         rejected_prediction=_int(out_details.get("rejected_prediction_tokens")),
     )
 
@@ -291,9 +306,13 @@ def from_gemini(meta: dict[str, Any] | None) -> Usage | None:
     # Audio input is priced apart (2.5 Flash: $1.00/M, cached $0.10/M, vs $0.30 text).
     audio = min(_modality(meta.get("promptTokensDetails"), "AUDIO"), prompt)
     audio_cached = min(_modality(meta.get("cacheTokensDetails"), "AUDIO"), cached, audio)
+    # Audio answers (native-audio / Live models) are priced apart where the model lists an audio
+    # output price; a TTS model lists its audio price as `output`, which the fallback uses.
+    audio_out = min(_modality(meta.get("candidatesTokensDetails"), "AUDIO"), candidates or 0)
     return Usage(input_uncached=prompt - cached - (audio - audio_cached) + tool_prompt,
-                 cache_read=cached - audio_cached, output=(candidates or 0) + (thoughts or 0), reasoning=thoughts,
-                 input_audio=audio - audio_cached, cache_read_audio=audio_cached)
+                 cache_read=cached - audio_cached, output=(candidates or 0) - audio_out + (thoughts or 0),
+                 reasoning=thoughts, input_audio=audio - audio_cached, cache_read_audio=audio_cached,
+                 output_audio=audio_out)
 
 
 def _modality(details: Any, modality: str) -> int:
@@ -334,6 +353,32 @@ def openai_tool_calls(output: Any) -> tuple[tuple[str, int], ...]:
         elif kind == "code_interpreter_call":
             containers.add(str(item.get("container_id") or item.get("id")))
     return tool_calls({**counts, "code_interpreter": len(containers)})
+
+
+def openai_images(output: Any, tools: Any) -> tuple[tuple[str, str, str, int], ...]:
+    """Images the Responses API's `image_generation` tool made, billed per image by image model,
+    quality and size. The output item reports the quality and size it used; the image model (and any
+    quality or size the item leaves out) come from the request's tool config. An image model the
+    request did not name is "" (the provider's default, priced as a gap). Failed calls make no image."""
+    config: dict[str, Any] = next((t for t in tools if isinstance(t, dict) and t.get("type") == "image_generation"),
+                                  {}) if isinstance(tools, list) else {}
+    counts: dict[tuple[str, str, str], int] = {}
+    for item in output if isinstance(output, list) else ():
+        if not isinstance(item, dict) or item.get("type") != "image_generation_call" or item.get("status") == "failed":
+            continue
+        quality = _setting(item.get("quality"), config.get("quality"))
+        size = _setting(item.get("size"), config.get("size"))
+        key = (_str(config.get("model")) or "", quality, size)
+        counts[key] = counts.get(key, 0) + 1
+    return tuple(sorted((m, q, s, n) for (m, q, s), n in counts.items()))
+
+
+def _setting(reported: Any, requested: Any) -> str:
+    """What the provider says it used, else what the request asked for; "auto" when neither is known."""
+    for value in (reported, requested):
+        if isinstance(value, str) and value and value != "auto":
+            return value.lower()
+    return "auto"
 
 
 @checked

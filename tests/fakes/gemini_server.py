@@ -35,6 +35,7 @@ class FakeGemini:
     urls: list[str] = field(default_factory=list)
     audio_tokens: int = 0  # of prompt_tokens, reported per modality in promptTokensDetails
     audio_cached: int = 0  # of cached_tokens, in cacheTokensDetails
+    audio_out_tokens: int = 0  # of candidates_tokens, reported in candidatesTokensDetails (native audio)
     service_tier: str | None = None  # usageMetadata.serviceTier
     grounding_queries: list[str] = field(default_factory=list)  # candidates[].groundingMetadata
 
@@ -51,6 +52,9 @@ class FakeGemini:
             meta["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": self.cached_tokens - self.audio_cached}]
             if self.audio_cached:
                 meta["cacheTokensDetails"].append({"modality": "AUDIO", "tokenCount": self.audio_cached})
+        if self.audio_out_tokens and out >= self.audio_out_tokens:
+            meta["candidatesTokensDetails"] = [{"modality": "TEXT", "tokenCount": out - self.audio_out_tokens},
+                                               {"modality": "AUDIO", "tokenCount": self.audio_out_tokens}]
         if self.service_tier:
             meta["serviceTier"] = self.service_tier
         return meta

@@ -30,6 +30,7 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.openai_server import build_app as build_chat_app
 
 RESPONSE_TEXT = ["Hi", " from", " Responses", "."]
+PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 
 
 @dataclass
@@ -43,8 +44,10 @@ class FakeOpenAIMore:
     error: tuple[int, dict[str, Any]] | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
-    # Server-side tool call items placed before the message (web_search_call, code_interpreter_call, ...).
+    # Server-side tool call items placed before the message (web_search_call, code_interpreter_call,
+    # image_generation_call, ...); streamed as their own output_item / image_generation_call events.
     tool_items: list[dict[str, Any]] = field(default_factory=list)
+    partial_images: int = 0  # response.image_generation_call.partial_image events per image
 
     def response(self, model: str, status: str = "completed") -> dict[str, Any]:
         return {
@@ -83,16 +86,38 @@ def build_app(fake: FakeOpenAIMore) -> Starlette:
             seq = 0
             created = {**fake.response(body["model"], "in_progress"), "output": [], "usage": None}
             yield _sse("response.created", {"sequence_number": seq, "response": created})
+            # Server-side tool calls first, each as its item's added / progress / done events.
+            for index, item in enumerate(fake.tool_items):
+                kind = item["type"]
+                seq += 1
+                pending = {k: v for k, v in item.items() if k not in ("result", "revised_prompt")}
+                yield _sse("response.output_item.added", {"sequence_number": seq, "output_index": index,
+                                                          "item": {**pending, "status": "in_progress"}})
+                if kind == "image_generation_call":
+                    ids = {"item_id": item["id"], "output_index": index}
+                    for step in ("in_progress", "generating"):
+                        seq += 1
+                        yield _sse(f"response.image_generation_call.{step}", {"sequence_number": seq, **ids})
+                    for n in range(fake.partial_images):
+                        seq += 1
+                        yield _sse("response.image_generation_call.partial_image", {
+                            "sequence_number": seq, **ids, "partial_image_index": n,
+                            "partial_image_b64": PNG_B64})
+                    seq += 1
+                    yield _sse("response.image_generation_call.completed", {"sequence_number": seq, **ids})
+                seq += 1
+                yield _sse("response.output_item.done", {"sequence_number": seq, "output_index": index, "item": item})
+            at = len(fake.tool_items)
             seq += 1
-            yield _sse("response.output_item.added", {"sequence_number": seq, "output_index": 0, "item": {
+            yield _sse("response.output_item.added", {"sequence_number": seq, "output_index": at, "item": {
                 "type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant", "content": []}})
             for piece in RESPONSE_TEXT:
                 seq += 1
                 yield _sse("response.output_text.delta", {"sequence_number": seq, "item_id": "msg_1",
-                                                          "output_index": 0, "content_index": 0, "delta": piece,
+                                                          "output_index": at, "content_index": 0, "delta": piece,
                                                           "logprobs": []})
             seq += 1
-            yield _sse("response.output_text.done", {"sequence_number": seq, "item_id": "msg_1", "output_index": 0,
+            yield _sse("response.output_text.done", {"sequence_number": seq, "item_id": "msg_1", "output_index": at,
                                                      "content_index": 0, "text": "".join(RESPONSE_TEXT),
                                                      "logprobs": []})
             seq += 1

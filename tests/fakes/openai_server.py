@@ -61,6 +61,13 @@ class FakeOpenAI:
     usage_raw: str | None = None
     # Extra response headers (e.g. an upstream echoing a secret in x-request-id).
     extra_headers: dict[str, str] = field(default_factory=dict)
+    # gpt-4o-audio / gpt-audio: audio tokens inside prompt_tokens and completion_tokens (the reply then
+    # carries `message.audio`, streamed as `delta.audio`); Predicted Outputs' rejected tokens, which
+    # OpenAI counts inside completion_tokens.
+    audio_prompt_tokens: int = 0
+    audio_completion_tokens: int = 0
+    accepted_prediction_tokens: int = 0
+    rejected_prediction_tokens: int = 0
 
     def usage(self) -> dict[str, Any]:
         if self.usage_raw is not None:
@@ -69,9 +76,11 @@ class FakeOpenAI:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens, "audio_tokens": 0,
-                                          "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": self.audio_prompt_tokens},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens,
+                                          "audio_tokens": self.audio_completion_tokens,
+                                          "accepted_prediction_tokens": self.accepted_prediction_tokens,
+                                          "rejected_prediction_tokens": self.rejected_prediction_tokens},
         }
 
 
@@ -88,13 +97,17 @@ def build_app(fake: FakeOpenAI) -> Starlette:
         created = int(time.time())
         model = body["model"]
         headers = {"x-request-id": "req_upstream_fake", **fake.extra_headers}
+        audio = bool(fake.audio_completion_tokens)
         if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": "".join(fake.chunks), "refusal": None,
+                                       "annotations": []}
+            if audio:  # an audio reply: the text is the audio's transcript, content is null
+                message.update(content=None, audio={"id": "audio_fake1", "data": "UklGRiQAAABXQVZF",
+                                                    "expires_at": created + 3600, "transcript": "".join(fake.chunks)})
             return Response(dumps({
                 "id": "chatcmpl-fake123", "object": "chat.completion", "created": created,
                 "model": model + "-2024-08-06",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(fake.chunks),
-                                                     "refusal": None, "annotations": []},
-                             "logprobs": None, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
                 "usage": fake.usage(), "service_tier": fake.service_tier, "system_fingerprint": "fp_fake",
             }), headers=headers, media_type="application/json")
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -119,10 +132,11 @@ def build_app(fake: FakeOpenAI) -> Starlette:
                 if fake.chunk_delay_s:
                     await asyncio.sleep(fake.chunk_delay_s)
                 last = i == len(fake.chunks) - 1
+                delta = {"audio": {"id": "audio_fake1", "transcript": word}} if audio else {"content": word}
                 if last and fake.usage_on_choice_chunk and include_usage:
-                    yield chunk({"content": word}, usage=fake.usage())
+                    yield chunk(delta, usage=fake.usage())
                 else:
-                    yield chunk({"content": word})
+                    yield chunk(delta)
                 if i == 0 and fake.gate is not None:
                     deadline = time.monotonic() + 5
                     while not fake.gate.is_set():
@@ -130,6 +144,8 @@ def build_app(fake: FakeOpenAI) -> Starlette:
                             fake.gate_timed_out = True
                             break
                         await asyncio.sleep(0.01)
+            if audio:
+                yield chunk({"audio": {"id": "audio_fake1", "data": "UklGRiQAAABXQVZF", "expires_at": created + 3600}})
             yield chunk({}, "stop")
             if include_usage and not fake.usage_on_choice_chunk:
                 data = {"id": "chatcmpl-fake123", "object": "chat.completion.chunk", "created": created,

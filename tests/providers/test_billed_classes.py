@@ -28,7 +28,8 @@ def rates(model_id: str, tier: str | None = None, group: str = "service_tiers") 
     """USD per 1M tokens for each class, straight from catalog.json (no meterline code)."""
     spec = point(model_id)
     base = {k: Decimal(v) for k, v in spec.items() if k in (
-        "input", "cache_read", "cache_write_5m", "cache_write_1h", "output", "input_audio", "cache_read_audio")}
+        "input", "cache_read", "cache_write_5m", "cache_write_1h", "output", "input_audio", "cache_read_audio",
+        "output_audio")}
     if tier is None:
         return base
     table = spec[group][tier]

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from meterline.usage import Usage
 
 MAX_STORED_BYTES = 350_000
-USAGE_FIELDS = ("input_uncached", "cache_read", "cache_write_5m", "cache_write_1h", "output", "reasoning")
+USAGE_FIELDS = ("input_uncached", "cache_read", "cache_write_5m", "cache_write_1h", "output", "reasoning",
+                "input_audio", "cache_read_audio", "output_audio")
 
 
 @dataclass(frozen=True)

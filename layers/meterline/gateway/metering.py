@@ -48,15 +48,17 @@ def plausible(usage: Usage, ctx: RequestContext) -> Usage:
     claim kept): a provider's bug or a hostile endpoint must not put 10^40 tokens on a budget."""
     max_input, max_output = usage_limits(ctx.body or {}, ctx.endpoint, ctx.pricing,
                                          ctx.extra.get("input_tokens_estimate"))
-    if usage.prompt_total <= max_input and usage.output <= max_output:
+    if usage.prompt_total <= max_input and usage.output_total <= max_output:
         return usage
     capped = usage
     if usage.prompt_total > max_input:
         # Priced as uncached input: the claimed split cannot be trusted either.
         capped = replace(capped, input_uncached=max_input, cache_read=0, cache_write_5m=0, cache_write_1h=0,
                          input_audio=0, cache_read_audio=0)
-    if usage.output > max_output:
-        capped = replace(capped, output=max_output,
+    if usage.output_total > max_output:
+        # Audio output keeps its share of the cap (it is priced higher than text: never under-billed).
+        audio = min(usage.output_audio, max_output)
+        capped = replace(capped, output=max_output - audio, output_audio=audio,
                          reasoning=min(usage.reasoning, max_output) if usage.reasoning is not None else None)
     claimed = usage.claimed or claim(usage.as_dict())
     return replace(capped, flag="implausible", claimed=claimed)
@@ -93,8 +95,11 @@ def usage_classes(usage: Usage, cost: Cost | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "input_audio": usage.input_audio or None,
         "cache_read_audio": usage.cache_read_audio or None,
+        "output_audio": usage.output_audio or None,
         "rejected_prediction": usage.rejected_prediction or None,
         "tool_calls": dict(usage.tool_calls) or None,
+        # image model:quality:size -> images (an image model the request did not name is "default")
+        "images": {f"{m or 'default'}:{q}:{s}": n for m, q, s, n in usage.images} or None,
         "speed": usage.speed if usage.speed and usage.speed != "standard" else None,
         "inference_geo": usage.inference_geo if usage.inference_geo not in (None, "", "global") else None,
     }
@@ -103,8 +108,8 @@ def usage_classes(usage: Usage, cost: Cost | None) -> dict[str, Any]:
                               if isinstance(v, int) and not isinstance(v, bool) and v}} for it in usage.iterations]
         out["iteration_tokens"] = sum(it.usage.prompt_total + it.usage.output for it in usage.iterations)
     if cost is not None:
-        # class -> [units, price]: micro-dollars per 1M tokens; per 1K calls for `tool:*`; for
-        # `iteration:*` the iteration's own cost in micro-dollars.
+        # class -> [units, price]: micro-dollars per 1M tokens; per 1K calls for `tool:*`; per image
+        # for `image:*`; for `iteration:*` the iteration's own cost in micro-dollars.
         out["prices"] = {k: list(v) for k, v in cost.breakdown.items()} or None
         out["price_gaps"] = list(cost.gaps) or None
     return out

@@ -37,7 +37,7 @@ NAMESPACES = {
 TOKEN_KEYS = {
     "input_mtok": "input", "cache_read_mtok": "cache_read", "cache_write_mtok": "cache_write_5m",
     "cache_write_1h_mtok": "cache_write_1h", "output_mtok": "output", "input_audio_mtok": "input_audio",
-    "cache_audio_read_mtok": "cache_read_audio",
+    "cache_audio_read_mtok": "cache_read_audio", "output_audio_mtok": "output_audio",
 }
 FEE_KEYS = {"web_searches_kcount": "web_search", "storage_searches_kcount": "file_search"}
 EPOCH = date(1970, 1, 1)
@@ -101,6 +101,8 @@ def _classes(prices: dict[str, Any], threshold: int | None, model_id: str) -> di
         out["input_audio"] = got["input_audio"]
         if got["cache_read_audio"] is not None:
             out["cache_read_audio"] = got["cache_read_audio"]
+    if got["output_audio"] is not None:
+        out["output_audio"] = got["output_audio"]
     return {k: _usd(v) for k, v in out.items()}
 
 
@@ -206,12 +208,20 @@ def _matches(clause: dict[str, Any] | None, name: str) -> bool:
     return clause is None or compile_clause(clause)(name)
 
 
+PATCH_GROUPS = ("service_tiers", "speed", "fees", "inference_geo", "images")
+
+
 def _patch(spec: dict[str, Any], patch: dict[str, Any], source: str) -> None:
     if "max_output_tokens" in patch:
         spec["max_output_tokens"] = int(patch["max_output_tokens"])
     for point in spec["prices"]:
         touched = False
-        for group in ("service_tiers", "speed", "fees", "inference_geo"):
+        # Token classes the data lacks (e.g. audio prices): set on the point, as every other class is.
+        for name, value in patch.get("classes", {}).items():
+            if name not in point or patch.get("replace"):
+                point[name] = value
+                touched = True
+        for group in PATCH_GROUPS:
             for name, value in patch.get(group, {}).items():
                 current = point.setdefault(group, {})
                 if name not in current or patch.get("replace"):
@@ -219,7 +229,7 @@ def _patch(spec: dict[str, Any], patch: dict[str, Any], source: str) -> None:
                     touched = True
         if touched and source not in point["source"]:
             point["source"] = f"{point['source']}; {source}"
-        for group in ("service_tiers", "speed", "fees", "inference_geo"):
+        for group in PATCH_GROUPS:
             if group in point and not point[group]:
                 del point[group]
 

@@ -29,7 +29,7 @@ from meterline.money import apply_multiplier, usd_to_micros
 STANDARD_TIERS = frozenset({"", "default", "standard", "auto", "standard_only", "on_demand", "on-demand"})
 GLOBAL_GEOS = frozenset({"", "global", "not_available"})
 TOKEN_CLASSES = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output", "input_audio",
-                 "cache_read_audio")
+                 "cache_read_audio", "output_audio")
 MEMO_LIMIT = 4096
 
 
@@ -43,8 +43,8 @@ class PriceGap(LookupError):
 
 @dataclass(frozen=True)
 class Rates:
-    """Integer micro-dollars per million tokens for each token class (audio input defaults to the
-    text price where a model publishes none)."""
+    """Integer micro-dollars per million tokens for each token class (audio input and output default
+    to the text price where a model publishes none, e.g. a TTS model whose output price is audio's)."""
 
     input: int
     cache_read: int
@@ -53,6 +53,7 @@ class Rates:
     output: int
     input_audio: int | None = None
     cache_read_audio: int | None = None
+    output_audio: int | None = None
 
     @property
     def audio_in(self) -> int:
@@ -62,12 +63,17 @@ class Rates:
     def audio_cache_read(self) -> int:
         return self.cache_read if self.cache_read_audio is None else self.cache_read_audio
 
+    @property
+    def audio_out(self) -> int:
+        return self.output if self.output_audio is None else self.output_audio
+
     def scaled(self, multiplier: str) -> Rates:
         def s(v: int | None) -> int | None:
             return None if v is None else apply_multiplier(v, multiplier)
 
         return Rates(*(apply_multiplier(v, multiplier) for v in self.as_tuple()),
-                     input_audio=s(self.input_audio), cache_read_audio=s(self.cache_read_audio))
+                     input_audio=s(self.input_audio), cache_read_audio=s(self.cache_read_audio),
+                     output_audio=s(self.output_audio))
 
     def as_tuple(self) -> tuple[int, int, int, int, int]:
         return (self.input, self.cache_read, self.cache_write_5m, self.cache_write_1h, self.output)
@@ -78,6 +84,8 @@ class Rates:
             out["input_audio"] = self.input_audio
         if self.cache_read_audio is not None:
             out["cache_read_audio"] = self.cache_read_audio
+        if self.output_audio is not None:
+            out["output_audio"] = self.output_audio
         return out
 
 
@@ -118,6 +126,8 @@ class PricePoint:
     fees: dict[str, int] = field(default_factory=dict)
     # Inference region -> decimal multiplier on every token rate (Anthropic `inference_geo: us` 1.1x).
     geo: dict[str, str] = field(default_factory=dict)
+    # An image model's documented per-image prices: (quality, size) -> micro-dollars per image.
+    images: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_table", RateTable(self.rates, self.tiers))  # built once, read per request
@@ -214,6 +224,7 @@ def _rates(raw: dict[str, Any], base: Rates | None = None) -> Rates:
         output=price("output", base.output if base else None),
         input_audio=optional("input_audio", base.input_audio if base else None),
         cache_read_audio=optional("cache_read_audio", base.cache_read_audio if base else None),
+        output_audio=optional("output_audio", base.output_audio if base else None),
     )
 
 
@@ -241,6 +252,8 @@ def _point(raw: dict[str, Any]) -> PricePoint:
     geo = {str(name).lower(): str(mult) for name, mult in raw.get("inference_geo", {}).items()}
     for mult in geo.values():
         apply_multiplier(1_000_000, mult)  # refuses a malformed multiplier at load
+    images = {(str(quality).lower(), str(size).lower()): usd_to_micros(price)
+              for quality, sizes in raw.get("images", {}).items() for size, price in sizes.items()}
     return PricePoint(
         effective=date.fromisoformat(raw["effective"]),
         source=str(raw["source"]),
@@ -250,6 +263,7 @@ def _point(raw: dict[str, Any]) -> PricePoint:
         speed=speed,
         fees=fees,
         geo=geo,
+        images=images,
     )
 
 

@@ -1,9 +1,11 @@
 """Cost of one request: usage x rates, in integer micro-dollars. Computed once, after translation.
 
 Every billed class is summed exactly at the 1e-6 micro-dollar scale (tokens x micro-dollars per 1M
-tokens; calls x micro-dollars per 1K calls x 1000) and rounded once, half up: token classes, audio
-input, server-tool fees, and the extra iterations (Anthropic compaction at the request's model,
-advisor calls at the advisor's model, each with its own rates and tiers).
+tokens; calls x micro-dollars per 1K calls x 1000; images x micro-dollars per image x 1e6) and
+rounded once, half up: token classes, audio input and output, server-tool fees, images made by an
+image-generation tool (per image, by image model, quality and size), and the extra iterations
+(Anthropic compaction at the request's model, advisor calls at the advisor's model, each with its
+own rates and tiers).
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ from datetime import date
 from meterline.money import round_scaled
 from meterline.pricing.catalog import STANDARD_TIERS, ModelPricing, PriceGap, PricePoint, Rates
 from meterline.usage import Usage
+
+# An image the catalog cannot place (the tool named no image model, or one without per-image prices)
+# is charged at the highest per-image price of this model, whose prices bound the others OpenAI
+# lists (overrides.json; docs/PRICING.md), and recorded as a price gap.
+CEILING_IMAGE_MODEL = {"openai": "gpt-image-1", "azure": "gpt-image-1"}
+UNLISTED_IMAGE_MICROS = 250_000  # $0.25: gpt-image-1 high, 1024x1536 - used only if that entry is gone
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,7 @@ def _token_terms(usage: Usage, rates: Rates) -> list[tuple[str, int, int]]:
         ("output", usage.output, rates.output),
         ("input_audio", usage.input_audio, rates.audio_in),
         ("cache_read_audio", usage.cache_read_audio, rates.audio_cache_read),
+        ("output_audio", usage.output_audio, rates.audio_out),
     ]
 
 
@@ -65,6 +74,27 @@ def _rates(point: PricePoint, usage: Usage, service_tier: str | None, gaps: list
     return point.rates_for(usage.prompt_total, None)
 
 
+def _image_price(pricing: ModelPricing, image_model: str, quality: str, size: str, day: date,
+                 resolve: Callable[[str], ModelPricing | None] | None, gaps: list[str]) -> int:
+    """Micro-dollars per image: the image model's documented price for that quality and size. What the
+    catalog does not list (a model, an "auto" or custom size) is charged at the highest per-image price
+    it lists for that model - else for the ceiling model - and recorded as a gap:
+    never $0, never silently."""
+    namespace = pricing.model_id.split("/", 1)[0]
+    table: dict[tuple[str, str], int] = {}
+    for name in (image_model, CEILING_IMAGE_MODEL.get(namespace, "")):
+        found = resolve(f"{namespace}/{name}") if name and resolve is not None else None
+        point = found.at(day) if found is not None else None
+        if point is not None and point.images:
+            table = point.images
+            break
+    price = table.get((quality, size)) if name == image_model else None
+    if price is not None:
+        return price
+    gaps.append(f"image {image_model or 'default model'} {quality} {size} at its highest listed price")
+    return max(table.values(), default=UNLISTED_IMAGE_MICROS)
+
+
 def price_request(pricing: ModelPricing, usage: Usage, day: date, service_tier: str | None = None,
                   resolve: Callable[[str], ModelPricing | None] | None = None) -> Cost | None:
     """The request's cost; None when the model has no price on `day`. `resolve` finds the pricing
@@ -90,6 +120,8 @@ def price_request(pricing: ModelPricing, usage: Usage, day: date, service_tier: 
         breakdown["input_audio"] = (usage.input_audio, rates.audio_in)
     if usage.cache_read_audio:
         breakdown["cache_read_audio"] = (usage.cache_read_audio, rates.audio_cache_read)
+    if usage.output_audio:
+        breakdown["output_audio"] = (usage.output_audio, rates.audio_out)
     scaled = sum(units * rate for units, rate in breakdown.values())
     for name, calls in usage.tool_calls:
         fee = point.fees.get(name)
@@ -98,6 +130,11 @@ def price_request(pricing: ModelPricing, usage: Usage, day: date, service_tier: 
             continue
         scaled += calls * fee * 1000  # micro-dollars per 1K calls -> the 1e-6 scale of per-1M rates
         breakdown[f"tool:{name}"] = (calls, fee)
+    for image_model, quality, size, count in usage.images:
+        each = _image_price(pricing, image_model, quality, size, day, resolve, gaps)
+        scaled += count * each * 1_000_000  # micro-dollars per image -> the 1e-6 scale
+        key = f"image:{image_model or 'default'}:{quality}:{size}"
+        breakdown[key] = (count, each)
     for index, iteration in enumerate(usage.iterations):
         it_point = point
         if iteration.model and resolve is not None:

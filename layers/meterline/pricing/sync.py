@@ -21,7 +21,8 @@ from meterline.pricing.catalog import Catalog, CatalogError
 
 DEFAULT_SOURCE = "https://raw.githubusercontent.com/pydantic/genai-prices/refs/heads/main/prices/new_data/v2/data.json"
 MAX_BYTES = 64 * 1024 * 1024
-CLASSES = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output", "input_audio", "cache_read_audio")
+CLASSES = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output", "input_audio", "cache_read_audio",
+           "output_audio")
 
 
 class SyncError(ValueError):
@@ -84,10 +85,11 @@ def diff(old: dict[str, Any], new: dict[str, Any], today: str | None = None) -> 
             for cls in (*CLASSES, "multiplier"):
                 if x.get(cls) != y.get(cls):
                     changed.append({"model": model_id, "price": f"{where}{cls}", "old": x.get(cls), "new": y.get(cls)})
-        for name in sorted(set(a.get("fees", {})) | set(b.get("fees", {}))):
-            if a.get("fees", {}).get(name) != b.get("fees", {}).get(name):
-                changed.append({"model": model_id, "price": f"fees.{name}", "old": a.get("fees", {}).get(name),
-                                "new": b.get("fees", {}).get(name)})
+        for group in ("fees", "images"):  # server-tool fees per 1K calls; image prices per image
+            for name in sorted(set(a.get(group, {})) | set(b.get(group, {}))):
+                if a.get(group, {}).get(name) != b.get(group, {}).get(name):
+                    changed.append({"model": model_id, "price": f"{group}.{name}", "old": a.get(group, {}).get(name),
+                                    "new": b.get(group, {}).get(name)})
     return {
         "new": sorted(set(new_models) - set(old_models)),
         "removed": sorted(set(old_models) - set(new_models)),
@@ -98,7 +100,7 @@ def diff(old: dict[str, Any], new: dict[str, Any], today: str | None = None) -> 
 def render_diff(d: dict[str, Any], limit: int = 200) -> str:
     lines = [f"{len(d['new'])} new, {len(d['changed'])} changed prices, {len(d['removed'])} removed"]
     lines += [f"+ {m}" for m in d["new"][:limit]]
-    lines += [f"~ {c['model']} {c['price']}: {c['old']} -> {c['new']} (USD per 1M tokens; fees per 1K calls)"
-              for c in d["changed"][:limit]]
+    unit = "USD per 1M tokens; fees per 1K calls; images per image"
+    lines += [f"~ {c['model']} {c['price']}: {c['old']} -> {c['new']} ({unit})" for c in d["changed"][:limit]]
     lines += [f"- {m}" for m in d["removed"][:limit]]
     return "\n".join(lines)

@@ -48,9 +48,10 @@ SPARSE_DIMENSIONS = ("template",)
 COUNTERS = ("cost_micros", "requests", "rejections", "input_tokens", "cache_read_tokens",
             "cache_write_tokens", "output_tokens", "estimated", "unpriced", "saved_micros",
             *(f"saved_{lever}" for lever in LEVERS),
-            # Billed classes beyond the five token classes (#8): audio input tokens, server-tool calls,
-            # tokens of extra iterations (Anthropic compaction / advisor).
-            "billed_audio_tokens", "billed_tool_calls", "billed_iteration_tokens")
+            # Billed classes beyond the five token classes (#8): audio input and output tokens,
+            # server-tool calls, tokens of extra iterations (Anthropic compaction / advisor), images
+            # made by an image-generation tool.
+            "billed_audio_tokens", "billed_tool_calls", "billed_iteration_tokens", "billed_images")
 # Counters written even when zero, so every scope item carries them.
 BASE_COUNTERS = tuple(n for n in COUNTERS if not n.startswith(("saved_", "billed_")))
 MARKER_TTL_S = 7 * 86400  # > the stream's 24 h retention: a redelivery always finds its marker
@@ -87,7 +88,9 @@ def counters_of(record: dict[str, Any]) -> dict[str, int]:
         "unpriced": 1 if record.get("unpriced") else 0,
         "saved_micros": int(record.get("saved_micros", 0)),
         **{f"saved_{lever}": int((record.get("savings") or {}).get(lever, 0)) for lever in LEVERS},
-        "billed_audio_tokens": int(record.get("input_audio", 0)) + int(record.get("cache_read_audio", 0)),
+        "billed_audio_tokens": (int(record.get("input_audio", 0)) + int(record.get("cache_read_audio", 0))
+                                + int(record.get("output_audio", 0))),
+        "billed_images": sum(int(v) for v in (record.get("images") or {}).values()),
         "billed_tool_calls": sum(int(v) for v in (record.get("tool_calls") or {}).values()),
         "billed_iteration_tokens": int(record.get("iteration_tokens", 0)),
     }

@@ -133,14 +133,18 @@ def unsupported(provider: str, param: str) -> InvalidRequestError:
 def usage_dict(usage: Usage) -> dict[str, Any]:
     out: dict[str, Any] = {
         "prompt_tokens": usage.prompt_total,
-        "completion_tokens": usage.output,
+        "completion_tokens": usage.output_total,
         "total_tokens": usage.total,
         "prompt_tokens_details": {"cached_tokens": usage.cache_read},
     }
     if usage.cache_write:
         out["prompt_tokens_details"]["cache_write_tokens"] = usage.cache_write
+    if usage.input_audio or usage.cache_read_audio:
+        out["prompt_tokens_details"]["audio_tokens"] = usage.input_audio + usage.cache_read_audio
     if usage.reasoning is not None:
         out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning}
+    if usage.output_audio:
+        out.setdefault("completion_tokens_details", {})["audio_tokens"] = usage.output_audio
     return out
 
 

@@ -17,7 +17,7 @@ from meterline.providers.base import UpstreamRequest
 from meterline.sse import Event, encode
 from meterline.translators.base import StreamTally, Target, Translated
 from meterline.translators.openai_hosts import endpoint
-from meterline.usage import Usage, from_openai_responses, openai_tool_calls
+from meterline.usage import Usage, from_openai_responses, openai_images, openai_tool_calls
 
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 
@@ -32,11 +32,18 @@ def openai_error_text(raw: bytes) -> str:
     return str(message)
 
 
-def _usage(response: dict[str, Any]) -> Usage | None:
-    """Token usage plus the server-side tool calls billed per call (from the response's output items)."""
+def _usage(response: dict[str, Any], tools: Any = None) -> Usage | None:
+    """Token usage plus the server-side tool calls billed per call and the images billed per image
+    (from the response's output items; the image tool's config from the request's `tools`)."""
     usage = from_openai_responses(response.get("usage"))
-    calls = openai_tool_calls(response.get("output"))
-    return replace(usage, tool_calls=calls) if usage is not None and calls else usage
+    if usage is None:
+        return None
+    output = response.get("output")
+    calls = openai_tool_calls(output)
+    images = openai_images(output, tools)
+    if calls or images:
+        usage = replace(usage, tool_calls=calls, images=images)
+    return usage
 
 
 class ResponsesToOpenAI(StreamTally):
@@ -47,10 +54,12 @@ class ResponsesToOpenAI(StreamTally):
         self._service_tier: str | None = None
         self._terminal: list[bytes] = []
         self._output_units = 0
+        self._tools: Any = None
 
     def build_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         out = dict(body)
         out["model"] = target.model
+        self._tools = out.get("tools")  # the image tool's model, quality and size price its images
         url, auth = endpoint(target, "responses")
         stream = bool(out.get("stream"))
         headers = {"content-type": "application/json", "accept": "text/event-stream" if stream else "application/json",
@@ -63,7 +72,7 @@ class ResponsesToOpenAI(StreamTally):
         payload = json.loads(raw)
         if not isinstance(payload, dict):
             raise ValueError("provider response is not a JSON object")
-        return Translated(raw, _usage(payload), payload.get("model"), payload.get("service_tier"))
+        return Translated(raw, _usage(payload, self._tools), payload.get("model"), payload.get("service_tier"))
 
     def error_message(self, raw: bytes) -> str:
         return redact(openai_error_text(raw), *self._secrets) or "The provider returned an error."
@@ -82,7 +91,7 @@ class ResponsesToOpenAI(StreamTally):
                 response = json.loads(event.data).get("response") or {}
             except ValueError:
                 response = {}
-            self._usage = _usage(response)
+            self._usage = _usage(response, self._tools)
             self._model = response.get("model") or self._model
             self._service_tier = response.get("service_tier") or self._service_tier
             self._terminal.append(event.raw)
