@@ -192,3 +192,35 @@ def test_every_model_that_answers_in_audio_prices_audio_output():
                 or (mid.startswith("gemini/") and ("live" in mid or "native-audio" in mid))]
     assert len(speaking) >= 8
     assert [m for m in speaking if "output_audio" not in point(m)] == []
+
+
+# -- Budgets: images and audio replies are inside the reservation ----------------------------------
+def test_a_hard_budget_bounds_image_generation_by_max_tool_calls(gateway, world, fakes, settings):
+    """Without max_tool_calls the model may make any number of images: refused with a clear 400 under a
+    hard budget (nothing sent). With it, that many images at the highest listed price are reserved,
+    so a budget too small for them refuses the request up front instead of overspending."""
+    from meterline.budgets.model import Budget
+    from meterline.store.budgets import BudgetStore
+
+    BudgetStore(settings).put_budget(world.workspace, Budget("workspace", world.workspace, monthly_micros=400_000))
+    sdk = openai.OpenAI(base_url=gateway.base_url, api_key=world.api_key, max_retries=0)
+    tools = [{"type": "image_generation", "model": "gpt-image-1.5"}]
+    with pytest.raises(openai.BadRequestError) as err:
+        sdk.responses.create(model="openai/gpt-5-nano", input="draw", tools=tools, max_output_tokens=100)
+    assert err.value.code == "unbounded_input" and err.value.param == "max_tool_calls"
+    assert "max_tool_calls" in err.value.message
+    # Two images may cost $0.50 (at the $0.25 ceiling): more than the $0.40 left.
+    with pytest.raises(openai.APIStatusError) as err:
+        sdk.responses.create(model="openai/gpt-5-nano", input="draw", tools=tools, max_output_tokens=100,
+                             max_tool_calls=2)
+    assert err.value.status_code == 429 and err.value.code == "budget_exceeded"
+    assert fakes.openai.requests == []
+    # One image fits: served, and settled at its real price.
+    fakes.openai.tool_items = [image_item(1, "low", "1024x1024")]
+    sdk.responses.create(model="openai/gpt-5-nano", input="draw", tools=tools, max_output_tokens=100,
+                         max_tool_calls=1)
+    assert len(fakes.openai.requests) == 1
+    records = wait_for_ledger(settings, world.workspace, 3)
+    served = next(r for r in records if r.get("outcome") not in ("rejected",) and r.get("images"))
+    assert served["images"] == {"gpt-image-1.5:low:1024x1024": 1}
+    assert served["prices"]["image:gpt-image-1.5:low:1024x1024"] == [1, 9_000]

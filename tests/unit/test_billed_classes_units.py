@@ -122,3 +122,27 @@ def test_prices_diff_reports_changed_per_image_and_audio_prices():
     changed = {c["price"]: (c["old"], c["new"]) for c in sync.diff(old, new, "2026-06-01")["changed"]}
     assert changed == {"output_audio": ("8", "9"),
                        "images.low": ({"1024x1024": "0.01"}, {"1024x1024": "0.02"})}
+
+
+def test_reservations_cover_audio_replies_and_bounded_image_calls():
+    from meterline.budgets import policy
+
+    catalog = default_catalog()
+    audio = catalog.resolve("openai/gpt-4o-audio-preview")
+    body = {"model": "gpt-4o-audio-preview", "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]}
+    worst = policy.worst_case(body, audio)
+    assert worst.output_rate == 80_000_000  # audio output, $80/M, not text's $10
+    nano = catalog.resolve("openai/gpt-5-nano")
+    tools = {"model": "gpt-5-nano", "input": "draw", "max_output_tokens": 100,
+             "tools": [{"type": "image_generation"}]}
+    assert policy.unbounded_fields(tools, "responses") == ["max_tool_calls"]
+    bounded = {**tools, "max_tool_calls": 3}
+    assert policy.unbounded_fields(bounded, "responses") == []
+    with_images = policy.worst_case(bounded, nano)
+    w = with_images
+    tokens_micros = -(-(w.input_tokens * w.input_rate + w.output_tokens * w.output_rate) // 1_000_000)
+    assert w.fixed_micros == 3 * 250_000 and w.micros == tokens_micros + 3 * 250_000
+    # A clamp leaves room for the images before it buys output.
+    room = policy.clamp_output(with_images, with_images.fixed_micros + 10_000)
+    no_room = policy.clamp_output(with_images, with_images.fixed_micros)
+    assert room is not None and no_room is None

@@ -15,8 +15,11 @@ the bound against an independent tokenizer on English, code, JSON, CJK, emoji an
 
 Inputs the gateway cannot see cannot be bounded: `previous_response_id`, `conversation` and stored
 `prompt` templates (Responses) bring server-side context of unknown size, and file/document parts
-(PDF pages are billed as text plus images); a request using them is refused with 400
-`unbounded_input` when a hard (reject) budget applies to it (see `unbounded_fields`).
+(PDF pages are billed as text plus images); so is a Responses `image_generation` tool without
+`max_tool_calls` (the model may make any number of images, each billed per image). A request using
+them is refused with 400 `unbounded_input` when a hard (reject) budget applies to it (see
+`unbounded_fields`). With `max_tool_calls`, that many images at the highest listed per-image price
+join the reservation; an audio reply is reserved at the model's audio output rate.
 Output can never exceed the reserved maximum (the provider stops at max_tokens per completion), so
 a request settles above its reservation only when the input estimate is beaten.
 """
@@ -31,6 +34,7 @@ from typing import Any
 
 from meterline.budgets.model import Budget, Enforcement, RateLimit
 from meterline.pricing.catalog import ModelPricing, Rates
+from meterline.pricing.cost import UNLISTED_IMAGE_MICROS
 
 PER_MILLION = 1_000_000
 MIN_CLAMPED_OUTPUT = 16  # below this a clamped request is useless: reject instead
@@ -100,7 +104,7 @@ def worst_rates(pricing: ModelPricing, point_index: int = -1,
     if isinstance(geo, str) and geo.lower() in point.geo:
         rate_sets = [r.scaled(point.geo[geo.lower()]) for r in rate_sets]
     worst_in = max(max(r.input, r.cache_write_5m, r.cache_write_1h, r.cache_read, r.audio_in) for r in rate_sets)
-    worst_out = max(r.output for r in rate_sets)
+    worst_out = max(max(r.output, r.audio_out) for r in rate_sets)  # an audio reply bills audio rates
     return worst_in, worst_out
 
 
@@ -161,7 +165,28 @@ def unbounded_fields(body: Mapping[str, Any], endpoint: str) -> list[str]:
         found = [name for name in UNBOUNDED_INPUT_FIELDS if body.get(name) not in (None, "", {}, [])]
     if _media_parts(body)[1]:
         found.append("file")
+    if image_tool(body) is not None and max_tool_calls(body) is None:
+        found.append("max_tool_calls")  # missing: the number of images is unbounded
     return found
+
+
+def image_tool(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    tools = body.get("tools")
+    if not isinstance(tools, list):
+        return None
+    return next((t for t in tools if isinstance(t, Mapping) and t.get("type") == "image_generation"), None)
+
+
+def max_tool_calls(body: Mapping[str, Any]) -> int | None:
+    return _positive(body.get("max_tool_calls"))
+
+
+def image_fee_bound(body: Mapping[str, Any]) -> int:
+    """Micro-dollars the request's image-generation tool can bill at most: `max_tool_calls` images
+    (built-in tool calls are capped by it) at the highest per-image price the catalog lists."""
+    if image_tool(body) is None:
+        return 0
+    return (max_tool_calls(body) or 1) * UNLISTED_IMAGE_MICROS
 
 
 # Usage plausibility (gateway/metering.py): what a provider may report for a request at most.
@@ -232,6 +257,7 @@ class WorstCase:
     input_rate: int
     output_rate: int
     choices: int = 1
+    fixed_micros: int = 0  # billed per call, not per token (image-generation tool images)
 
 
 def worst_case(body: Mapping[str, Any], pricing: ModelPricing | None, output_tokens: int | None = None,
@@ -248,8 +274,9 @@ def worst_case(body: Mapping[str, Any], pricing: ModelPricing | None, output_tok
         return WorstCase(input_tokens, total_output, 0, 0, 0, choices)
     rate_in, rate_out = worst_rates(pricing, body=body)
     scaled = input_tokens * rate_in + total_output * rate_out
-    micros = -(-scaled // PER_MILLION)  # round up: a reservation never under-covers
-    return WorstCase(input_tokens, total_output, micros, rate_in, rate_out, choices)
+    fixed = image_fee_bound(body)
+    micros = -(-scaled // PER_MILLION) + fixed  # round up: a reservation never under-covers
+    return WorstCase(input_tokens, total_output, micros, rate_in, rate_out, choices, fixed)
 
 
 def clamp_output(worst: WorstCase, remaining_micros: int) -> int | None:
@@ -257,7 +284,7 @@ def clamp_output(worst: WorstCase, remaining_micros: int) -> int | None:
     or None if not even MIN_CLAMPED_OUTPUT."""
     if worst.output_rate <= 0:
         return None
-    input_cost = -(-(worst.input_tokens * worst.input_rate) // PER_MILLION)
+    input_cost = -(-(worst.input_tokens * worst.input_rate) // PER_MILLION) + worst.fixed_micros
     affordable = ((remaining_micros - input_cost) * PER_MILLION) // (worst.output_rate * worst.choices)
     if affordable < MIN_CLAMPED_OUTPUT:
         return None

@@ -87,11 +87,16 @@ class EnforcementStage(BaseStage):
         if unbounded:
             hard = next(b for b in budgets if b.hard)
             ctx.note(budget_scope=hard.scope)
-            return Decision.deny(InvalidRequestError(
-                f"'{unbounded[0]}' brings input of a size the gateway cannot see, so its cost cannot be bounded "
-                f"under the hard budget {hard.scope}. Send the full input instead (the budget then reserves "
-                f"its worst case), or set that budget to alert-only or throttle.",
-                code="unbounded_input", param=unbounded[0]))
+            if unbounded[0] == "max_tool_calls":  # an image_generation tool may make any number of images
+                message = (f"The image_generation tool bills per image and, without 'max_tool_calls', may make any "
+                           f"number of them, so its cost cannot be bounded under the hard budget {hard.scope}. "
+                           f"Set max_tool_calls (the budget then reserves that many images), or set that budget "
+                           f"to alert-only or throttle.")
+            else:
+                message = (f"'{unbounded[0]}' brings input of a size the gateway cannot see, so its cost cannot be "
+                           f"bounded under the hard budget {hard.scope}. Send the full input instead (the budget "
+                           f"then reserves its worst case), or set that budget to alert-only or throttle.")
+            return Decision.deny(InvalidRequestError(message, code="unbounded_input", param=unbounded[0]))
         # With fallbacks, any route in the plan may be the one that answers: reserve for the dearest.
         routes = ctx.extra.get("routes") or []
         pricings = [r.pricing for r in routes if getattr(r, "pricing", None) is not None] or [ctx.pricing]
