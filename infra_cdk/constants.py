@@ -40,6 +40,11 @@ CTX_GATEWAY_MAX_CONCURRENCY = "meterline:gateway-max-concurrency"
 CTX_SKIP_LAYER_INSTALL = "meterline:skip-layer-install"
 # Build both layers inside the SAM build image instead of on this machine (needs Docker).
 CTX_DOCKER_BUNDLING = "meterline:docker-bundling"
+# `prices sync` on a schedule: an EventBridge schedule expression ("rate(1 day)", "cron(0 6 * * ? *)")
+# invoking the admin function; unset or "off" = no schedule (the default).
+CTX_PRICES_SYNC = "meterline:prices-sync"
+# Where the scheduled sync reads price data (an https URL); unset = genai-prices' published data.
+CTX_PRICES_SYNC_SOURCE = "meterline:prices-sync-source"
 
 # Where the data plane runs: "on-demand" (default; scales to zero) or "managed-instances" (Lambda
 # Managed Instances: a capacity provider in a VPC, many requests per execution environment).
@@ -92,6 +97,8 @@ REPLAY_HANDLER = "handler.handler"  # CloudWatch Logs subscription: ledger_write
 GATEWAY_TIMEOUT_S = 900  # streamed responses may run long; the app bounds upstream time itself
 ADMIN_MEMORY_MB = 512
 ADMIN_TIMEOUT_S = 60
+# The event the prices-sync schedule sends the admin function (functions/admin/handler.py).
+PRICES_SYNC_TASK = {"meterline_task": "prices.sync"}
 ROLLUP_MEMORY_MB = 512
 ROLLUP_TIMEOUT_S = 120
 ALERTS_MEMORY_MB = 512

@@ -20,10 +20,20 @@ Permissions (role of this function only):
                                              provider keys but can never read one back.
 
 Environment: every table's name (it touches all of them) and the vault key ARN.
+
+Optional schedule (context `meterline:prices-sync`, e.g. `rate(1 day)`; off by default): an
+EventBridge rule invokes this function with {"meterline_task": "prices.sync"}, which runs `prices
+sync --yes` (never with removals: data that would drop priced models is refused and the run fails,
+visible as a Lambda error). Its writes are the ones `prices sync` already makes (the `#catalog`
+items of the workspaces table, an audit record); it needs no other permission. Asynchronous retries
+are off: a failed sync is re-run by the next schedule or by hand.
 """
 
 from __future__ import annotations
 
+from aws_cdk import Duration
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
@@ -65,6 +75,24 @@ class ControlPlane(Construct):
             invoke_mode=lambda_.InvokeMode.BUFFERED,
         )
         self._grant(shared)
+        self.prices_sync = self._schedule_prices_sync(shared)
+
+    def _schedule_prices_sync(self, shared: Shared) -> events.Rule | None:
+        expression = shared.settings.prices_sync_schedule
+        if expression is None:
+            return None
+        task = dict(c.PRICES_SYNC_TASK)
+        if shared.settings.prices_sync_source:
+            task["source"] = shared.settings.prices_sync_source
+        self.function.configure_async_invoke(retry_attempts=0, max_event_age=Duration.hours(1))
+        return events.Rule(
+            self,
+            "PricesSyncSchedule",
+            description=f"Meterline prices sync (accept new and changed prices, never removals), {expression}",
+            schedule=events.Schedule.expression(expression),
+            targets=[targets.LambdaFunction(self.function, event=events.RuleTargetInput.from_object(task),
+                                            retry_attempts=2, max_event_age=Duration.hours(1))],
+        )
 
     def _grant(self, shared: Shared) -> None:
         fn = self.function

@@ -93,6 +93,38 @@ COMPUTE_CHOICES = {
 }
 EDGE_CHOICES = {c.EDGE_NONE: c.EDGE_NONE, "": c.EDGE_NONE, "false": c.EDGE_NONE,
                 c.EDGE_CLOUDFRONT_WAF: c.EDGE_CLOUDFRONT_WAF, "cloudfront": c.EDGE_CLOUDFRONT_WAF}
+_RATE = re.compile(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)")
+_CRON = re.compile(r"cron\((\S+ ){5}\S+\)")
+
+
+def _schedule(raw: Any) -> str | None:
+    """An EventBridge schedule expression, checked at synth (EventBridge's own grammar: `rate(1 day)`,
+    `rate(6 hours)` - singular unit for 1 -, or a six-field `cron(...)`); unset/off = None. A sync
+    fetches and compiles the whole price data, so more often than hourly is refused."""
+    if raw is None or str(raw).strip().lower() in ("", "off", "false", "none", "0"):
+        return None
+    text = str(raw).strip()
+    rate = _RATE.fullmatch(text)
+    if rate:
+        count, unit = int(rate.group(1)), rate.group(2)
+        if count < 1 or (count == 1) != (not unit.endswith("s")):
+            raise ContextError(f"context {c.CTX_PRICES_SYNC}={text!r}: write rate(1 day) or rate(N days)")
+        if unit.startswith("minute"):
+            raise ContextError(f"context {c.CTX_PRICES_SYNC}={text!r}: at most hourly, e.g. rate(1 day)")
+        return text
+    if _CRON.fullmatch(text):
+        return text
+    raise ContextError(f"context {c.CTX_PRICES_SYNC}={text!r}: expected rate(1 day), rate(N hours|days), "
+                       "cron(...) or off")
+
+
+def _https(raw: Any) -> str | None:
+    if raw is None or not str(raw).strip():
+        return None
+    text = str(raw).strip()
+    if not text.startswith("https://"):
+        raise ContextError(f"context {c.CTX_PRICES_SYNC_SOURCE}={text!r}: expected an https:// URL")
+    return text
 
 
 @dataclass(frozen=True)
@@ -133,6 +165,8 @@ class DeploySettings:
     def gateway_snapstart(self) -> bool:
         """SnapStart is an on-demand feature: managed-instance environments are long-lived and warm."""
         return self.snapstart and not self.managed
+    prices_sync_schedule: str | None = None  # EventBridge expression; None = no scheduled sync
+    prices_sync_source: str | None = None
 
     def concurrency_of(self, service: str) -> int | None:
         """Reserved concurrency of a function (None: the account's unreserved pool)."""
@@ -167,6 +201,8 @@ class DeploySettings:
             edge_rate_limit=_int(c.CTX_EDGE_RATE_LIMIT, node.try_get_context(c.CTX_EDGE_RATE_LIMIT),
                                  c.DEFAULT_EDGE_RATE_LIMIT, 10, 2_000_000_000),
             edge_web_acl_arn=_web_acl_arn(node.try_get_context(c.CTX_EDGE_WEB_ACL_ARN)),
+            prices_sync_schedule=_schedule(node.try_get_context(c.CTX_PRICES_SYNC)),
+            prices_sync_source=_https(node.try_get_context(c.CTX_PRICES_SYNC_SOURCE)),
         )
 
     def __post_init__(self) -> None:

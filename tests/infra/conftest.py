@@ -7,7 +7,7 @@ violation does not stop the other tests (the template is still written), test_na
 
 Three synths:
     synth          cdk.json's defaults (arm64, 1024 MB, SnapStart), environment-agnostic like the app
-    synth_x86      x86_64, 2048 MB, SnapStart off, pinned to eu-west-1 (literal ARNs)
+    synth_x86      x86_64, 2048 MB, SnapStart off, pinned to eu-west-1 (literal ARNs), prices sync daily
     synth_managed  the data plane on Lambda Managed Instances, environment-agnostic like the app,
                    with the CloudFront + WAF edge in front of it
 """
@@ -142,7 +142,9 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
 def synth_x86(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     context = _context(
         **{"meterline:architecture": "x86_64", "meterline:memory": "2048", "meterline:snapstart": "false",
-           "meterline:reserved-concurrency": "false", "meterline:gateway-max-concurrency": "200"}
+           "meterline:reserved-concurrency": "false", "meterline:gateway-max-concurrency": "200",
+           "meterline:prices-sync": "rate(1 day)",
+           "meterline:prices-sync-source": "https://prices.example.com/data.json"}
     )
     return _synth(
         tmp_path_factory.mktemp("cdk-x86"), context, env={"account": "123456789012", "region": "eu-west-1"}
