@@ -19,7 +19,7 @@ from meterline.admin import tasks
 from meterline.pricing import sync
 from meterline.store.audit import AuditStore
 from meterline.store.prices import PriceCatalogStore
-from tests.functional.test_admin_handler import Context, call, load_handler
+from tests.functional.test_admin_handler import Context, admin_handler, call
 from tests.functional.test_prices_sync import data_url, newer_data  # noqa: F401  (fixtures)
 from tests.pricedata import dumps
 from tests.servers import ServerThread
@@ -27,9 +27,7 @@ from tests.servers import ServerThread
 
 @pytest.fixture
 def admin(settings, monkeypatch):
-    for name, value in settings.to_env().items():
-        monkeypatch.setenv(name, value)
-    return load_handler("functions/admin/handler.py", "admin_handler_schedule").handler
+    return admin_handler(settings, monkeypatch, "admin_handler_schedule")
 
 
 def test_the_schedule_event_syncs_and_is_audited(admin, settings, data_url, monkeypatch):  # noqa: F811
