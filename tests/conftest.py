@@ -28,6 +28,11 @@ from tests.servers import ServerThread
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.pop("AWS_PROFILE", None)
+# The embedded store (moto) applies one call at a time inside the test process, which shares a loaded
+# 2-core CI machine: a call can wait tens of seconds behind a 200-request burst. Generous deadlines
+# for it (never retries): boto3's read timeout here, the gateway's store client in `start_gateway`.
+os.environ.setdefault("METERLINE_AWS_READ_TIMEOUT", "120")
+EMBEDDED_STORE_DEADLINES = {"store_attempt_timeout_s": 300.0, "store_deadline_s": 600.0}
 
 PROVIDER_SECRET = "sk-test-UPSTREAMSECRET0123456789abcdef"
 
@@ -78,7 +83,7 @@ def start_gateway(settings: Settings):
     started: list[ServerThread] = []
 
     def start(**overrides: Any) -> Gateway:
-        gw_settings = replace(settings, **overrides)
+        gw_settings = replace(settings, **{**EMBEDDED_STORE_DEADLINES, **overrides})
         services = Services.build(gw_settings)
         server = ServerThread(create_app(gw_settings, services)).__enter__()
         started.append(server)

@@ -31,6 +31,7 @@ from meterline.store.workspaces import WorkspaceStore
 from tests.conftest import ledger_items, make_tenant, wait_for_ledger
 
 MONTH_CAP = 30_000  # $0.03
+BURST_TIMEOUT_S = 660  # past the gateway's store deadline (600 s): a slow store shows as a 503, not a hang
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 50}
 
 
@@ -70,8 +71,9 @@ def fire(gateway, key: str, n: int, body: dict | None = None, headers: dict | No
          ) -> list[httpx.Response]:
     async def run() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-        # Generous: on a loaded 2-core machine 200 requests share one embedded store (moto, one call at a time).
-        async with httpx.AsyncClient(timeout=180, limits=limits) as client:
+        # Generous: on a loaded 2-core machine 200 requests share one embedded store (moto, one call at a
+        # time); the gateway's store deadlines are as generous (tests/conftest.py EMBEDDED_STORE_DEADLINES).
+        async with httpx.AsyncClient(timeout=BURST_TIMEOUT_S, limits=limits) as client:
             return await asyncio.gather(*(client.post(
                 gateway.base_url + "/chat/completions", json=body or BODY,
                 headers={"authorization": f"Bearer {key}", **(headers or {})}) for _ in range(n)))
@@ -127,7 +129,7 @@ def test_overlapping_budgets_all_hold(gateway, settings, small_usage):
     store.put_budget(t.workspace, Budget("feature", "search", monthly_micros=10_000, daily_micros=8_000))
 
     async def mixed() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=180, limits=httpx.Limits(max_connections=150)) as client:
+        async with httpx.AsyncClient(timeout=BURST_TIMEOUT_S, limits=httpx.Limits(max_connections=150)) as client:
             return await asyncio.gather(*(client.post(
                 gateway.base_url + "/chat/completions", json=BODY,
                 headers={"authorization": f"Bearer {t.api_key}",

@@ -7,6 +7,7 @@ worker threads. `METERLINE_AWS_ENDPOINT` points every client at the embedded mot
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -31,7 +32,9 @@ def client(service: str, settings: Settings) -> Any:
                 max_pool_connections=64,
                 retries={"max_attempts": 3, "mode": "standard"},
                 connect_timeout=2,
-                read_timeout=5,
+                # 5 s against DynamoDB. The test suite's embedded store (moto, one call at a time, in
+                # the test process) can take far longer on a loaded CI machine: it sets a generous value.
+                read_timeout=float(os.environ.get("METERLINE_AWS_READ_TIMEOUT") or 5),
                 tcp_keepalive=True,
             )
             kwargs: dict[str, Any] = {"region_name": settings.region, "config": config}
