@@ -34,7 +34,7 @@ from meterline.errors import GatewayError, InvalidRequestError, ServiceUnavailab
 from meterline.gateway import routing
 from meterline.gateway.context import RequestContext
 from meterline.gateway.metering import periods
-from meterline.gateway.pipeline import BaseStage, Decision
+from meterline.gateway.pipeline import BaseStage, Decision, settled
 from meterline.gateway.services import Services
 from meterline.money import micros_to_usd
 from meterline.pricing.catalog import ModelPricing
@@ -120,7 +120,7 @@ class EnforcementStage(BaseStage):
         calls += [self.store.throttle_count(client, ws, b.scope, now) for b in throttling]
         if session and fingerprint:
             calls.append(self.store.loop_count(client, ws, session, fingerprint, enforcement.policy.loop_window_s, now))
-        results = await asyncio.gather(*calls, return_exceptions=True)
+        results = await settled(calls)
         budget_results = results[: len(budgets)]
         rate_results = results[len(budgets): len(budgets) + len(limits)]
         counted = len(budgets) + len(limits)

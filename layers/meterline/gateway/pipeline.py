@@ -82,6 +82,17 @@ class BaseStage:
         return None
 
 
+async def settled(calls: list[Awaitable[Any]]) -> list[Any]:
+    """`asyncio.gather(*calls, return_exceptions=True)`, without a task for a lone call (the common
+    case: a key's rate window and no budget)."""
+    if len(calls) == 1:
+        try:
+            return [await calls[0]]
+        except Exception as exc:
+            return [exc]
+    return await asyncio.gather(*calls, return_exceptions=True)
+
+
 def presented_key(headers: dict[str, str]) -> str | None:
     auth = headers.get("authorization")
     if auth and auth[:7].lower() == "bearer ":
@@ -106,7 +117,8 @@ class LedgerStage(BaseStage):
         # one round trip after the last upstream byte, and all durable before the response ends.
         pending = ctx.extra.pop("pending", [])
         try:
-            await asyncio.gather(self.services.ledger.put_async(record, self.services.dynamo), *pending)
+            write = self.services.ledger.put_async(record, self.services.dynamo)
+            await (asyncio.gather(write, *pending) if pending else write)  # no task for a lone write
             self.services.calls.after_upstream += 1
         except Exception as exc:
             # The provider has answered (and billed): never drop the record. The structured log line

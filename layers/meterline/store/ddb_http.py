@@ -77,6 +77,8 @@ def _signing_key(secret_key: str, date: str, region: str) -> bytes:
 
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
+# json.dumps(payload, separators=(",", ":")) without building an encoder per call.
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def signed_headers(*, target: str, body: bytes, host: str, region: str, access_key: str, secret_key: str,
@@ -158,7 +160,7 @@ class DynamoHttp:
     async def call(self, operation: str, payload: dict[str, Any], *, idempotent: bool = True) -> dict[str, Any]:
         """One DynamoDB operation. `idempotent=False` for writes that must never be sent twice (a
         counter's ADD): a failure after sending is then raised at once, with `maybe_applied`."""
-        body = json.dumps(payload, separators=(",", ":")).encode()
+        body = _ENCODE(payload).encode()
         target = f"DynamoDB_20120810.{operation}"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.deadline_s

@@ -30,10 +30,16 @@ from meterline.store.codec import from_item, paginate, to_item
 from meterline.store.ddb_http import DynamoError, DynamoHttp
 from meterline.store.schema import LEDGER
 
+_day_memo: tuple[int, str] = (-1, "")  # (epoch second, its UTC day): the requests of a second share it
+
 
 def ledger_keys(workspace: str, ts_ms: int, request_id: str) -> dict[str, str]:
-    day = datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d")
-    return {"pk": f"{workspace}#{day}", "sk": f"{ts_ms:013d}#{request_id}"}
+    global _day_memo
+    second = ts_ms // 1000
+    memo = _day_memo  # one read: a tuple swapped whole, safe across threads
+    if memo[0] != second:
+        memo = _day_memo = (second, datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%d"))
+    return {"pk": f"{workspace}#{memo[1]}", "sk": f"{ts_ms:013d}#{request_id}"}
 
 
 class LedgerStore:

@@ -94,9 +94,9 @@ def profile(body: Mapping[str, Any], *, session: bool = False) -> dict[str, Any]
     turns = _turns(body)
     prefix = {"model": body.get("model"), "tools": body.get("tools"), "system": body.get("system"),
               "instructions": body.get("instructions"), "turns": turns[:-1]}
-    prefix_chars = len(json.dumps([prefix["tools"], prefix["system"], prefix["instructions"], prefix["turns"]],
-                                  separators=(",", ":"), ensure_ascii=False, default=str))
     if turns[:-1] or prefix["system"] or prefix["tools"] or prefix["instructions"]:
+        prefix_chars = len(json.dumps([prefix["tools"], prefix["system"], prefix["instructions"], prefix["turns"]],
+                                      separators=(",", ":"), ensure_ascii=False, default=str))
         out["prefix_fp"] = _fp(prefix)
         out["prefix_tokens"] = estimate_tokens(prefix_chars)
     max_tokens = requested_max_tokens(body)
