@@ -124,6 +124,10 @@ FOCUS_EXPORT_RETENTION_DAYS = 730  # chargeback files: two years, then deleted (
 FOCUS_EXPORT_IA_AFTER_DAYS = 90  # then Standard-IA (read rarely after the month closes)
 ENV_FOCUS_BUCKET = "METERLINE_FOCUS_BUCKET"
 OUT_FOCUS_BUCKET = "FocusExportBucket"
+# Exact-cache answers too large for a DynamoDB item (store/cache.py): kept one day past the longest
+# entry TTL (cache/rules.py MAX_TTL_S, 30 days), then deleted by the lifecycle rule.
+CACHE_SPILL_RETENTION_DAYS = 31
+OUT_CACHE_SPILL_BUCKET = "CacheSpillBucket"
 LOG_RETENTION_DAYS = 30  # = logs.RetentionDays.ONE_MONTH in function.py (CloudWatch allows fixed values)
 LOG_LEVEL = "INFO"
 

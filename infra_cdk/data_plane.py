@@ -25,6 +25,9 @@ Permissions (role of this function only):
                                              writes only under "<ws>#..." and "alert" partition keys
                                              (dynamodb:LeadingKeys), never a definition
     cache                                    GetItem (entries), PutItem (entries, fill markers)
+    cache spill bucket                       s3:GetObject / s3:PutObject on cache/* (answers too large
+                                             for an item), kms:GenerateDataKey / kms:Decrypt on its
+                                             own key only
     vault key                                kms:Decrypt, only for ciphertexts whose encryption
                                              context says meterline:purpose=provider-key
     bedrock                                  InvokeModel / InvokeModelWithResponseStream (Converse,
@@ -35,21 +38,32 @@ or delete budget items (the lease sweeper and the alert sender are the alerts fu
 The hot path calls DynamoDB through the lean SigV4 client (meterline.store.ddb_http) as well as
 boto3; both sign with this role, so the same IAM actions apply.
 
-Environment: the workspaces, keys, ledger, budgets and cache table names and the vault key ARN.
+Environment: the workspaces, keys, ledger, budgets and cache table names, the vault key ARN and the
+cache spill bucket.
+
+The cache spill bucket: SSE-KMS with its own customer-managed key (rotation on, S3 Bucket Key), all
+public access blocked, TLS only, unversioned (an entry is disposable: overwritten or expired, it is
+gone), lifecycle: objects expire CACHE_SPILL_RETENTION_DAYS after creation (one day past the
+longest entry TTL; the DynamoDB item's expires_at decides what is served). Retained on stack delete
+(a non-empty bucket cannot be removed; the lifecycle rule empties it).
 """
 
 from __future__ import annotations
 
-from aws_cdk import Stack, Token
+from aws_cdk import Duration, RemovalPolicy, Stack, Token
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra_cdk import constants as c
 from infra_cdk.compute import ManagedCompute
 from infra_cdk.function import Shared, make_function
 from infra_cdk.nag import acknowledge
+from meterline.config import CACHE_SPILL_ENV
 from meterline.store import schema
+from meterline.store.cache import SPILL_PREFIX
 
 TABLES = (schema.WORKSPACES, schema.KEYS, schema.LEDGER, schema.BUDGETS, schema.CACHE, schema.SEMANTIC)
 
@@ -118,7 +132,27 @@ class DataPlane(Construct):
             auth_type=lambda_.FunctionUrlAuthType.NONE,
             invoke_mode=lambda_.InvokeMode.RESPONSE_STREAM,
         )
+        self._spill_bucket()
         self._grant(shared)
+
+    def _spill_bucket(self) -> None:
+        self.spill_key = kms.Key(self, "CacheSpillKey", description="Meterline exact-cache spill bucket (SSE-KMS)",
+                                 enable_key_rotation=True, removal_policy=RemovalPolicy.RETAIN,
+                                 pending_window=Duration.days(7))
+        self.spill_bucket = s3.Bucket(
+            self, "CacheSpill",
+            encryption=s3.BucketEncryption.KMS, encryption_key=self.spill_key, bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL, enforce_ssl=True, versioned=False,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            removal_policy=RemovalPolicy.RETAIN,
+            lifecycle_rules=[s3.LifecycleRule(
+                id="cache-spill", expiration=Duration.days(c.CACHE_SPILL_RETENTION_DAYS),
+                abort_incomplete_multipart_upload_after=Duration.days(1))],
+        )
+        acknowledge(self.spill_bucket, "AwsSolutions-S1",
+                    "Server access logs would need a second bucket for disposable cache objects; the only "
+                    "reader and writer is the gateway role.")
+        self.function.add_environment(CACHE_SPILL_ENV, self.spill_bucket.bucket_name)
 
     def _grant(self, shared: Shared) -> None:
         fn = self.function
@@ -168,6 +202,19 @@ class DataPlane(Construct):
         )
         fn.add_to_role_policy(
             iam.PolicyStatement(
+                # Answers too large for a cache item: one object per entry, under cache/<ws>/<key>.
+                sid="ResponseCacheSpill", actions=["s3:GetObject", "s3:PutObject"],
+                resources=[self.spill_bucket.arn_for_objects(f"{SPILL_PREFIX}/*")],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ResponseCacheSpillKey", actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                resources=[self.spill_key.key_arn],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
                 sid="SemanticDedup",  # LSH buckets and stored answers (cache/semantic.py), TTL-expired
                 actions=["dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem"],
                 resources=[tables[schema.SEMANTIC.logical_name].table_arn],
@@ -189,6 +236,10 @@ class DataPlane(Construct):
         )
         role = fn.role
         assert role is not None
+        bucket_id = stack.get_logical_id(self.spill_bucket.node.default_child)  # type: ignore[arg-type]
+        acknowledge(role, f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{SPILL_PREFIX}/*]",
+                    "s3:GetObject/PutObject are scoped to the cache/* prefix of the spill bucket: one object per "
+                    "cache entry, whose keys (workspace and request hash) are only known at run time.")
         account = "<AWS::AccountId>" if Token.is_unresolved(stack.account) else stack.account
         partition = "<AWS::Partition>" if Token.is_unresolved(stack.partition) else stack.partition
         for finding in (f"arn:{partition}:bedrock:*::foundation-model/*",

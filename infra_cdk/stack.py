@@ -155,6 +155,8 @@ class MeterlineStack(Stack):
         )
         CfnOutput(self, c.OUT_FOCUS_BUCKET, value=self.focus_export.bucket.bucket_name,
                   description="FOCUS 1.2 daily exports (focus/workspace=<ws>/billing_period=<yyyy-mm>/<day>.csv)")
+        CfnOutput(self, c.OUT_CACHE_SPILL_BUCKET, value=self.data_plane.spill_bucket.bucket_name,
+                  description="Exact-cache answers too large for a DynamoDB item (cache/<ws>/<key>, 31-day lifecycle)")
         CfnOutput(self, c.OUT_DASHBOARD, value=self.monitoring.dashboard.dashboard_name)
         CfnOutput(self, c.OUT_DLQ_URL, value=self.aggregation.dead_letters.queue_url)
         CfnOutput(self, c.OUT_REPLAY_DLQ_URL, value=self.ledger_replay.dead_letters.queue_url,

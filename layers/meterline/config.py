@@ -28,6 +28,7 @@ ORIGIN_VERIFY_HEADER = "x-meterline-origin-verify"
 
 # Local development talks to local providers (a fake, a vLLM on loopback): allowed over http there.
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+CACHE_SPILL_ENV = "METERLINE_CACHE_SPILL_BUCKET"
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ class Settings:
     # ORIGIN_VERIFY_HEADER of every request it forwards, so a request that skipped the edge (and its
     # WAF) straight to the function URL is refused. Empty: no edge, nothing checked.
     origin_secret: str = field(default="", repr=False)
+    # Exact-cache answers whose compressed form is above a DynamoDB item's room (cache/entry.py) are
+    # spilled to this bucket (SSE-KMS, lifecycle-expired); empty: they are not stored.
+    cache_spill_bucket: str = ""
 
     def table(self, spec: TableSpec) -> str:
         return self.table_names.get(spec.logical_name, f"meterline-{spec.logical_name}")
@@ -95,6 +99,7 @@ class Settings:
             store_deadline_s=_float_env("METERLINE_STORE_DEADLINE", 30.0),
             egress_allow_hosts=tuple(h.strip() for h in env.get("METERLINE_EGRESS_ALLOW", "").split(",") if h.strip()),
             origin_secret=env.get(ORIGIN_SECRET_ENV, ""),
+            cache_spill_bucket=env.get(CACHE_SPILL_ENV, ""),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -108,4 +113,6 @@ class Settings:
             env["METERLINE_EGRESS_ALLOW"] = ",".join(self.egress_allow_hosts)
         if self.origin_secret:
             env[ORIGIN_SECRET_ENV] = self.origin_secret
+        if self.cache_spill_bucket:
+            env[CACHE_SPILL_ENV] = self.cache_spill_bucket
         return env

@@ -88,8 +88,12 @@ def provision(endpoint: str, region: str = "us-east-1", prefix: str = "meterline
     kms = aws.client("kms", settings)
     key = kms.create_key(Description="Meterline vault (embedded)")["KeyMetadata"]
     kms.create_alias(AliasName=f"{KMS_KEY_ALIAS}-{prefix}", TargetKeyId=key["KeyId"])
+    spill = f"{prefix}-cache-spill".lower()  # large exact-cache answers (store/cache.py)
+    s3 = aws.client("s3", settings)
+    s3.create_bucket(Bucket=spill, **({} if region == "us-east-1" else {
+        "CreateBucketConfiguration": {"LocationConstraint": region}}))
     return Settings(region=region, aws_endpoint=endpoint, table_names=names, kms_key_id=key["Arn"],
-                    egress_allow_hosts=LOCAL_HOSTS)
+                    egress_allow_hosts=LOCAL_HOSTS, cache_spill_bucket=spill)
 
 
 def seed_demo(settings: Settings, workspace: str = "demo") -> dict[str, str]:

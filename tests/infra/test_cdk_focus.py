@@ -11,7 +11,7 @@ from tests.infra.test_cdk_iam import DYNAMODB_WRITES, actions_on, grants, table_
 
 
 def _bucket(synth):
-    (bucket_id, bucket), = synth.of_type("AWS::S3::Bucket").items()
+    (bucket_id, bucket), = [(lid, b) for lid, b in synth.of_type("AWS::S3::Bucket").items() if "FocusExport" in lid]
     return bucket_id, bucket
 
 

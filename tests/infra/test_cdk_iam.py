@@ -10,6 +10,8 @@ from infra_cdk import constants as c
 
 pytest.importorskip("aws_cdk", reason="aws-cdk-lib is not installed (pip install -e '.[cdk]')")
 
+from meterline.cache.rules import MAX_TTL_S
+from meterline.config import CACHE_SPILL_ENV
 from meterline.store import schema
 
 PURPOSE_CONDITION = {"StringEquals": {"kms:EncryptionContext:meterline:purpose": schema.ENCRYPTION_PURPOSE}}
@@ -141,8 +143,31 @@ def test_gateway_cannot_write_the_vault_or_keys(synth):
 
 
 def test_gateway_decrypts_provider_keys_only(synth):
-    kms = [(a, r, cond) for a, r, cond in grants(synth, "gateway") if a.startswith("kms:")]
+    spill_key = [lid for lid in synth.of_type("AWS::KMS::Key") if "CacheSpillKey" in lid]
+    kms = [(a, r, cond) for a, r, cond in grants(synth, "gateway") if a.startswith("kms:")
+           and r != {"Fn::GetAtt": [*spill_key, "Arn"]}]
     assert kms == [("kms:Decrypt", key_arn(synth), PURPOSE_CONDITION)]
+
+
+def test_gateway_reads_and_writes_only_spilled_cache_objects(synth):
+    (bucket_id, bucket), = [(lid, b) for lid, b in synth.of_type("AWS::S3::Bucket").items() if "CacheSpill" in lid]
+    (key_id,) = [lid for lid in synth.of_type("AWS::KMS::Key") if "CacheSpillKey" in lid]
+    props = bucket["Properties"]
+    (rule,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms",
+                                                     "KMSMasterKeyID": {"Fn::GetAtt": [key_id, "Arn"]}}
+    assert synth.resources[key_id]["Properties"]["EnableKeyRotation"] is True
+    assert props["PublicAccessBlockConfiguration"]["RestrictPublicBuckets"] is True
+    (life,) = props["LifecycleConfiguration"]["Rules"]
+    assert life["ExpirationInDays"] == c.CACHE_SPILL_RETENTION_DAYS == MAX_TTL_S // 86400 + 1
+    s3 = [(a, r) for a, r, _ in grants(synth, "gateway") if a.startswith("s3:")]
+    objects = {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, "/cache/*"]]}
+    assert sorted(s3, key=str) == [("s3:GetObject", objects), ("s3:PutObject", objects)]
+    assert actions_on(synth, "gateway", {"Fn::GetAtt": [key_id, "Arn"]}) == {"kms:GenerateDataKey", "kms:Decrypt"}
+    for service in ("admin", "rollup", "alerts", "waste", "focus"):
+        assert not [a for a, _, _ in grants(synth, service) if a.startswith("s3:Get")], service
+    _, fn = synth.function("gateway")
+    assert fn["Properties"]["Environment"]["Variables"][CACHE_SPILL_ENV] == {"Ref": bucket_id}
 
 
 # --- control plane --------------------------------------------------------------------------------

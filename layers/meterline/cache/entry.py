@@ -4,7 +4,8 @@ and the provider usage it took, so a hit can say what it saved. Pure.
 One stored form per endpoint serves both streamed and non-streamed requests: a stream's answer is
 collected into the non-streamed form (collect.py) and replayed as SSE on a streaming hit (replay.py).
 The answer is zlib-compressed; DynamoDB items are capped at 400 KB, so an answer whose compressed
-form exceeds MAX_STORED_BYTES is not stored.
+form exceeds MAX_STORED_BYTES is spilled to S3 when a spill bucket is configured (store/cache.py; up
+to MAX_SPILL_BYTES compressed), and not stored otherwise.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from meterline.usage import Usage
 
 MAX_STORED_BYTES = 350_000
+MAX_SPILL_BYTES = 16 * 1024 * 1024  # one spilled object at most (compressed)
 USAGE_FIELDS = ("input_uncached", "cache_read", "cache_write_5m", "cache_write_1h", "output", "reasoning",
                 "input_audio", "cache_read_audio", "output_audio")
 

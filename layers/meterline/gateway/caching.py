@@ -188,7 +188,7 @@ class ResponseCache:
         elif not controls.storable(ctx.endpoint, answer):
             reason = "not_natural_finish"
         blob = compress(body) if reason is None else b""
-        if reason is None and len(blob) > MAX_STORED_BYTES:
+        if reason is None and not self.store.can_store(blob):
             reason = "too_large"
         pending = ctx.extra.setdefault("pending", [])
         if reason is not None:
@@ -202,6 +202,8 @@ class ResponseCache:
                       model=ctx.response_model, service_tier=ctx.service_tier, request_id=ctx.request_id)
         self.resolve(flight, entry)  # identical requests waiting in this instance are answered now
         ctx.note(cache="miss", cache_stored=True)
+        if len(blob) > MAX_STORED_BYTES:
+            ctx.note(cache_spilled=True)  # to S3: the item only points at it
         # Written concurrently with the ledger record: no extra round trip after the last byte.
         pending.append(asyncio.ensure_future(self._store(ctx, flight, entry, blob)))
 
