@@ -133,7 +133,7 @@ class Services:
     def prime(self) -> list[str]:
         """Import and initialise everything a request may need, so that no request after a SnapStart
         restore (or the first one of a fresh environment) pays for it: boto3 and its service models
-        (cache misses read keys and workspaces through it), the encryption SDK and the KMS keyring
+        (cache misses read keys and workspaces through it; S3 for spilled cache entries), the encryption SDK and the KMS keyring
         (the first vault key of an environment), the lean DynamoDB client's credentials. No network
         call: a snapshot must not hold connections, and KMS is called per decrypt anyway.
 
@@ -144,7 +144,8 @@ class Services:
         from meterline.store import aws
 
         done = []
-        for service in ("dynamodb", "kms"):
+        # s3: the exact cache spills answers too large for an item there (store/cache.py).
+        for service in ("dynamodb", "kms", *(("s3",) if self.settings.cache_spill_bucket else ())):
             aws.client(service, self.settings)
             done.append(f"boto3:{service}")
         if self.settings.kms_key_id:
