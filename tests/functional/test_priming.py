@@ -41,7 +41,8 @@ def _modules(path: Path, count: int, proc: subprocess.Popen) -> list[str]:
     proc.send_signal(signal.SIGUSR1)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        lines = path.read_text().splitlines() if path.exists() else []
+        # Complete lines only: the dump (tens of KB) may be read while it is being written.
+        lines = path.read_text().split("\n")[:-1] if path.exists() else []
         if len(lines) >= count:
             return json.loads(lines[count - 1])
         time.sleep(0.05)

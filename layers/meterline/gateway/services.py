@@ -133,9 +133,10 @@ class Services:
     def prime(self) -> list[str]:
         """Import and initialise everything a request may need, so that no request after a SnapStart
         restore (or the first one of a fresh environment) pays for it: boto3 and its service models
-        (cache misses read keys and workspaces through it; S3 for spilled cache entries), the encryption SDK and the KMS keyring
-        (the first vault key of an environment), the lean DynamoDB client's credentials. No network
-        call: a snapshot must not hold connections, and KMS is called per decrypt anyway.
+        (cache misses read keys and workspaces through it; S3 for spilled cache entries), the
+        encryption SDK and the KMS keyring (the first vault key of an environment), the lean DynamoDB
+        client's credentials. No network call: a snapshot must not hold connections, and KMS is
+        called per decrypt anyway.
 
         Runs in the lifespan, before uvicorn answers the readiness check LWA waits on, so it lands
         in the snapshot (SnapStart) or in the init phase (on-demand without SnapStart), never at
