@@ -114,6 +114,29 @@ def test_the_score_is_the_sum_of_the_named_contributions():
     assert all(r.POINTS[k] <= 0 for k in ("brief", "simple_task", "greeting"))
 
 
+def test_new_signals_read_every_dialect():
+    schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "object", "properties": {
+        "c": {"type": "integer"}, "d": {"type": "array", "items": {"type": "object", "properties": {
+            "e": {"type": "string"}}}}}}}}
+    chat = r.features("chat.completions", {"messages": [
+        {"role": "user", "content": "Write a Python parser for 2 GB logs in 10 ms, then explain and compare."},
+        {"role": "assistant", "content": None, "tool_calls": []},
+        {"role": "tool", "tool_call_id": "c", "content": "{}"},
+        {"role": "user", "content": "Write a Python parser for 2 GB logs in 10 ms, then explain and compare."}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}})
+    assert chat.code_ask and chat.tool_results == 1 and chat.schema_fields == 5 and chat.quantities == 2
+    assert "python" in chat.tech and chat.steps == 3  # write, explain, compare
+    responses = r.features("responses", {"input": "Summarize in one sentence: the contract renews yearly.",
+                                         "text": {"format": {"type": "json_schema", "name": "x", "schema": schema}}})
+    assert responses.schema_fields == 5 and responses.brief and responses.simple_task
+    assert responses.domain == ("contract",)
+    messages = r.features("messages", {"max_tokens": 9, "messages": [
+        {"role": "user", "content": "Investigate the refund."},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "x", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "ok"}]}]})
+    assert messages.tool_results == 1
+
+
 def test_markers_are_whole_words_and_phrases_count_once():
     found = r.find_markers("compare and contrast the replicas; a comparison of rate-limits, not a compass "
                            "or a deadlock-free design. compare them.")

@@ -17,6 +17,11 @@ stays on the model it asked for.
 
 Mode `shadow` (the default for a new rule) decides and records what would have happened (the model,
 the reason, the projected saving) without switching; mode `on` switches.
+
+The difficulty score is linear in named signals of the request (`signals`), so every decision can be
+redone by hand from `Meterline-Routing-Reason`. Its weights (`POINTS`, `BASE`) are fitted on the train
+split of the labelled set (tests/data/routing_requests.json) by `bench/routing_classifier.py --fit`;
+the holdout split is only ever evaluated (`python bench/routing_classifier.py`).
 """
 
 from __future__ import annotations
@@ -138,10 +143,15 @@ _LEXICONS = {"reasoning": _REASONING, "math": _MATH_WORDS, "tech": _TECH, "domai
              "long_output": _LONG_OUTPUT, "brief": _BRIEF, "code_verbs": _CODE_VERBS}
 
 
-@functools.lru_cache(maxsize=65_536)
-def _kinds(token: str) -> tuple[str, ...]:
-    """The lexicons a word belongs to (cached: a process sees the same words again and again)."""
+def _kinds_of(token: str) -> tuple[str, ...]:
+    """The lexicons a word belongs to."""
     return tuple(name for name, lexicon in _LEXICONS.items() if lexicon.has(token))
+
+
+# Cached: a process sees the same words again and again. Long tokens (base64, hashes) bypass the
+# cache so that it stays small.
+_kinds = functools.lru_cache(maxsize=65_536)(_kinds_of)
+_CACHED_TOKEN_CHARS = 32
 
 
 def find_markers(lower: str) -> dict[str, set[str]]:
@@ -149,7 +159,7 @@ def find_markers(lower: str) -> dict[str, set[str]]:
     substring test per phrase (its regex runs only when the literal occurs)."""
     counts: dict[str, dict[str, int]] = {name: {} for name in _LEXICONS}
     for token in _TOKEN.findall(lower):
-        for name in _kinds(token):
+        for name in (_kinds(token) if len(token) <= _CACHED_TOKEN_CHARS else _kinds_of(token)):
             found = counts[name]
             found[token] = found.get(token, 0) + 1
     for name, lexicon in _LEXICONS.items():
@@ -166,6 +176,8 @@ def find_markers(lower: str) -> dict[str, set[str]]:
                     if found[word] <= 0:
                         del found[word]
     return {name: set(found) for name, found in counts.items()}
+
+
 _IMAGE_PARTS = frozenset({"image_url", "image", "input_image"})
 _AUDIO_PARTS = frozenset({"input_audio", "audio"})
 _FILE_PARTS = frozenset({"file", "document", "input_file"})
