@@ -197,3 +197,17 @@ def test_budget_downgrade_rung_is_validated(changes, message):
         Budget("feature", "x", monthly_micros=1000, **changes).validate()
     Budget("feature", "x", monthly_micros=1000, downgrade_at=80, downgrade_to="openai/gpt-4o-mini",
            throttle_at=90, throttle_rpm=5).validate()
+
+
+def test_downgrade_rung_reads_the_reservations_counter_without_its_own_reservation():
+    from meterline.budgets.model import Budget
+    from meterline.gateway.routing import downgrade_due
+
+    monthly = Budget("feature", "x", monthly_micros=1000, downgrade_at=50, downgrade_to="openai/gpt-4o-mini")
+    # committed = spent + in-flight (this request's 100 included): 450 + 100 -> 45 % before it: not yet.
+    assert downgrade_due(monthly, {"committed": 550}, "2026-12-01", 100) is None
+    assert downgrade_due(monthly, {"committed": 600}, "2026-12-01", 100) == 50
+    assert downgrade_due(monthly, {"spent": 700}, "2026-12-01", 0) == 70  # a 0 reservation: committed unchanged
+    daily = Budget("feature", "x", daily_micros=1000, downgrade_at=80, downgrade_to="openai/gpt-4o-mini")
+    assert downgrade_due(daily, {"committed": 10_000, "dc_2026-12-01": 900}, "2026-12-01", 50) == 85
+    assert downgrade_due(Budget("feature", "x", monthly_micros=1000), {"committed": 999}, "2026-12-01", 0) is None

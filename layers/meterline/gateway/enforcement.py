@@ -168,7 +168,7 @@ class EnforcementStage(BaseStage):
         # The ladder's downgrade rung (alert -> downgrade -> throttle -> kill): the reservations above
         # cover the plan as it was, so a cheaper route needs no new write.
         for r in ctx.extra["reservations"]:
-            percent = routing.downgrade_due(r.budget, r.state, day)
+            percent = routing.downgrade_due(r.budget, r.state, day, r.worst)
             if percent is not None and routing.downgrade(ctx, r.budget, percent):
                 break
 

@@ -206,15 +206,21 @@ class RoutingStage(BaseStage):
                 ctx.note(routing_projected_saving_micros=ctx.cost.micros - projected.micros)
 
 
-def downgrade_due(budget: Budget, state: dict[str, Any], day: str) -> int | None:
-    """The percent spent if a budget's downgrade rung is reached (monthly cap, else daily), else None."""
+def downgrade_due(budget: Budget, state: dict[str, Any], day: str, own_worst: int) -> int | None:
+    """The percent of a budget's cap committed before this request (spent plus other requests'
+    in-flight reservations, like the throttle stage judges it) if its downgrade rung is reached
+    (monthly cap, else daily), else None. Read from the counter the reservation returned: its
+    committed figure, less this request's own reservation (`own_worst`). (The reservation returns
+    only the attributes it updated; committed always is, spent is not where it did not change.)"""
     if budget.downgrade_at is None or not budget.downgrade_to:
         return None
-    cap, spent = ((budget.monthly_micros, int(state.get("spent", 0))) if budget.monthly_micros is not None
-                  else (budget.daily_micros, int(state.get(f"ds_{day}", 0))))
-    if not cap or spent * 100 < budget.downgrade_at * cap:
+    cap, committed, spent = ((budget.monthly_micros, "committed", "spent") if budget.monthly_micros is not None
+                             else (budget.daily_micros, f"dc_{day}", f"ds_{day}"))
+    # (A reservation of 0, for an unpriced model, may leave committed out: then spent.)
+    before = max(0, int(state[committed]) - own_worst) if committed in state else int(state.get(spent, 0))
+    if not cap or before * 100 < budget.downgrade_at * cap:
         return None
-    return spent * 100 // cap
+    return before * 100 // cap
 
 
 def downgrade(ctx: RequestContext, budget: Budget, percent: int) -> bool:
