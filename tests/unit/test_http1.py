@@ -95,3 +95,62 @@ def test_timeouts_and_refusals_are_http_errors():
             await Http1Pool(url).post("/", {}, b"x")
 
     asyncio.run(run())
+
+
+def test_an_answer_in_fragments_is_parsed_once_complete():
+    """The client parses as bytes arrive: a head and body split at every byte, both framings."""
+
+    async def handler(reader, writer):
+        try:
+            while True:
+                body = await read_request(reader)
+                if body == b"chunked":
+                    answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+                else:
+                    answer = b"HTTP/1.1 201 Created\r\ncontent-length: %d\r\nx-a: b\r\n\r\n%s" % (len(body), body)
+                for i in range(len(answer)):
+                    writer.write(answer[i:i + 1])
+                    await writer.drain()
+                    await asyncio.sleep(0)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def run() -> None:
+        server, url = await serve(handler)
+        pool = Http1Pool(url)
+        first = await pool.post("/", {}, b"payload")
+        assert (first.status, first.body, first.headers["x-a"]) == (201, b"payload", "b")
+        assert (await pool.post("/", {}, b"chunked")).body == b"abcde"
+        assert len(pool._idle) == 1
+        await pool.aclose()
+        server.close()
+
+    asyncio.run(run())
+
+
+def test_a_pooled_connection_that_sent_unasked_bytes_is_not_reused():
+    connections = []
+
+    async def handler(reader, writer):
+        connections.append(writer)
+        try:
+            while True:
+                body = await read_request(reader)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+                if body == b"and-garbage":
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstale")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def run() -> None:
+        server, url = await serve(handler)
+        pool = Http1Pool(url)
+        assert (await pool.post("/", {}, b"and-garbage")).body == b"and-garbage"
+        await asyncio.sleep(0.05)
+        assert (await pool.post("/", {}, b"next")).body == b"next"  # never the stale answer
+        assert len(connections) == 2
+        await pool.aclose()
+        server.close()
+
+    asyncio.run(run())

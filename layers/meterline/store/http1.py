@@ -1,12 +1,13 @@
 """A minimal pooled HTTP/1.1 client for AWS JSON APIs (DynamoDB) on the request path.
 
 Why not httpx (on aiohttp): measured on this machine against a keep-alive endpoint, one DynamoDB
-call costs ~0.58 ms of CPU through httpx + aiohttp and ~0.13 ms over plain asyncio streams
-(bench/overhead.py, /docs/ARCHITECTURE.md); with budgets a request makes several such calls.
+call costs ~0.58 ms of CPU through httpx + aiohttp and ~0.13 ms over asyncio streams, less again
+over a bare asyncio protocol that parses the answer when it is complete (bench/overhead.py,
+docs/ARCHITECTURE.md); with budgets a request makes several such calls.
 The surface is deliberately tiny: POST with a Content-Length body; responses framed by
 Content-Length or chunked encoding; keep-alive with an idle pool; `Connection: close` honoured.
-A pooled connection the server closed while idle shows up as EOF before any response byte: the
-request is sent again once on a new connection (every caller's write is idempotent).
+A pooled connection the server closed while idle is dropped when it is taken; one that shows EOF
+before any response byte is sent again once on a new connection (every caller's write is idempotent).
 """
 
 from __future__ import annotations
@@ -34,15 +35,125 @@ class Response:
     body: bytes
 
 
-class _Conn:
-    __slots__ = ("reader", "writer")
+class _Conn(asyncio.Protocol):
+    """One connection as a protocol: bytes are appended as they arrive and the response is parsed
+    when it is complete (no stream reader, no coroutine per line or read; a DynamoDB answer is
+    usually one `data_received`)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader = reader
-        self.writer = writer
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[tuple[Response, bool]] | None = None
+        self.closed = False
+        self._head: tuple[str, int, dict[str, str], int] | None = None  # version, status, headers, body start
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.waiter is not None and not self.waiter.done():
+            self._parse(eof=False)
+
+    def eof_received(self) -> bool:
+        self._ended()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended()
+
+    def _ended(self) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self._parse(eof=True)
+
+    def send(self, payload: bytes) -> asyncio.Future[tuple[Response, bool]]:
+        assert self.transport is not None
+        self.buffer.clear()
+        self._head = None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(payload)
+        return self.waiter
+
+    def _parse(self, eof: bool) -> None:
+        assert self.waiter is not None
+        try:
+            parsed = self._response(eof)
+        except ValueError as exc:
+            self.waiter.set_exception(exc)
+            return
+        if parsed is not None:
+            self.buffer.clear()  # bytes arriving from here on, while idle, were never asked for
+            self._head = None
+            self.waiter.set_result(parsed)
+        elif eof:
+            self.waiter.set_exception(_StaleConnection() if not self.buffer
+                                      else asyncio.IncompleteReadError(bytes(self.buffer), None))
+
+    def _response(self, eof: bool) -> tuple[Response, bool] | None:
+        buffer = self.buffer
+        if self._head is None:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > MAX_HEAD:
+                    raise ValueError("response headers too large")
+                return None
+            status_line, *lines = buffer[:end].decode("latin-1").split("\r\n")
+            version, status, _ = status_line.split(" ", 2)
+            headers: dict[str, str] = {}
+            for line in lines:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            self._head = (version, int(status), headers, end + 4)
+        version, status, headers, start = self._head
+        if "content-length" in headers:
+            length = int(headers["content-length"])
+            if len(buffer) - start < length:
+                return None
+            body = bytes(buffer[start:start + length])
+            extra = len(buffer) > start + length
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            found = _dechunk(buffer, start)
+            if found is None:
+                return None
+            body, end = found
+            extra = len(buffer) > end
+        else:
+            if not eof:
+                return None  # framed by the connection closing
+            body = bytes(buffer[start:])
+            headers["connection"] = "close"
+            extra = False
+        # Bytes beyond the answer were never asked for: that connection is not used again.
+        keep = (version == "HTTP/1.1" and headers.get("connection", "").lower() != "close" and not self.closed
+                and not extra)
+        return Response(status, headers, body), keep
 
     def close(self) -> None:
-        self.writer.close()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+MAX_HEAD = 64 * 1024
+
+
+def _dechunk(buffer: bytearray, pos: int) -> tuple[bytes, int] | None:
+    """(body, end) of a complete chunked response starting at `pos`, or None while incomplete."""
+    chunks = []
+    while True:
+        line_end = buffer.find(b"\r\n", pos)
+        if line_end < 0:
+            return None
+        size = int(bytes(buffer[pos:line_end]).split(b";")[0].strip(), 16)
+        pos = line_end + 2
+        if size == 0:
+            end = buffer.find(b"\r\n", pos)
+            return (b"".join(chunks), end + 2) if end >= 0 else None
+        if len(buffer) < pos + size + 2:
+            return None
+        chunks.append(bytes(buffer[pos:pos + size]))
+        pos += size + 2
 
 
 class Http1Pool:
@@ -59,15 +170,23 @@ class Http1Pool:
         self._ssl = ssl.create_default_context() if self.tls else None
 
     async def _connect(self) -> _Conn:
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, ssl=self._ssl,
-                                        server_hostname=self.host if self.tls else None),
-                self.connect_timeout)
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(_Conn, self.host, self.port, ssl=self._ssl,
+                                                       server_hostname=self.host if self.tls else None)
         except (OSError, TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
             raise HttpError(f"cannot connect to {self.authority}: {reason}", sent=False) from exc
-        return _Conn(reader, writer)
+        return conn
+
+    def _pooled(self) -> _Conn | None:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed and not conn.buffer:  # closed while idle, or sent unasked-for bytes
+                return conn
+            conn.close()
+        return None
 
     async def post(self, path: str, headers: dict[str, str], body: bytes,
                    read_timeout: float | None = None) -> Response:
@@ -75,14 +194,13 @@ class Http1Pool:
         head += [f"{k}: {v}" for k, v in headers.items()]
         payload = ("\r\n".join(head) + "\r\n\r\n").encode() + body
         for reused in (True, False):
-            conn = self._idle.pop() if reused and self._idle else None
+            conn = self._pooled() if reused else None
             if conn is None:
                 reused = False
                 conn = await self._connect()
             try:
-                conn.writer.write(payload)
                 async with asyncio.timeout(read_timeout or self.read_timeout):
-                    response, keep = await self._read(conn.reader)
+                    response, keep = await conn.send(payload)
             except _StaleConnection as exc:
                 conn.close()
                 if reused:
@@ -91,46 +209,15 @@ class Http1Pool:
             except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
                 conn.close()
                 raise HttpError(f"request to {self.authority} failed: {str(exc) or type(exc).__name__}") from exc
+            except BaseException:  # cancelled: the answer would arrive on a connection nobody reads
+                conn.close()
+                raise
             if keep and len(self._idle) < self.max_idle:
                 self._idle.append(conn)
             else:
                 conn.close()
             return response
         raise HttpError("unreachable")
-
-    @staticmethod
-    async def _read(reader: asyncio.StreamReader) -> tuple[Response, bool]:
-        try:  # the status line and headers in one read (one await, not one per line)
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial:
-                raise _StaleConnection from None
-            raise
-        except asyncio.LimitOverrunError as exc:
-            raise ValueError("response headers too large") from exc
-        status_line, *lines = head[:-4].decode("latin-1").split("\r\n")
-        version, status, _ = status_line.split(" ", 2)
-        headers: dict[str, str] = {}
-        for line in lines:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if "content-length" in headers:
-            body = await reader.readexactly(int(headers["content-length"]))
-        elif headers.get("transfer-encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int((await reader.readline()).split(b";")[0].strip(), 16)
-                if size == 0:
-                    await reader.readline()
-                    break
-                chunks.append(await reader.readexactly(size))
-                await reader.readline()
-            body = b"".join(chunks)
-        else:
-            body = await reader.read()  # framed by the connection closing
-            headers["connection"] = "close"
-        keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-        return Response(int(status), headers, body), keep
 
     async def aclose(self) -> None:
         while self._idle:
