@@ -42,6 +42,11 @@ class Usage:
     # Audio output where a model prices it apart from text (gpt-4o-audio, gpt-audio, Gemini native
     # audio): disjoint from `output`, so `output_total` is what the provider counted as output.
     output_audio: int = 0
+    # Image tokens, at an image model's image rates (the image-generation tool's own usage, priced as
+    # an iteration at the image model): disjoint from the text classes.
+    input_image: int = 0
+    cache_read_image: int = 0
+    output_image: int = 0
     # OpenAI predicted-output tokens that were rejected: billed as output, and already inside `output`
     # (OpenAI counts them in completion_tokens), kept apart for the ledger only.
     rejected_prediction: int | None = None
@@ -50,6 +55,9 @@ class Usage:
     # Images made by a server-side image-generation tool, billed per image by model, quality and size:
     # (("gpt-image-1.5", "high", "1024x1536", 1), ...), sorted.
     images: tuple[tuple[str, str, str, int], ...] = ()
+    # Set when the provider reported the image tool's token usage (priced as an iteration at the image
+    # model's token rates): `images` then only counts the images, it is not priced per image again.
+    images_in_tokens: bool = False
     # Billed iterations that the top-level counts leave out (Anthropic compaction / advisor).
     iterations: tuple[Iteration, ...] = ()
     # How the provider says it served the request: Anthropic `speed` ("fast") and `inference_geo`.
@@ -64,11 +72,11 @@ class Usage:
     @property
     def prompt_total(self) -> int:
         return (self.input_uncached + self.cache_read + self.cache_write_5m + self.cache_write_1h
-                + self.input_audio + self.cache_read_audio)
+                + self.input_audio + self.cache_read_audio + self.input_image + self.cache_read_image)
 
     @property
     def output_total(self) -> int:
-        return self.output + self.output_audio
+        return self.output + self.output_audio + self.output_image
 
     @property
     def cache_write(self) -> int:
@@ -371,6 +379,39 @@ def openai_images(output: Any, tools: Any) -> tuple[tuple[str, str, str, int], .
         key = (_str(config.get("model")) or "", quality, size)
         counts[key] = counts.get(key, 0) + 1
     return tuple(sorted((m, q, s, n) for (m, q, s), n in counts.items()))
+
+
+def openai_tool_usage(tool_usage: Any, tools: Any) -> tuple[Iteration | None, int | None]:
+    """The Responses API's `tool_usage` (usage reported by hosted tools, apart from `usage`):
+    `image_gen` token counts as an `image_generation` iteration at the image model's rates (the tool
+    config's `model`; "" when it names none), and `web_search.num_requests`, the billable searches
+    (discounted searches and page opens excluded). (None, None) for what it does not report."""
+    if not isinstance(tool_usage, dict):
+        return None, None
+    searches = tool_usage.get("web_search")
+    billable = _int(searches.get("num_requests")) if isinstance(searches, dict) else None
+    gen = tool_usage.get("image_gen")
+    if not isinstance(gen, dict) or not (_int(gen.get("total_tokens")) or _int(gen.get("input_tokens"))
+                                         or _int(gen.get("output_tokens"))):
+        return None, billable
+    config: dict[str, Any] = next((t for t in tools if isinstance(t, dict) and t.get("type") == "image_generation"),
+                                  {}) if isinstance(tools, list) else {}
+    input_ = _int(gen.get("input_tokens")) or 0
+    details = gen.get("input_tokens_details") if isinstance(gen.get("input_tokens_details"), dict) else {}
+    image_in = min(_int(details.get("image_tokens")) or 0, input_)
+    text_in = input_ - image_in
+    cached = gen.get("cached_tokens_details") if isinstance(gen.get("cached_tokens_details"), dict) else {}
+    cached_image = min(_int(cached.get("cached_image_tokens")) or 0, image_in)
+    # Without the split, cached tokens are taken as text (an omitted count means "unknown": none).
+    cached_text = min(_int(cached.get("cached_text_tokens")) if cached else (_int(gen.get("cached_tokens")) or 0),
+                      text_in) or 0
+    output = _int(gen.get("output_tokens")) or 0
+    out_details = gen.get("output_tokens_details") if isinstance(gen.get("output_tokens_details"), dict) else None
+    # Without the split, every output token is an image token (the dearer class: never under-billed).
+    text_out = min(_int(out_details.get("text_tokens")) or 0, output) if out_details else 0
+    usage = Usage(input_uncached=text_in - cached_text, cache_read=cached_text, input_image=image_in - cached_image,
+                  cache_read_image=cached_image, output=text_out, output_image=output - text_out)
+    return Iteration("image_generation", _str(config.get("model")), usage), billable
 
 
 def _setting(reported: Any, requested: Any) -> str:

@@ -48,9 +48,12 @@ class FakeOpenAIMore:
     # image_generation_call, ...); streamed as their own output_item / image_generation_call events.
     tool_items: list[dict[str, Any]] = field(default_factory=list)
     partial_images: int = 0  # response.image_generation_call.partial_image events per image
+    # The response's `tool_usage` (hosted tools' own usage: image_gen tokens, billable web searches).
+    tool_usage: dict[str, Any] | None = None
 
     def response(self, model: str, status: str = "completed") -> dict[str, Any]:
-        return {
+        extra = {"tool_usage": self.tool_usage} if self.tool_usage is not None and status == "completed" else {}
+        return {**extra,
             "id": "resp_fake1", "object": "response", "created_at": int(time.time()), "status": status,
             "model": model + "-2025-08-07", "service_tier": "default",
             "output": [*self.tool_items, {"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",

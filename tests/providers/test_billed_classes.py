@@ -29,7 +29,7 @@ def rates(model_id: str, tier: str | None = None, group: str = "service_tiers") 
     spec = point(model_id)
     base = {k: Decimal(v) for k, v in spec.items() if k in (
         "input", "cache_read", "cache_write_5m", "cache_write_1h", "output", "input_audio", "cache_read_audio",
-        "output_audio")}
+        "output_audio", "input_image", "cache_read_image", "output_image")}
     if tier is None:
         return base
     table = spec[group][tier]

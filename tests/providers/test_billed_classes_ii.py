@@ -109,6 +109,44 @@ def test_an_image_model_without_per_image_prices_is_flagged_not_free(gateway, wo
     assert record["price_gaps"] == ["image gpt-image-2 high 2048x2048 at its highest listed price"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_reported_image_tool_tokens_are_priced_at_the_image_models_token_rates(gateway, world, fakes, settings,
+                                                                                stream):
+    """Where the response carries `tool_usage` (hosted tools' own usage), the image tool is billed by
+    its tokens at the image model's rates - not per image again - and web search by its billable
+    count (a page open is not a billable search)."""
+    f = fakes.openai
+    f.tool_items = [image_item(1, "high", "1024x1536"), image_item(2, "low", "1024x1024"),
+                    {"type": "web_search_call", "id": "ws_1", "status": "completed",
+                     "action": {"type": "search", "query": "fox"}},
+                    {"type": "web_search_call", "id": "ws_2", "status": "completed",
+                     "action": {"type": "open_page", "url": "https://example.com"}}]
+    f.tool_usage = {
+        "image_gen": {"input_tokens": 300, "input_tokens_details": {"image_tokens": 200, "text_tokens": 100},
+                      "cached_tokens": 50, "cached_tokens_details": {"cached_image_tokens": 50,
+                                                                     "cached_text_tokens": 0},
+                      "output_tokens": 6_400, "output_tokens_details": {"image_tokens": 6_272, "text_tokens": 128},
+                      "total_tokens": 6_700},
+        "web_search": {"num_requests": 1}}
+    call_responses(gateway, world, stream, [{"type": "image_generation", "model": "gpt-image-1.5"},
+                                            {"type": "web_search"}])
+    [record] = wait_for_ledger(settings, world.workspace, 1)
+    img = point("openai/gpt-image-1.5")
+    usd_image = (per_m(100, Decimal(img["input"])) + per_m(150, Decimal(img["input_image"]))
+                 + per_m(50, Decimal(img["cache_read_image"])) + per_m(128, Decimal(img["output"]))
+                 + per_m(6_272, Decimal(img["output_image"])))
+    assert Decimal(img["output_image"]) == 32  # $32/M image output tokens, not text's $10
+    usd = token_usd(f) + usd_image + Decimal(point("openai/gpt-5")["fees"]["web_search"]) / 1000
+    assert record["cost_micros"] == micros(usd)
+    assert record["tool_calls"] == {"web_search": 1}
+    assert record["images"] == {"gpt-image-1.5:high:1024x1536": 1, "gpt-image-1.5:low:1024x1024": 1}
+    assert not [k for k in record["prices"] if k.startswith("image:")]  # not priced per image as well
+    [iteration] = record["iterations"]
+    assert iteration["type"] == "image_generation" and iteration["model"] == "gpt-image-1.5"
+    assert record["prices"]["iteration:0:image_generation"] == [6_700, micros(usd_image)]
+    assert "price_gaps" not in record
+
+
 # -- Audio output (and input) at the model's audio rates; rejected prediction tokens as output ------
 @pytest.mark.parametrize("stream", [False, True])
 def test_openai_audio_tokens_are_priced_at_audio_rates(gateway, world, fakes, settings, stream):

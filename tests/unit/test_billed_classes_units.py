@@ -146,3 +146,32 @@ def test_reservations_cover_audio_replies_and_bounded_image_calls():
     room = policy.clamp_output(with_images, with_images.fixed_micros + 10_000)
     no_room = policy.clamp_output(with_images, with_images.fixed_micros)
     assert room is not None and no_room is None
+
+
+def test_tool_usage_image_tokens_parse_conservatively():
+    from meterline.usage import openai_tool_usage
+
+    tools = [{"type": "image_generation", "model": "gpt-image-1-mini"}]
+    it, searches = openai_tool_usage({"image_gen": {"input_tokens": 90, "output_tokens": 4_000,
+                                                    "total_tokens": 4_090, "cached_tokens": 30,
+                                                    "input_tokens_details": {"image_tokens": 0, "text_tokens": 90}},
+                                      "web_search": {"num_requests": 0}}, tools)
+    assert searches == 0 and it.kind == "image_generation" and it.model == "gpt-image-1-mini"
+    # No output split: all image tokens (the dearer class); cached without a split: text.
+    assert it.usage == Usage(input_uncached=60, cache_read=30, output_image=4_000)
+    assert openai_tool_usage({"image_gen": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}}, tools) \
+        == (None, None)
+    assert openai_tool_usage(None, tools) == (None, None)
+
+
+def test_image_tokens_of_an_unnamed_or_unknown_image_model_use_the_ceiling_rates():
+    from meterline.usage import Iteration
+
+    catalog = default_catalog()
+    pricing = catalog.resolve("openai/gpt-5")
+    tokens = Usage(output_image=1_000_000)
+    for model, gap in (("", "image model not named: image tokens at gpt-image-1's rates"),
+                       ("gpt-image-9", "image model 'gpt-image-9' at gpt-image-1's rates")):
+        usage = Usage(iterations=(Iteration("image_generation", model or None, tokens),))
+        cost = price_request(pricing, usage, TODAY, resolve=catalog.resolve)
+        assert cost.micros == 40_000_000 and cost.gaps == (gap,)  # gpt-image-1: $40/M image output

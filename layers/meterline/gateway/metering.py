@@ -106,7 +106,7 @@ def usage_classes(usage: Usage, cost: Cost | None) -> dict[str, Any]:
     if usage.iterations:
         out["iterations"] = [{"type": it.kind, "model": it.model, **{k: v for k, v in it.usage.as_dict().items()
                               if isinstance(v, int) and not isinstance(v, bool) and v}} for it in usage.iterations]
-        out["iteration_tokens"] = sum(it.usage.prompt_total + it.usage.output for it in usage.iterations)
+        out["iteration_tokens"] = sum(it.usage.prompt_total + it.usage.output_total for it in usage.iterations)
     if cost is not None:
         # class -> [units, price]: micro-dollars per 1M tokens; per 1K calls for `tool:*`; per image
         # for `image:*`; for `iteration:*` the iteration's own cost in micro-dollars.

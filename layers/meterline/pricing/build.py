@@ -38,6 +38,7 @@ TOKEN_KEYS = {
     "input_mtok": "input", "cache_read_mtok": "cache_read", "cache_write_mtok": "cache_write_5m",
     "cache_write_1h_mtok": "cache_write_1h", "output_mtok": "output", "input_audio_mtok": "input_audio",
     "cache_audio_read_mtok": "cache_read_audio", "output_audio_mtok": "output_audio",
+    "input_image_mtok": "input_image", "cache_image_read_mtok": "cache_read_image", "output_image_mtok": "output_image",
 }
 FEE_KEYS = {"web_searches_kcount": "web_search", "storage_searches_kcount": "file_search"}
 EPOCH = date(1970, 1, 1)
@@ -101,8 +102,9 @@ def _classes(prices: dict[str, Any], threshold: int | None, model_id: str) -> di
         out["input_audio"] = got["input_audio"]
         if got["cache_read_audio"] is not None:
             out["cache_read_audio"] = got["cache_read_audio"]
-    if got["output_audio"] is not None:
-        out["output_audio"] = got["output_audio"]
+    for name in ("output_audio", "input_image", "cache_read_image", "output_image"):
+        if got[name] is not None:
+            out[name] = got[name]
     return {k: _usd(v) for k, v in out.items()}
 
 

@@ -29,7 +29,7 @@ from meterline.money import apply_multiplier, usd_to_micros
 STANDARD_TIERS = frozenset({"", "default", "standard", "auto", "standard_only", "on_demand", "on-demand"})
 GLOBAL_GEOS = frozenset({"", "global", "not_available"})
 TOKEN_CLASSES = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output", "input_audio",
-                 "cache_read_audio", "output_audio")
+                 "cache_read_audio", "output_audio", "input_image", "cache_read_image", "output_image")
 MEMO_LIMIT = 4096
 
 
@@ -54,6 +54,22 @@ class Rates:
     input_audio: int | None = None
     cache_read_audio: int | None = None
     output_audio: int | None = None
+    # Image tokens (an image model's own rates: what the image-generation tool reports as tokens).
+    input_image: int | None = None
+    cache_read_image: int | None = None
+    output_image: int | None = None
+
+    @property
+    def image_in(self) -> int:
+        return self.input if self.input_image is None else self.input_image
+
+    @property
+    def image_cache_read(self) -> int:
+        return self.cache_read if self.cache_read_image is None else self.cache_read_image
+
+    @property
+    def image_out(self) -> int:
+        return self.output if self.output_image is None else self.output_image
 
     @property
     def audio_in(self) -> int:
@@ -73,7 +89,8 @@ class Rates:
 
         return Rates(*(apply_multiplier(v, multiplier) for v in self.as_tuple()),
                      input_audio=s(self.input_audio), cache_read_audio=s(self.cache_read_audio),
-                     output_audio=s(self.output_audio))
+                     output_audio=s(self.output_audio), input_image=s(self.input_image),
+                     cache_read_image=s(self.cache_read_image), output_image=s(self.output_image))
 
     def as_tuple(self) -> tuple[int, int, int, int, int]:
         return (self.input, self.cache_read, self.cache_write_5m, self.cache_write_1h, self.output)
@@ -84,8 +101,9 @@ class Rates:
             out["input_audio"] = self.input_audio
         if self.cache_read_audio is not None:
             out["cache_read_audio"] = self.cache_read_audio
-        if self.output_audio is not None:
-            out["output_audio"] = self.output_audio
+        for name in ("output_audio", "input_image", "cache_read_image", "output_image"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
 
 
@@ -225,6 +243,9 @@ def _rates(raw: dict[str, Any], base: Rates | None = None) -> Rates:
         input_audio=optional("input_audio", base.input_audio if base else None),
         cache_read_audio=optional("cache_read_audio", base.cache_read_audio if base else None),
         output_audio=optional("output_audio", base.output_audio if base else None),
+        input_image=optional("input_image", base.input_image if base else None),
+        cache_read_image=optional("cache_read_image", base.cache_read_image if base else None),
+        output_image=optional("output_image", base.output_image if base else None),
     )
 
 

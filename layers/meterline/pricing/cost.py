@@ -22,6 +22,7 @@ from meterline.usage import Usage
 # is charged at the highest per-image price of this model, whose prices bound the others OpenAI
 # lists (overrides.json; docs/PRICING.md), and recorded as a price gap.
 CEILING_IMAGE_MODEL = {"openai": "gpt-image-1", "azure": "gpt-image-1"}
+IMAGE_GENERATION = "image_generation"  # the iteration kind of an image tool's own token usage
 UNLISTED_IMAGE_MICROS = 250_000  # $0.25: gpt-image-1 high, 1024x1536 - used only if that entry is gone
 
 
@@ -47,6 +48,9 @@ def _token_terms(usage: Usage, rates: Rates) -> list[tuple[str, int, int]]:
         ("input_audio", usage.input_audio, rates.audio_in),
         ("cache_read_audio", usage.cache_read_audio, rates.audio_cache_read),
         ("output_audio", usage.output_audio, rates.audio_out),
+        ("input_image", usage.input_image, rates.image_in),
+        ("cache_read_image", usage.cache_read_image, rates.image_cache_read),
+        ("output_image", usage.output_image, rates.image_out),
     ]
 
 
@@ -130,20 +134,30 @@ def price_request(pricing: ModelPricing, usage: Usage, day: date, service_tier: 
             continue
         scaled += calls * fee * 1000  # micro-dollars per 1K calls -> the 1e-6 scale of per-1M rates
         breakdown[f"tool:{name}"] = (calls, fee)
-    for image_model, quality, size, count in usage.images:
+    for image_model, quality, size, count in () if usage.images_in_tokens else usage.images:
         each = _image_price(pricing, image_model, quality, size, day, resolve, gaps)
         scaled += count * each * 1_000_000  # micro-dollars per image -> the 1e-6 scale
         key = f"image:{image_model or 'default'}:{quality}:{size}"
         breakdown[key] = (count, each)
+    namespace = pricing.model_id.split("/", 1)[0]
     for index, iteration in enumerate(usage.iterations):
         it_point = point
-        if iteration.model and resolve is not None:
-            namespace = pricing.model_id.split("/", 1)[0]
-            other = resolve(f"{namespace}/{iteration.model}")
+        model = iteration.model
+        if iteration.kind == IMAGE_GENERATION and not model:
+            # The tool named no image model: its tokens at the ceiling model's (highest) rates, flagged.
+            model = CEILING_IMAGE_MODEL.get(namespace, "")
+            gaps.append(f"image model not named: image tokens at {model}'s rates")
+        if model and resolve is not None:
+            other = resolve(f"{namespace}/{model}")
             other_point = other.at(day) if other is not None else None
-            if other_point is None:
-                gaps.append(f"iteration model {iteration.model!r}")
-            else:
+            if other_point is None and iteration.kind == IMAGE_GENERATION and model != CEILING_IMAGE_MODEL.get(
+                    namespace):
+                ceiling = resolve(f"{namespace}/{CEILING_IMAGE_MODEL.get(namespace, '')}")
+                other_point = ceiling.at(day) if ceiling is not None else None
+                gaps.append(f"image model {model!r} at {CEILING_IMAGE_MODEL.get(namespace)}'s rates")
+            elif other_point is None:
+                gaps.append(f"iteration model {model!r}")
+            if other_point is not None:
                 it_point = other_point
         # An iteration runs in the request's region; a compaction (same model) also at its speed.
         it_usage = replace(iteration.usage, inference_geo=iteration.usage.inference_geo or usage.inference_geo,
@@ -155,6 +169,7 @@ def price_request(pricing: ModelPricing, usage: Usage, day: date, service_tier: 
             if fee is not None:
                 scaled += calls * fee * 1000
         key = f"iteration:{index}:{iteration.kind}"
-        breakdown[key] = (it_usage.prompt_total + it_usage.output, round_scaled(_scaled_tokens(it_usage, it_rates)))
+        breakdown[key] = (it_usage.prompt_total + it_usage.output_total,
+                          round_scaled(_scaled_tokens(it_usage, it_rates)))
     return Cost(round_scaled(scaled), rates, point.source, point.effective, breakdown,
                 tuple(dict.fromkeys(gaps)) if gaps else ())

@@ -22,7 +22,7 @@ from meterline.pricing.catalog import Catalog, CatalogError
 DEFAULT_SOURCE = "https://raw.githubusercontent.com/pydantic/genai-prices/refs/heads/main/prices/new_data/v2/data.json"
 MAX_BYTES = 64 * 1024 * 1024
 CLASSES = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output", "input_audio", "cache_read_audio",
-           "output_audio")
+           "output_audio", "input_image", "cache_read_image", "output_image")
 
 
 class SyncError(ValueError):

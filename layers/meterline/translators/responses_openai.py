@@ -17,7 +17,14 @@ from meterline.providers.base import UpstreamRequest
 from meterline.sse import Event, encode
 from meterline.translators.base import StreamTally, Target, Translated
 from meterline.translators.openai_hosts import endpoint
-from meterline.usage import Usage, from_openai_responses, openai_images, openai_tool_calls
+from meterline.usage import (
+    Usage,
+    from_openai_responses,
+    openai_images,
+    openai_tool_calls,
+    openai_tool_usage,
+    tool_calls,
+)
 
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 
@@ -41,8 +48,14 @@ def _usage(response: dict[str, Any], tools: Any = None) -> Usage | None:
     output = response.get("output")
     calls = openai_tool_calls(output)
     images = openai_images(output, tools)
-    if calls or images:
-        usage = replace(usage, tool_calls=calls, images=images)
+    # Hosted tools' own usage, where the response reports it: the image tool's tokens (priced at the
+    # image model's token rates instead of per image) and the billable web searches.
+    image_gen, searches = openai_tool_usage(response.get("tool_usage"), tools)
+    if searches is not None:
+        calls = tool_calls({**dict(calls), "web_search": searches})
+    if calls or images or image_gen:
+        usage = replace(usage, tool_calls=calls, images=images, images_in_tokens=image_gen is not None,
+                        iterations=(*usage.iterations, image_gen) if image_gen else usage.iterations)
     return usage
 
 
