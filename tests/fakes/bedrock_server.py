@@ -12,8 +12,8 @@ padding field Bedrock adds. Requests must be SigV4-signed for service `bedrock`.
 other than "default", a TTL other than 5m/1h, a point that leads a list, a point among the tools of a
 Nova model, or any point on a model without prompt caching). With `cache_model`, usage follows the
 points like the real cache: the longest prefix ending at a point seen before is read, the prefix to
-the last point is written (tokens: 1 per 4 characters of canonical JSON; prefixes under 1,024 tokens
-are not cached); otherwise usage is the fixed figures below.
+the last point is written at that point's TTL, reported in `cacheDetails` (tokens: 1 per 4
+characters of canonical JSON; prefixes under 1,024 tokens are not cached); otherwise usage is the fixed figures below.
 """
 
 from __future__ import annotations
@@ -80,12 +80,15 @@ class FakeBedrock:
     def tier(self) -> dict[str, Any]:
         return {"serviceTier": {"type": self.service_tier}} if self.service_tier else {}
 
-    def usage(self, counts: tuple[int, int, int] | None = None) -> dict[str, Any]:
-        if counts is not None:  # (uncached input, cache read, cache write) from the cache model
-            input_, read, write = counts
-            return {"inputTokens": input_, "outputTokens": self.output_tokens,
-                    "totalTokens": input_ + read + write + self.output_tokens,
-                    "cacheReadInputTokens": read, "cacheWriteInputTokens": write}
+    def usage(self, counts: tuple[int, int, int, str] | None = None) -> dict[str, Any]:
+        if counts is not None:  # (uncached input, cache read, cache write, its TTL) from the cache model
+            input_, read, write, ttl = counts
+            usage = {"inputTokens": input_, "outputTokens": self.output_tokens,
+                     "totalTokens": input_ + read + write + self.output_tokens,
+                     "cacheReadInputTokens": read, "cacheWriteInputTokens": write}
+            if write:
+                usage["cacheDetails"] = [{"ttl": ttl, "inputTokens": write}]
+            return usage
         if self.writes_inside_input:
             input_ = self.input_tokens + self.cache_write
             total = input_ + self.output_tokens + self.cache_read
@@ -130,11 +133,11 @@ def _points_error(model: str, body: dict[str, Any]) -> str | None:
     return None
 
 
-def cache_usage(fake: FakeBedrock, model: str, body: dict[str, Any]) -> tuple[int, int, int]:
-    """(uncached input, read, write) as the provider's cache would bill them."""
+def cache_usage(fake: FakeBedrock, model: str, body: dict[str, Any]) -> tuple[int, int, int, str]:
+    """(uncached input, read, write, the write's TTL) as the provider's cache would bill them."""
     segments: list[Any] = []
     boundaries: list[tuple[str, int]] = []  # (prefix digest, prefix tokens) at each cachePoint
-    total = 0
+    total, ttl = 0, "5m"
     lists = [(body.get("toolConfig") or {}).get("tools") or [], body.get("system") or []]
     lists += [[{"role": m.get("role")}, *(m.get("content") or [])] for m in body.get("messages") or []]
     for blocks in lists:
@@ -142,6 +145,7 @@ def cache_usage(fake: FakeBedrock, model: str, body: dict[str, Any]) -> tuple[in
             if "cachePoint" in block:
                 digest = hashlib.sha256(json.dumps([model, segments], sort_keys=True).encode()).hexdigest()
                 boundaries.append((digest, total))
+                ttl = block["cachePoint"].get("ttl", "5m")
                 continue
             segments.append(block)
             total += _tokens(block)
@@ -152,7 +156,7 @@ def cache_usage(fake: FakeBedrock, model: str, body: dict[str, Any]) -> tuple[in
     for digest, tokens in boundaries:
         if tokens >= MIN_CACHED:
             fake.cached_prefixes.add(digest)
-    return total - read - write, read, write
+    return total - read - write, read, write, ttl
 
 
 def build_app(fake: FakeBedrock) -> Starlette:

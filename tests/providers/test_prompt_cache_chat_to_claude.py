@@ -192,3 +192,33 @@ def test_chat_to_anthropic_carries_the_lever_breakpoints_and_records_the_value(g
     for record in records[1:]:
         assert record["prompt_cache_breakpoints"] == ["prefix", "conversation_read", "conversation_write"]
         assert record["savings"]["prompt_cache"] == int(expected.quantize(Decimal(1), ROUND_HALF_UP))
+
+
+def test_a_one_hour_rule_writes_one_hour_cache_points_on_claude_4_5_and_prices_them(gateway, world, fakes,
+                                                                                    settings):
+    prompt_cache_on(settings, world, "1h")
+    fakes.bedrock.cache_model = True
+    client = sdk(gateway, world)
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Where is order 7?"}]
+    for _ in range(4):  # 1-hour entries pay from the 3rd use within the hour
+        client.chat.completions.create(model=f"bedrock/{CLAUDE}", messages=messages)
+    sent = fakes.bedrock.requests
+    assert points_in(sent[1]["system"]) == [] and sent[2]["system"][-1] == {"cachePoint": {"type": "default",
+                                                                                            "ttl": "1h"}}
+    records = sorted(wait_for_ledger(settings, world.workspace, 4), key=lambda r: r["ts"])
+    write, read = records[2], records[3]
+    assert write["cache_write_1h"] > 1000 and write["cache_write_5m"] == 0 and read["cache_read"] > 1000
+    model_id = f"bedrock/{CLAUDE}"
+    for record in (write, read):
+        cost = (record["input_uncached"] * price(model_id, "input")
+                + record["cache_read"] * price(model_id, "cache_read")
+                + record["cache_write_1h"] * price(model_id, "cache_write_1h")
+                + record["output"] * price(model_id, "output"))
+        assert record["cost_micros"] == int(cost.quantize(Decimal(1), ROUND_HALF_UP))
+    premium = write["cache_write_1h"] * (price(model_id, "cache_write_1h") - price(model_id, "input"))
+    assert write["savings"]["prompt_cache"] == -int(premium.quantize(Decimal(1), ROUND_HALF_UP))
+    assert read["savings"]["prompt_cache"] == expected_saving(model_id, read["cache_read"], 0)
+    # Claude Sonnet 4 on Bedrock has no 1-hour TTL: the same rule writes 5-minute points there.
+    for _ in range(2):
+        client.chat.completions.create(model="bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0", messages=messages)
+    assert fakes.bedrock.requests[-1]["system"][-1] == POINT
