@@ -175,3 +175,29 @@ def test_image_tokens_of_an_unnamed_or_unknown_image_model_use_the_ceiling_rates
         usage = Usage(iterations=(Iteration("image_generation", model or None, tokens),))
         cost = price_request(pricing, usage, TODAY, resolve=catalog.resolve)
         assert cost.micros == 40_000_000 and cost.gaps == (gap,)  # gpt-image-1: $40/M image output
+
+
+def test_requests_show_lines_are_the_metered_classes_and_add_up_to_the_cost():
+    """`meterline requests show` lists each billed class with the unit price the meter used (audio,
+    tool calls, images, iterations included), and the exact lines sum to the recorded cost."""
+    from meterline.admin.reports import cost_lines
+    from meterline.gateway.metering import usage_classes
+    from meterline.store.workspaces import WorkspaceConfig
+    from meterline.usage import Iteration
+
+    catalog = default_catalog()
+    pricing = catalog.resolve("openai/gpt-4o-audio-preview")
+    usage = Usage(input_uncached=500, input_audio=700, output=60, output_audio=900,
+                  tool_calls=(("code_interpreter", 2),), images=(("gpt-image-1.5", "high", "1024x1536", 1),),
+                  iterations=(Iteration("image_generation", "gpt-image-1.5", Usage(output_image=4_000)),))
+    cost = price_request(pricing, usage, TODAY, resolve=catalog.resolve)
+    record = {"model": "openai/gpt-4o-audio-preview", "ts": int(datetime.now(UTC).timestamp() * 1000),
+              "cost_micros": cost.micros, "price_source": cost.price_source, "input_uncached": 500, "output": 60,
+              **{k: v for k, v in usage_classes(usage, cost).items() if v is not None}}
+    lines = cost_lines(record, WorkspaceConfig("ws", "Ws"))
+    by_class = {line["class"]: line for line in lines}
+    assert by_class["output_audio"]["usd_per_million_micros"] == 80_000_000
+    assert by_class["tool:code_interpreter"]["tokens"] == 2 and by_class["image:gpt-image-1.5:high:1024x1536"]
+    assert by_class["iteration:0:image_generation"]["cost_micros_exact"] == 4_000 * 32
+    exact = sum(line["cost_micros_exact"] for line in lines if line["class"] != "total")
+    assert round(exact) == by_class["total"]["cost_micros_exact"] == cost.micros

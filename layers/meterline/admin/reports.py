@@ -25,6 +25,7 @@ from meterline.usage import Usage
 
 LOOKBACK_DAYS = 31  # how far back `requests` and `requests show` look
 TOKEN_CLASSES = ("input_uncached", "cache_read", "cache_write_5m", "cache_write_1h", "output")
+EXTRA_TOKENS = ("input_audio", "cache_read_audio", "output_audio", "iteration_tokens")
 RATE_OF = {"input_uncached": "input", "cache_read": "cache_read", "cache_write_5m": "cache_write_5m",
            "cache_write_1h": "cache_write_1h", "output": "output"}
 
@@ -145,9 +146,34 @@ def pricing_for(catalog: Catalog, model_id: str) -> ModelPricing | None:
     return catalog.resolve(model_id)
 
 
+def recorded_lines(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every billed class from the record's own `prices` (units and the unit price the meter used):
+    token classes per 1M tokens, `tool:*` per 1K calls, `image:*` per image, `iteration:*` with the
+    iteration's own cost. Exact per class before the one rounding."""
+    lines = []
+    for name, pair in (record.get("prices") or {}).items():
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            continue
+        units, rate = int(pair[0]), int(pair[1])
+        line: dict[str, Any] = {"class": "input_uncached" if name == "input" else name, "tokens": units,
+                                "usd_per_million_micros": None}
+        if name.startswith("iteration:"):
+            line["cost_micros_exact"] = rate  # the iteration's own cost, priced at its model's rates
+        elif name.startswith("tool:"):
+            line.update(usd_per_thousand_micros=rate, cost_micros_exact=units * rate / 1_000)
+        elif name.startswith("image:"):
+            line.update(usd_per_image_micros=rate, cost_micros_exact=units * rate)
+        else:
+            line.update(usd_per_million_micros=rate, cost_micros_exact=units * rate / 1_000_000)
+        lines.append(line)
+    return lines
+
+
 def cost_lines(record: dict[str, Any], config: WorkspaceConfig) -> list[dict[str, Any]]:
     """Tokens by class with the rate each was priced at and its share of the cost (micro-dollars).
-    The lines are exact per class before rounding; their sum is the recorded cost (rounded once)."""
+    The lines are exact per class before rounding; their sum is the recorded cost (rounded once).
+    A record that lists its billed classes (`prices`: audio, tool calls, images, iterations, a tier's
+    rates) is shown from them, as metered; an older one is re-priced from its token classes."""
     catalog = default_catalog().with_overrides(config.price_overrides)
     model = str(record.get("model") or "")
     workspace_entry = config.providers.get(model.split("/", 1)[0]) if "/" in model else None
@@ -159,6 +185,12 @@ def cost_lines(record: dict[str, Any], config: WorkspaceConfig) -> list[dict[str
     point = pricing.at(day)
     if point is None:
         return []
+    if record.get("prices"):
+        lines = recorded_lines(record)
+        lines.append({"class": "total", "tokens": sum(int(record.get(c, 0)) for c in (*TOKEN_CLASSES, *EXTRA_TOKENS)),
+                      "usd_per_million_micros": None, "cost_micros_exact": int(record.get("cost_micros", 0)),
+                      "price_source": record.get("price_source") or point.source, "priced_as": pricing.model_id})
+        return lines
     usage = Usage(**{c: int(record.get(c, 0)) for c in TOKEN_CLASSES})
     rates = point.rates_for(usage.prompt_total, record.get("service_tier"))
     lines = []

@@ -100,8 +100,13 @@ def cmd_requests_show(args: argparse.Namespace) -> None:
         rows = []
         for line in found["lines"]:
             rate = line["usd_per_million_micros"]
-            rows.append({"tokens_class": line["class"], "tokens": line["tokens"],
-                         "usd_per_1m": micros_to_usd(rate) if rate is not None else "",
+            if line.get("usd_per_thousand_micros") is not None:
+                unit = f"{micros_to_usd(line['usd_per_thousand_micros'])} /1K calls"
+            elif line.get("usd_per_image_micros") is not None:
+                unit = f"{micros_to_usd(line['usd_per_image_micros'])} /image"
+            else:
+                unit = micros_to_usd(rate) if rate is not None else ""
+            rows.append({"tokens_class": line["class"], "tokens": line["tokens"], "usd_per_1m": unit,
                          "cost_usd": f"{line['cost_micros_exact'] / 1_000_000:.8f}".rstrip("0").rstrip(".")
                          if line["class"] != "total" else micros_to_usd(int(line["cost_micros_exact"]))})
         print_table(rows, ["tokens_class", "tokens", "usd_per_1m", "cost_usd"])
