@@ -247,3 +247,18 @@ def test_a_downgrade_never_breaks_hard_constraints(gateway, tenant, fake_openai,
     assert [r["model"] for r in fake.requests] == ["gpt-4.1", "gpt-4.1"]
     records = wait_for_ledger(settings, tenant.workspace, 2)
     assert "context window" in records[1]["budget_downgrade_skipped"]
+
+
+def test_a_daily_only_budget_downgrades_on_the_days_spend(gateway, tenant, fake_openai, settings):
+    """The rung reads the day's spent for a daily-only budget (the reservation returns the whole counter
+    then; otherwise only what it changed)."""
+    from meterline.budgets.model import Budget
+
+    fake, _ = fake_openai
+    Ops(settings).set_budget(tenant.workspace, Budget("feature", "chat", daily_micros=100_000, downgrade_at=1,
+                                                      downgrade_to="openai/gpt-4o-mini"))
+    c = client(gateway, tenant)
+    for _ in range(2):
+        c.chat.completions.create(model="gpt-4o", messages=EASY, max_tokens=10,
+                                  extra_headers={"Meterline-Feature": "chat"})
+    assert [r["model"] for r in fake.requests] == ["gpt-4o", "gpt-4o-mini"]
