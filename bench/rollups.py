@@ -46,28 +46,105 @@ def record(i: int, customers: int) -> dict:
             "dynamodb": {"SequenceNumber": f"{i:021d}", "NewImage": image}}
 
 
+class _EmptyBody:
+    def stream(self, **_: object):
+        yield b"{}"
+
+
+def instant_dynamodb(settings) -> None:
+    """Answer every DynamoDB call of these settings' client at once with 200 {}: what remains is the
+    handler's own CPU (parse, aggregate, botocore validating, serialising, signing, parsing)."""
+    from botocore.awsrequest import AWSResponse
+
+    from meterline.store import aws
+
+    def answer(request, **_: object) -> AWSResponse:
+        return AWSResponse(request.url, 200, {"content-type": "application/x-amz-json-1.0"}, _EmptyBody())
+
+    aws.client("dynamodb", settings).meta.events.register("before-send.dynamodb", answer)
+
+
+def own_rate(batches: list[list[dict]], records: int) -> dict[str, float]:
+    """The aggregator end to end with DynamoDB answering instantly: its CPU per record, the part of a
+    batch spent in botocore, transactions and write units per batch."""
+    import os
+
+    from meterline.config import Settings
+    from meterline.devenv import FAKE_CREDENTIALS
+
+    for name, value in FAKE_CREDENTIALS.items():  # signed as on Lambda, never sent
+        os.environ.setdefault(name, value)
+    settings = Settings(aws_endpoint="http://127.0.0.1:9", table_names={"rollups": "bench-rollups"})
+    instant_dynamodb(settings)
+    store = RollupStore(settings)
+    started = time.thread_time()
+    for batch in batches:
+        assert not apply_stream_records(batch, store)
+    total = time.thread_time() - started
+    started = time.thread_time()
+    for batch in batches:
+        entries, _ = entries_of(batch)
+        store.transact_items(entries[:run_end(entries)], 0)
+    aggregation = time.thread_time() - started
+    return {"us_per_record": total / records * 1e6, "botocore_ms_per_batch": (total - aggregation) / len(batches) * 1e3,
+            "tx_per_batch": store.transactions / len(batches), "units_per_batch": store.units / len(batches)}
+
+
+def project(own: dict[str, float], batch: int, memory_mb: int, batchers: int) -> None:
+    """One workspace on Lambda: a `memory_mb` function has memory/1769 of a vCPU (CPU time stretches by
+    1769/memory); a TransactWriteItems of ~90 items takes L ms on DynamoDB (assumed: 15-60 ms, not
+    measured here). One batcher does batch / (cpu + transactions * L) records/s; the event source runs
+    ROLLUP_PARALLELIZATION batchers per stream shard, but records of one ledger partition key (one
+    workspace-day) always go to the same batcher, in order: ONE batcher is a hot workspace's ceiling."""
+    stretch = 1769 / memory_mb
+    cpu_s = own["us_per_record"] * batch * stretch / 1e6
+    for latency in (15, 30, 60):
+        per_batcher = batch / (cpu_s + own["tx_per_batch"] * latency / 1000)
+        print(f"projected Lambda   {per_batcher:,.0f} records/s for one workspace (one batcher) at {memory_mb} MB "
+              f"with {latency} ms transactions; {per_batcher * batchers:,.0f} across {batchers} busy workspaces")
+    # DynamoDB's per-partition ceiling (1,000 WCU/s): a batch's units land on 2 period keys x write shards.
+    from meterline.store.rollups import WRITE_SHARDS
+
+    wcu = own["units_per_batch"] * 1000 / batch
+    print(f"partition load     at 1,000 records/s: {wcu:,.0f} WCU/s over 2 periods x {WRITE_SHARDS} write shards "
+          f"= {wcu / (2 * WRITE_SHARDS):,.0f} WCU/s per key (DynamoDB allows 1,000 per partition)")
+    # Upstream of the rollups: a workspace-day is ONE ledger partition key, time-ordered sort keys (no
+    # split for heat), 2 WCU per ledger record.
+    print("ledger ceiling     one workspace-day = one ledger partition key: 1,000 WCU/s / 2 WCU per record "
+          "= ~500 requests/s per workspace before the ledger write itself is throttled")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--customers", type=int, default=20)
-    parser.add_argument("--lambda-memory", type=int, default=512, help="the rollup function's memory (MB)")
+    parser.add_argument("--lambda-memory", type=int, default=1024, help="the rollup function's memory (MB)")
+    parser.add_argument("--own-only", action="store_true", help="only the handler's own rate (no moto)")
     args = parser.parse_args()
 
+    records = [record(i, args.customers) for i in range(args.records)]
+    batches = [records[i:i + args.batch] for i in range(0, len(records), args.batch)]
+    own = own_rate(batches, args.records)
+    print(f"own rate           {own['us_per_record']:.0f} us of CPU per record with DynamoDB answering at once "
+          f"= {1e6 / own['us_per_record']:,.0f} records/s per core ({own['botocore_ms_per_batch']:.1f} ms per batch "
+          f"in botocore); {own['tx_per_batch']:.2f} transactions, {own['units_per_batch'] / 2:.0f} writes "
+          f"({own['units_per_batch'] / args.batch:.2f} WCU per record) per batch of {args.batch}")
+    project(own, args.batch, args.lambda_memory, args.workers)
+    if args.own_only:
+        return
     aws = start_moto()
     try:
         settings = provision(aws.endpoint, prefix="bench")
-        records = [record(i, args.customers) for i in range(args.records)]
-        batches = [records[i:i + args.batch] for i in range(0, len(records), args.batch)]
         stores = [RollupStore(settings) for _ in range(args.workers)]
         probe = RollupStore(settings)
 
-        started = time.perf_counter()
+        started = time.thread_time()  # this thread's CPU: the aggregation alone, no I/O
         for batch in batches:
             entries, _ = entries_of(batch)
             probe.transact_items(entries[:run_end(entries)], 0)
-        cpu = time.perf_counter() - started
+        cpu = time.thread_time() - started
 
         def run(worker: int) -> tuple[int, float]:
             # thread_time: the CPU of this batcher's thread only (our code + boto3 serialising, signing,
@@ -91,7 +168,8 @@ def main() -> None:
         assert total["cost_micros"] == expected and total["requests"] == args.records, total
         print(f"records            {args.records} in batches of {args.batch}, {args.workers} concurrent batchers, "
               f"{args.customers} customers")
-        print(f"aggregation        {args.records / cpu:,.0f} records/s of CPU (no I/O)")
+        print(f"aggregation        {args.records / cpu:,.0f} records/s of CPU (no I/O): "
+              f"{cpu / args.records * 1e6:.0f} us per record to parse, attribute, sum and build the transactions")
         print(f"records/s (moto)   {args.records / elapsed:,.0f}   ({elapsed:.2f} s, {redelivered} redeliveries; "
               "totals checked exactly)")
         print(f"write units        {units / args.records:.2f} per request "
@@ -108,16 +186,6 @@ def main() -> None:
               f"{args.records / handler_cpu:,.0f} records/s per core; {cpu_ms_batch:.1f} ms per batch")
         print(f"moto               {wait_ms_tx:.0f} ms per transaction waited (moto applies each item "
               "under one lock, copying items: not DynamoDB's latency)")
-        # Projection for Lambda: a 512 MB function has ~512/1769 of a vCPU (CPU time stretches by
-        # 1769/512); a TransactWriteItems of ~this many items takes ~L ms on DynamoDB (assumed, not
-        # measured here). One batcher then does batch / (cpu + tx * L) records/s; the event source
-        # runs ROLLUP_PARALLELIZATION of them per shard.
-        stretch = 1769 / args.lambda_memory
-        for latency in (15, 30, 60):
-            per_batcher = args.batch / (cpu_ms_batch * stretch / 1000 + per_batch_tx * latency / 1000)
-            print(f"projected Lambda   {per_batcher:,.0f} records/s per batcher at {args.lambda_memory} MB with "
-                  f"{latency} ms transactions; x{args.workers} batchers = {per_batcher * args.workers:,.0f} "
-                  "records/s for one workspace (if no transaction conflicts)")
     finally:
         aws.stop()
 

@@ -48,7 +48,7 @@ class StackSettings:
 
     gateway_memory_mb: int = 1024
     architecture: str = "arm64"
-    rollup_memory_mb: int = 512
+    rollup_memory_mb: int = 1024
     rollup_batch_size: int = 100
     alerts_memory_mb: int = 512
     alerts_schedule_minutes: int = 5
