@@ -222,3 +222,38 @@ def test_a_one_hour_rule_writes_one_hour_cache_points_on_claude_4_5_and_prices_t
     for _ in range(2):
         client.chat.completions.create(model="bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0", messages=messages)
     assert fakes.bedrock.requests[-1]["system"][-1] == POINT
+
+
+def test_a_template_on_chat_marks_its_boundary_only_where_claude_serves_it(gateway, world, fakes, settings):
+    from meterline.admin.ops import Ops
+
+    Ops(settings).put_template(world.workspace, "support", {
+        "system": SYSTEM, "examples": [{"role": "user", "content": "Where is order 1?"},
+                                       {"role": "assistant", "content": "Order 1 shipped yesterday."}]})
+    client = sdk(gateway, world)
+    headers = {"meterline-template": "support@1"}
+    question = [{"role": "user", "content": "Where is order 7?"}]
+    client.chat.completions.create(model="anthropic/claude-sonnet-4-5", messages=question, extra_headers=headers)
+    client.chat.completions.create(model=f"bedrock/{CLAUDE}", messages=question, extra_headers=headers)
+    client.chat.completions.create(model="bedrock/meta.llama3-3-70b-instruct-v1:0", messages=question,
+                                   extra_headers=headers)
+    client.chat.completions.create(model="openai/gpt-4o", messages=question, extra_headers=headers)
+    anthropic_body = fakes.anthropic.requests[0]
+    assert anthropic_body["system"] == [{"type": "text", "text": SYSTEM}]
+    assert anthropic_body["messages"][1]["content"] == [{"type": "text", "text": "Order 1 shipped yesterday.",
+                                                         "cache_control": {"type": "ephemeral"}}]  # the boundary
+    claude, llama = fakes.bedrock.requests
+    assert claude["messages"][1]["content"] == [{"text": "Order 1 shipped yesterday."}, POINT]
+    assert "cachePoint" not in str(llama)
+    assert "cache_control" not in str(fakes.openai.chat.requests[0])  # OpenAI caches the prefix by itself
+    records = sorted(wait_for_ledger(settings, world.workspace, 4), key=lambda r: r["ts"])
+    f = fakes.anthropic
+    model_id = "anthropic/claude-sonnet-4-5"
+    expected = (f.cache_read * (price(model_id, "input") - price(model_id, "cache_read"))
+                - f.cache_write_5m * (price(model_id, "cache_write_5m") - price(model_id, "input"))
+                - f.cache_write_1h * (price(model_id, "cache_write_1h") - price(model_id, "input")))
+    assert records[0]["template"] == "support@1"
+    assert records[0]["savings"]["template"] == int(expected.quantize(Decimal(1), ROUND_HALF_UP))
+    b = fakes.bedrock
+    assert records[1]["savings"]["template"] == expected_saving(f"bedrock/{CLAUDE}", b.cache_read, b.cache_write)
+    assert "template" not in records[2].get("savings", {}) and "template" not in records[3].get("savings", {})

@@ -14,7 +14,7 @@ from __future__ import annotations
 from meterline.cache import rules
 from meterline.gateway.context import RequestContext
 from meterline.gateway.pipeline import BaseStage, Decision
-from meterline.levers import PROMPT_CACHE
+from meterline.levers import PROMPT_CACHE, templates
 from meterline.levers import prompt_cache as lever
 
 ANTHROPIC_KINDS = ("anthropic", "sim")
@@ -29,12 +29,19 @@ class PromptCacheStage(BaseStage):
 
     async def before(self, ctx: RequestContext) -> Decision | None:
         assert ctx.workspace and ctx.key and ctx.body is not None
-        rule = rules.resolve(ctx.workspace.cache_rules, ctx.key.key_id, ctx.tags.get("feature"))
-        if rule is None or not rule.prompt_cache:
-            return None
         routes = ctx.extra.get("routes") or [ctx.extra["route"]]
         kinds = {r.provider.kind for r in routes}
         route = ctx.extra["route"]
+        if ctx.extra.get("template_stable") and ctx.endpoint == "chat.completions" \
+                and kinds <= set(CLAUDE_CHAT_KINDS) and all(lever.caps_for(r.provider.kind, r.model) for r in routes):
+            # The template lever's boundary on chat bound for Claude: known only now that the route is.
+            marked = templates.mark_chat_boundary(ctx.body, ctx.extra["template_stable"])
+            if marked is not None:
+                ctx.body = marked
+                ctx.extra["template_marked"] = True
+        rule = rules.resolve(ctx.workspace.cache_rules, ctx.key.key_id, ctx.tags.get("feature"))
+        if rule is None or not rule.prompt_cache:
+            return None
         if ctx.endpoint == "messages" and kinds <= set(ANTHROPIC_KINDS):
             injected = lever.anthropic_breakpoints(ctx.body, route.model, ctx.workspace.workspace,
                                                    rule.prompt_cache_ttl, self.tracker)

@@ -5,7 +5,8 @@ the cache key): a request naming `Meterline-Template: name@version` gets the tem
 parts first, then its rendered prompt, then its own messages. Versions are immutable, so a loaded
 template is kept in memory (one GetItem per template version per instance). The ledger record
 carries `template` (a rollup dimension: `meterline spend --by template`, `savings --by template`);
-where the stage placed the Anthropic breakpoint at the template boundary, `after` records the
+where the stage placed the Anthropic breakpoint at the template boundary (on /v1/chat/completions
+bound for Claude: placed by the prompt-caching stage once the route is known), `after` records the
 template lever's net value (read discount - write premium) like the prompt-caching lever.
 """
 
@@ -18,7 +19,7 @@ from meterline.gateway.pipeline import BaseStage, Decision
 from meterline.gateway.prompt_caching import save_cache_value
 from meterline.gateway.services import Services
 from meterline.levers import TEMPLATE
-from meterline.levers.templates import Template, TemplateError, assemble, parse_ref, parse_variables
+from meterline.levers.templates import Template, TemplateError, assemble, chat_stable_count, parse_ref, parse_variables
 from meterline.store.templates import TemplateStore
 
 HEADER = "meterline-template"
@@ -59,6 +60,9 @@ class TemplateStage(BaseStage):
             return Decision.deny(InvalidRequestError(str(exc), code="invalid_template", param=HEADER))
         ctx.extra["template"] = template.ref
         ctx.extra["template_marked"] = marked
+        if ctx.endpoint == "chat.completions":
+            # Marked once the route is known (prompt_caching.py): only Claude takes the breakpoint.
+            ctx.extra["template_stable"] = chat_stable_count(template)
         ctx.note(template=template.ref)
         return None
 

@@ -23,7 +23,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
-from meterline.levers.prompt_cache import MAX_BREAKPOINTS, client_breakpoints
+from meterline.levers.prompt_cache import MAX_BREAKPOINTS, chat_client_breakpoints, client_breakpoints
 
 NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 MAX_TEMPLATE_BYTES = 200_000
@@ -164,6 +164,26 @@ def assemble(template: Template, endpoint: str, body: dict[str, Any], values: di
     if endpoint == "responses":
         return _responses(template, body, examples, tail), False
     raise TemplateError("templates apply to /v1/chat/completions, /v1/responses and /v1/messages")
+
+
+def chat_stable_count(template: Template) -> int:
+    """How many leading messages of an assembled chat request are the template's stable parts."""
+    return (1 if template.system else 0) + len(template.examples)
+
+
+def mark_chat_boundary(body: dict[str, Any], stable: int) -> dict[str, Any] | None:
+    """An assembled chat request bound for Claude with an Anthropic-style `cache_control` on the last
+    stable message (the translators carry it as `cache_control` / a Bedrock `cachePoint`), or None
+    when there is no boundary or the request already carries 4 breakpoints."""
+    messages = body.get("messages") or []
+    if not 0 < stable <= len(messages) or chat_client_breakpoints(body) >= MAX_BREAKPOINTS:
+        return None
+    last = dict(messages[stable - 1])
+    content = last.get("content")
+    if not isinstance(content, str) or not content:
+        return None
+    last["content"] = [{"type": "text", "text": content, "cache_control": {"type": "ephemeral"}}]
+    return {**body, "messages": [*messages[:stable - 1], last, *messages[stable:]]}
 
 
 def _responses(template: Template, body: dict[str, Any], examples: list[dict[str, Any]],
