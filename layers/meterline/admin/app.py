@@ -11,9 +11,11 @@ The caller's principal is recorded in the audit trail.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import re
+from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Request
+from fastapi import Body, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response
 
@@ -26,96 +28,169 @@ from meterline.config import Settings
 from meterline.levers.routing import DEFAULT_THRESHOLD, RouteRule
 from meterline.money import usd_to_micros
 
+# Bounds of every body field, in one place: strings and lists are short (every value ends up in a
+# DynamoDB item of at most 400 KB, and in the audit trail), numbers fit a DynamoDB number. What a
+# value means (a model, a time zone, a percentage) is checked by the operation itself: 400.
+Text = Annotated[str, Field(max_length=200)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Model = Annotated[str, Field(min_length=1, max_length=256)]
+Models = Annotated[list[Model], Field(max_length=64)]
+Int = Annotated[int, Field(ge=-(10**15), le=10**15)]
+Usd = Annotated[str, Field(max_length=40)]
+
 
 class WorkspaceIn(BaseModel):
     id: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
-    name: str = Field(min_length=1, max_length=200)
-    default_provider: str | None = None
-    unpriced: str = "reject"
-    timezone: str = "UTC"
+    name: Name
+    default_provider: Text | None = None
+    unpriced: Text = "reject"
+    timezone: Text = "UTC"
 
 
 class KeyIn(BaseModel):
     member: str = Field(min_length=1, max_length=128)
-    department: str = "default"
-    models: list[str] = []
+    department: Text = "default"
+    models: Models = []
     expires_in_days: float | None = None
-    name: str = ""
-    scopes: list[str] = []
+    name: Text = ""
+    scopes: Annotated[list[Text], Field(max_length=4)] = []
 
 
 class ProviderIn(BaseModel):
-    kind: str | None = None
-    base_url: str | None = None
-    catalog: str | None = None
-    region: str | None = None  # bedrock
-    api_version: str | None = None  # azure
-    deployments: dict[str, str] | None = None  # azure: deployment -> catalog model
-    api_key: str | None = Field(default=None, repr=False)  # encrypted with KMS at once; never echoed
+    kind: Text | None = None
+    base_url: Annotated[str, Field(max_length=2048)] | None = None
+    catalog: Text | None = None
+    region: Text | None = None  # bedrock
+    api_version: Text | None = None  # azure
+    deployments: Annotated[dict[Name, Model], Field(max_length=64)] | None = None  # azure: deployment -> model
+    # encrypted with KMS at once; never echoed
+    api_key: Annotated[str, Field(max_length=8192)] | None = Field(default=None, repr=False)
 
 
 class AliasIn(BaseModel):
-    model: str
-    fallbacks: list[str] = []
+    model: Model
+    fallbacks: Models = []
 
 
 class RouteIn(BaseModel):
-    models: list[str] = []
-    cheap: str | None = None
-    strong: str | None = None
-    threshold: int = DEFAULT_THRESHOLD
-    mode: str = "shadow"
+    models: Models = []
+    cheap: Model | None = None
+    strong: Model | None = None
+    threshold: Int = DEFAULT_THRESHOLD
+    mode: Text = "shadow"
 
 
 class BudgetIn(BaseModel):
-    monthly_usd: str | None = None
-    daily_usd: str | None = None
-    alerts: list[int] = [50, 75, 90, 100]
-    throttle_at: int | None = None
-    throttle_rpm: int | None = None
-    on_exhaust: str = "reject"
+    monthly_usd: Usd | None = None
+    daily_usd: Usd | None = None
+    alerts: Annotated[list[Int], Field(max_length=20)] = [50, 75, 90, 100]
+    throttle_at: Int | None = None
+    throttle_rpm: Int | None = None
+    on_exhaust: Text = "reject"
     clamp: bool = False
-    downgrade_at: int | None = None
-    downgrade_to: str | None = None
+    downgrade_at: Int | None = None
+    downgrade_to: Model | None = None
 
 
 class LimitIn(BaseModel):
-    rpm: int | None = None
-    rph: int | None = None
-    burst: int | None = None
-    tpm: int | None = None
+    rpm: Int | None = None
+    rph: Int | None = None
+    burst: Int | None = None
+    tpm: Int | None = None
 
 
 class PolicyIn(BaseModel):
     fail_open: bool | None = None
-    loop_throttle_after: int | None = None
-    loop_reject_after: int | None = None
-    loop_window_s: int | None = None
-    key_rpm_default: int | None = None
+    loop_throttle_after: Int | None = None
+    loop_reject_after: Int | None = None
+    loop_window_s: Int | None = None
+    key_rpm_default: Int | None = None
 
 
 class CacheRuleIn(BaseModel):
     exact: bool = True
-    ttl: str | int | None = None  # "1h", "15m" or seconds
+    ttl: Text | Int | None = None  # "1h", "15m" or seconds
     any_temperature: bool | None = None
-    partition: str | None = None
+    partition: Text | None = None
     namespace: str | None = Field(default=None, max_length=64)
     prompt_cache: bool | None = None
-    prompt_cache_ttl: str | None = None
+    prompt_cache_ttl: Text | None = None
 
 
 class PricesSyncIn(BaseModel):
-    source: str | None = None  # price data URL or file; default: genai-prices' published data
+    # price data URL or file; default: genai-prices' published data
+    source: Annotated[str, Field(max_length=2048)] | None = None
     accept: bool = False
     allow_removals: bool = False
 
 
 class PriceIn(BaseModel):
-    input: str
-    output: str
-    cache_read: str | None = None
-    cache_write_5m: str | None = None
-    cache_write_1h: str | None = None
+    input: Usd
+    output: Usd
+    cache_read: Usd | None = None
+    cache_write_5m: Usd | None = None
+    cache_write_1h: Usd | None = None
+
+
+# Bounds of query parameters (validated by FastAPI before any operation runs: a 422, never a 500).
+MAX_SINCE_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MAX_VERSION = 1_000_000
+SINCE_MS = Query(0, ge=0, le=MAX_SINCE_MS)
+ACTOR = Query(min_length=1, max_length=2048)
+ACTOR_OPT = Query(None, min_length=1, max_length=2048)
+MAX_PATH_PARAM = 200  # UTF-8 bytes: with its prefix, a name stays far below DynamoDB's 1,024-byte sort key
+MAX_BODY = 256 * 1024  # admin documents are small; a DynamoDB item is at most 400 KB
+WORKSPACE_PARAM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # as admin.ops.WORKSPACE_ID
+
+
+def bounded_path(request: Request) -> None:
+    """Every path parameter, in one place: a workspace id has its own form (it is part of every table
+    key), any other name at most 256 printable characters (DynamoDB keys are at most 1 KiB)."""
+    for name, value in request.path_params.items():
+        if name == "workspace":
+            if not WORKSPACE_PARAM.fullmatch(value):
+                raise OpError(f"no workspace {value[:80]!r}", status=404)
+        elif len(value.encode()) > MAX_PATH_PARAM or not value.isprintable() or not value.strip():
+            raise OpError(f"{name} must be 1-{MAX_PATH_PARAM} bytes of printable characters")
+
+
+class BodyCap:
+    """Request bodies over MAX_BODY are refused with 413 before any route runs (read here whole:
+    the admin API is buffered, so nothing streams)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY:
+                raw = json.dumps({"error": {"message": f"the request body is over {MAX_BODY // 1024} KiB"}}).encode()
+                await send({"type": "http.response.start", "status": 413, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]})
+                await send({"type": "http.response.body", "body": raw})
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body, sent = b"".join(chunks), False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 class GrantIn(BaseModel):
@@ -160,7 +235,8 @@ def resolve_caller(request: Request, settings: Settings, local_tokens: LocalToke
 def create_admin_app(settings: Settings | None = None, local_tokens: LocalTokens | None = None) -> FastAPI:
     """The admin API. On Lambda the caller is the IAM principal; with `local_tokens` (meterline dev),
     the holder of a local admin token."""
-    app = FastAPI(title="Meterline admin", docs_url=None, redoc_url=None)
+    app = FastAPI(title="Meterline admin", docs_url=None, redoc_url=None, dependencies=[Depends(bounded_path)])
+    app.add_middleware(BodyCap)
     state: dict[str, Settings] = {}
 
     def ops(request: Request) -> Ops:
@@ -364,7 +440,8 @@ def create_admin_app(settings: Settings | None = None, local_tokens: LocalTokens
         return {"templates": ops(request).list_templates(workspace)}
 
     @app.get("/workspaces/{workspace}/templates/{name}")
-    def get_template(workspace: str, name: str, request: Request, version: int | None = None) -> dict[str, Any]:
+    def get_template(workspace: str, name: str, request: Request,
+                     version: int | None = Query(None, ge=1, le=MAX_VERSION)) -> dict[str, Any]:
         return ops(request).get_template(workspace, name, version)
 
     @app.get("/workspaces/{workspace}/savings")
@@ -372,7 +449,7 @@ def create_admin_app(settings: Settings | None = None, local_tokens: LocalTokens
         return ops(request).savings(workspace, by, period)
 
     @app.get("/workspaces/{workspace}/audit")
-    def audit_trail(workspace: str, request: Request, since_ms: int = 0, actor: str | None = None,
+    def audit_trail(workspace: str, request: Request, since_ms: int = SINCE_MS, actor: str | None = ACTOR_OPT,
                     limit: int = 200, decisions: bool = False) -> dict[str, Any]:
         limit = min(max(limit, 1), 1000)
         if decisions:  # per-request policy and budget decisions (from the ledger)
@@ -380,7 +457,8 @@ def create_admin_app(settings: Settings | None = None, local_tokens: LocalTokens
         return {"records": audit_query(ops(request), workspace, since_ms=since_ms, actor=actor, limit=limit)}
 
     @app.get("/audit")
-    def audit_by_actor(request: Request, actor: str, since_ms: int = 0, limit: int = 200) -> dict[str, Any]:
+    def audit_by_actor(request: Request, actor: str = ACTOR, since_ms: int = SINCE_MS,
+                       limit: int = 200) -> dict[str, Any]:
         return {"records": audit_query(ops(request), None, since_ms=since_ms, actor=actor,
                                        limit=min(max(limit, 1), 1000))}
 

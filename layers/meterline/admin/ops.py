@@ -765,6 +765,16 @@ class Ops:
         from meterline.gateway.addressing import target_of
 
         config = self._require_workspace(workspace)
+        if not isinstance(sample, dict):
+            raise OpError("a sample request is a JSON object")
+        for name in ("bytes", "messages", "max_tokens"):
+            value = sample.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 0 <= value <= 10**12):
+                raise OpError(f"{name} is a whole number from 0 to 10^12")
+        for name in ("endpoint", "model", "key", "member", "department", "feature", "ip", "at"):
+            if sample.get(name) is not None and not isinstance(sample[name], str):
+                raise OpError(f"{name} is a string")
         endpoint = str(sample.get("endpoint") or "chat.completions")
         body = sample.get("body")
         if body is not None and not isinstance(body, dict):
@@ -1117,7 +1127,10 @@ def resolve_period(period: str, timezone: str) -> Period:
                 first = date.fromisoformat(period + "-01")
             except ValueError as exc:
                 raise OpError(f"no month {period!r}") from exc
-        nxt = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+        try:
+            nxt = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+        except OverflowError as exc:  # 9999-12: the month after it is no date
+            raise OpError(f"{period!r} is out of range") from exc
         days = tuple((first + timedelta(days=i)).isoformat() for i in range((nxt - first).days)
                      if first + timedelta(days=i) <= now)
         return Period("M", f"{first:%Y-%m}", days)

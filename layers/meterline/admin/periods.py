@@ -73,6 +73,13 @@ def _date(text: str) -> date:
 
 def parse(text: str, now: datetime) -> Period:
     """`now` is aware, in the workspace's time zone."""
+    try:
+        return _parse(text, now)
+    except OverflowError as exc:  # a date next to year 1 or 9999: no period reaches past them
+        raise PeriodError(f"{text!r} is out of range") from exc
+
+
+def _parse(text: str, now: datetime) -> Period:
     tz = now.tzinfo
     assert tz is not None
     today = now.date()

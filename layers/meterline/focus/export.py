@@ -51,7 +51,10 @@ def month_days(month: str, today: date | None = None) -> list[str]:
     except ValueError as exc:
         raise ExportError("month must be YYYY-MM") from exc
     today = today or datetime.now(UTC).date()
-    last = (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+    try:
+        last = (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+    except OverflowError as exc:  # 9999-12: the month after it is no date
+        raise ExportError("month is out of range") from exc
     return [(first + timedelta(days=i)).isoformat() for i in range((min(last, today) - first).days + 1)]
 
 

@@ -35,8 +35,16 @@ NO_WORKSPACE = "-"
 MAX_RESULTS = 1000
 
 
+MAX_FIELD = 64 * 1024  # target, before and after each: a record stays well below DynamoDB's 400 KB item
+
+
 def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+    if value is None:
+        return None
+    text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+    if len(text.encode()) > MAX_FIELD:  # recorded, shortened, never dropped (the action is still audited)
+        text = json.dumps({"truncated": True, "bytes": len(text.encode()), "head": text[:4096]})
+    return text
 
 
 class AuditStore:

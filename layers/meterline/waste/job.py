@@ -45,7 +45,10 @@ def period_days(period: str, today: date | None = None) -> list[str]:
         days = [today.replace(day=d) for d in range(1, today.day + 1)]
     elif _MONTH.match(period):
         first = date.fromisoformat(period + "-01")
-        last = (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+        try:
+            last = (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+        except OverflowError as exc:  # 9999-12: the month after it is no date
+            raise ValueError(f"{period} is out of range") from exc
         days = [first + timedelta(days=i) for i in range((min(last, today) - first).days + 1)]
     elif _DAY.match(period):
         days = [date.fromisoformat(period)]
