@@ -253,3 +253,23 @@ def test_the_cli_calls_the_local_admin_api_with_its_token(local, capsys):
     assert "no workspace 'nope'" in capsys.readouterr().out
     main(["admins", "token"])
     assert capsys.readouterr().out.strip() == local[1].operator_token()
+
+
+def test_the_ops_layer_enforces_the_mcp_credentials_workspace_and_role(settings):
+    """The MCP server's tools run the same operations with an Access built from the virtual key: a
+    read key (mcp:key/member/department) reads its workspace only, and cannot change a budget even if a
+    tool passed the call through."""
+    from meterline.admin.access import Access
+    from meterline.admin.ops import OpError
+    from meterline.budgets.model import Budget
+
+    world(settings)
+    reader = Ops(settings, actor="mcp:key:k1", access=Access("mcp:key:k1", roles={"acme": "read"}))
+    assert reader.breakdown("acme", "month", "model")["rows"] == []
+    for call_it in (lambda: reader.breakdown("globex", "month", "model"),
+                    lambda: reader.set_budget("acme", Budget("workspace", "acme", monthly_micros=1)),
+                    lambda: reader.list_keys("globex")):
+        with pytest.raises(OpError) as refused:
+            call_it()
+        assert refused.value.status == 403
+    assert BudgetStore(settings).definitions("acme").budgets == ()
