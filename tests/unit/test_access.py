@@ -58,3 +58,18 @@ def test_a_role_session_holds_its_roles_grants():
     assert candidates("arn:aws:sts::111122223333:assumed-role/Admins/bob@example.com") == [
         "arn:aws:sts::111122223333:assumed-role/Admins/bob@example.com", "arn:aws:iam::111122223333:role/Admins"]
     assert candidates("arn:aws:iam::111122223333:user/alice") == ["arn:aws:iam::111122223333:user/alice"]
+
+
+def test_meterline_api_signs_for_the_function_url(monkeypatch):
+    """`meterline --stack S api ...` calls the AWS_IAM function URL as the caller: SigV4, service lambda."""
+    from meterline.cli.admin_commands import _sigv4
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    headers = _sigv4("PUT", "https://abc.lambda-url.eu-west-1.on.aws/admins", b'{"role":"read"}',
+                     {"content-type": "application/json"}, "eu-west-1")
+    auth = headers["Authorization"]
+    assert auth.startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/") and "/eu-west-1/lambda/aws4_request" in auth
+    assert "content-type;host;x-amz-date" in auth and headers["host"] == "abc.lambda-url.eu-west-1.on.aws"
