@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from meterline import moto_patches
+from meterline import moto_compact, moto_patches
 from meterline.config import LOCAL_HOSTS, Settings
 from meterline.store import aws
 from meterline.store.keys import KeyRecord, KeyStore
@@ -44,7 +44,10 @@ class _Atomic:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
         with self.lock:
-            return list(self.app(environ, start_response))
+            try:
+                return list(self.app(environ, start_response))
+            finally:
+                moto_compact.pack_pending()  # items this request unpacked go back to compact form
 
 
 def embedded_app() -> Any:

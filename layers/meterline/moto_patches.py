@@ -22,6 +22,8 @@ import copy
 import threading
 from typing import Any
 
+from meterline import moto_compact
+
 STREAM_MAX_RECORDS = 5_000
 MAX_ITERATORS = 1_000
 
@@ -159,18 +161,28 @@ def _bounded_get_records(original: Any) -> Any:
     return get_records
 
 
+def _untracked_new(base: Any) -> Any:
+    def __new__(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        return super(base, cls).__new__(cls)
+
+    return __new__
+
+
 def apply() -> None:
     global _applied
     with _lock:
         if _applied:
             return
+        from moto.core.common_models import BaseModel
         from moto.dynamodb.models import DynamoDBBackend
         from moto.dynamodb.models.table import StreamShard
         from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 
+        BaseModel.__new__ = _untracked_new(BaseModel)  # type: ignore[method-assign]
         DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
         StreamShard.add = _trimming_add(StreamShard.add)  # type: ignore[method-assign]
         StreamShard.get = _clamped_get  # type: ignore[method-assign]
         DynamoDBStreamsBackend.get_records = _bounded_get_records(  # type: ignore[method-assign]
             DynamoDBStreamsBackend.get_records)
+        moto_compact.install()
         _applied = True
