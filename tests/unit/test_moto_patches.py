@@ -66,3 +66,71 @@ def test_streams_keep_their_newest_records_with_stable_sequence_numbers(settings
     assert len(records) == 5
     numbers = [int(r["dynamodb"]["SequenceNumber"]) for r in records]
     assert numbers == list(range(numbers[0], numbers[0] + 5))
+
+
+def test_simple_updates_answer_exactly_like_moto(settings, monkeypatch):
+    """The direct path for SET/ADD/REMOVE on top-level attributes (budget counters, rollups) against
+    moto's own parser and executor: same answers, same errors, same items, same stream records."""
+    from moto.dynamodb.parsing.executors import UpdateExpressionExecutor
+
+    executed = []
+    original_execute = UpdateExpressionExecutor.execute
+    monkeypatch.setattr(UpdateExpressionExecutor, "execute",
+                        lambda self, *a: (executed.append(moto_patches.FAST_UPDATES), original_execute(self, *a))[1])
+    ddb = aws.client("dynamodb", settings)
+    fast, slow = settings.table(LEDGER), settings.table(LEDGER) + "-moto"
+    ddb.create_table(**LEDGER.create_table_kwargs(slow))
+
+    def run(call: dict) -> tuple:
+        outcomes = []
+        for table, on in ((fast, True), (slow, False)):
+            monkeypatch.setattr(moto_patches, "FAST_UPDATES", on)
+            try:
+                answer = ddb.update_item(TableName=table, **call)
+                outcomes.append(("ok", answer.get("Attributes")))
+            except botocore.exceptions.ClientError as exc:
+                outcomes.append((exc.response["Error"]["Code"], exc.response["Error"]["Message"]))
+        assert outcomes[0] == outcomes[1], call
+        return outcomes[0]
+
+    key = {"pk": {"S": "p"}, "sk": {"S": "s"}}
+    values = {":one": {"N": "1"}, ":d": {"N": "2.50"}, ":neg": {"N": "-7"}, ":s": {"S": "lease-1"},
+              ":t": {"BOOL": True}, ":null": {"NULL": True}, ":b": {"B": b"\x00\x01"}}
+
+    def call(expression: str, used: tuple[str, ...], names: dict | None = None, **extra) -> dict:
+        body = {"Key": key, "UpdateExpression": expression, "ReturnValues": "ALL_NEW",
+                "ExpressionAttributeValues": {v: values[v] for v in used}, **extra}
+        if names:
+            body["ExpressionAttributeNames"] = names
+        return body
+
+    executed.clear()
+    assert run(call("ADD committed :one, #dc :d", (":one", ":d"), {"#dc": "dc"}))[0] == "ok"  # creates the item
+    assert run(call("SET #lease = :s, flag = :t, gone = :null, payload = :b ADD committed :neg, n :one",
+                    (":s", ":t", ":null", ":b", ":neg", ":one"), {"#lease": "lease"}))[0] == "ok"
+    assert run(call("REMOVE #lease, gone ADD #dc :d", (":d",), {"#lease": "lease", "#dc": "dc"},
+                    ReturnValues="UPDATED_OLD"))[0] == "ok"
+    assert run(call("add committed :one set note = :s", (":one", ":s"), ReturnValues="ALL_OLD"))[0] == "ok"
+    fast_path_executions = sum(executed)  # moto's executor runs with the direct path on
+    # Conditions, errors and everything the direct path leaves to moto.
+    assert run(call("ADD committed :one", (":one",), ConditionExpression="attribute_not_exists(committed)"))[0] \
+        == "ConditionalCheckFailedException"
+    assert run(call("ADD note :one", (":one",)))[0] == "ValidationException"  # a string is not a number
+    assert run(call("ADD #k :one", (":one",), {"#k": "sk"}))[0] == "ValidationException"  # a key attribute
+    assert run(call("ADD status :one", (":one",)))[0] == "ValidationException"  # a reserved word
+    assert run(call("SET n = n + :one", (":one",)))[0] == "ok"
+    assert run(call("SET m = if_not_exists(m, :one), committed = :d", (":one", ":d")))[0] == "ok"
+    assert fast_path_executions == 0 and sum(executed) > 0  # the simple ones never reached moto's executor
+
+    items = [ddb.get_item(TableName=t, Key=key, ConsistentRead=True)["Item"] for t in (fast, slow)]
+    assert items[0] == items[1]
+    streams = aws.client("dynamodbstreams", settings)
+
+    def images(table: str) -> list:
+        arn = ddb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+        shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+        it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+        return [(r["eventName"], r["dynamodb"].get("NewImage"))
+                for r in streams.get_records(ShardIterator=it["ShardIterator"], Limit=100)["Records"]]
+
+    assert images(fast) == images(slow)
