@@ -5,8 +5,10 @@
 Starts `meterline dev --fresh --quiet` on a free loopback port with a throwaway state dir, sends
 chat completions to the simulator (attributed to a rotating feature and session, every 10th
 streamed; the key's rate limit and the agent-loop breaker lifted first), samples the server's
-resident memory from /proc, then stops it with SIGINT and reports how long the exit took. Bounded
-in requests and in time (--max-seconds). Loopback only.
+resident memory from /proc, times the CLI views on the full ledger (requests, requests show, spend,
+savings, waste, audit --decisions), then stops it with SIGINT and reports how long the exit took,
+restarts it on the same state (not --fresh) and checks the demo key and the ledger survived.
+Bounded in requests and in time (--max-seconds). Loopback only.
 """
 
 from __future__ import annotations
@@ -38,16 +40,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def cli(state_dir: str, port: int, *args: str) -> None:
+def cli(state_dir: str, port: int, *args: str) -> str:
     env = {**os.environ, "METERLINE_STATE_DIR": state_dir, "METERLINE_DEV_PORT": str(port)}
-    subprocess.run([sys.executable, "-m", "meterline.cli.main", *args], env=env, check=True, timeout=120,
-                   stdout=subprocess.DEVNULL)
+    return subprocess.run([sys.executable, "-m", "meterline.cli.main", *args], env=env, check=True, timeout=300,
+                          stdout=subprocess.PIPE, text=True).stdout
 
 
-def start(port: int, state_dir: str) -> tuple[subprocess.Popen[str], str]:
+def views(state_dir: str, port: int) -> None:
+    """Each CLI view on the whole ledger, timed (a process start included), with the lines it printed."""
+    import json
+
+    newest = json.loads(cli(state_dir, port, "requests", "--last", "1", "--json"))
+    request_id = (newest[0] if isinstance(newest, list) else newest["requests"][0])["request_id"]
+    for args in (("requests", "--last", "20"), ("requests", "--last", "500", "--feature", "f3"),
+                 ("requests", "show", request_id), ("spend", "--by", "feature"), ("spend", "--by", "session"),
+                 ("savings",), ("waste",), ("audit", "--decisions")):
+        began = time.monotonic()
+        lines = cli(state_dir, port, *args).count("\n")
+        print(f"  meterline {' '.join(args)[:40]:<40} {time.monotonic() - began:6.2f} s  {lines:>5} lines",
+              flush=True)
+
+
+def start(port: int, state_dir: str, fresh: bool = True) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "METERLINE_STATE_DIR": state_dir}
-    proc = subprocess.Popen([sys.executable, "-m", "meterline.cli.main", "dev", "--port", str(port), "--fresh",
-                             "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "meterline.cli.main", "dev", "--port", str(port), "--quiet",
+                             *(["--fresh"] if fresh else [])],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     assert proc.stdout is not None
     while time.monotonic() < deadline:
@@ -94,7 +112,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--every", type=int, default=1_000, help="sample RSS every N requests")
-    parser.add_argument("--max-seconds", type=float, default=1_800)
+    parser.add_argument("--max-seconds", type=float, default=3_600)
+    parser.add_argument("--no-views", dest="views", action="store_false", help="skip timing the CLI views")
+    parser.add_argument("--no-restart", dest="restart", action="store_false",
+                        help="skip the restart on the saved state")
     args = parser.parse_args()
     port = free_port()
     with tempfile.TemporaryDirectory() as state_dir:
@@ -108,15 +129,33 @@ def main() -> None:
             time.sleep(1)
             asyncio.run(drive(f"http://127.0.0.1:{port}/v1", key, args.requests, args.concurrency, args.every,
                               proc.pid, args.max_seconds))
+            if args.views:
+                print("CLI views on the full ledger (RSS after: see below):", flush=True)
+                views(state_dir, port)
+                print(f"RSS after the views: {rss_mb(proc.pid):.1f} MB", flush=True)
         finally:
+            stop(proc)
+        if args.restart:
             began = time.monotonic()
-            proc.send_signal(signal.SIGINT)
+            again, same_key = start(port, state_dir, fresh=False)
             try:
-                proc.wait(timeout=30)
-                print(f"Ctrl-C exit: {time.monotonic() - began:.2f} s (exit code {proc.returncode})")
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                print("Ctrl-C exit: did not exit within 30 s (killed)")
+                print(f"restart on the saved state: key printed after {time.monotonic() - began:.1f} s, "
+                      f"same demo key: {same_key == key}, RSS {rss_mb(again.pid):.1f} MB", flush=True)
+                newest = cli(state_dir, port, "requests", "--last", "3")
+                print(f"  `meterline requests --last 3` after the restart: {newest.count(chr(10))} lines", flush=True)
+            finally:
+                stop(again)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    began = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+        print(f"Ctrl-C exit: {time.monotonic() - began:.2f} s (exit code {proc.returncode})", flush=True)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        print("Ctrl-C exit: did not exit within 30 s (killed)", flush=True)
 
 
 if __name__ == "__main__":

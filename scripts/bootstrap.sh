@@ -18,7 +18,12 @@ installed() { [ -f "$(stamp "$1")" ] && [ "$(cat "$(stamp "$1")")" = "$want" ]; 
 if ! installed "$extras" && ! { [ "$extras" = "local" ] && installed "dev,cdk"; }; then
   echo "meterline: installing dependencies [$extras] into .venv (first run or pyproject.toml changed)..." >&2
   started=$SECONDS
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
+  # The venv's own pip is enough from 21.3 (editable installs from pyproject.toml); upgrading it
+  # anyway cost a download and ~5-10 s of every first run.
+  if ! "$venv/bin/python" -c 'import sys, pip; sys.exit(tuple(map(int, pip.__version__.split(".")[:2])) < (21, 3))'
+  then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
+  fi
   # One line per package as pip resolves it: progress without pip's full log.
   # Constrained to the layer's pinned set: tests run exactly what ships (layers/constraints.txt).
   "$venv/bin/python" -m pip install --disable-pip-version-check -c "$root/layers/constraints.txt" \

@@ -187,9 +187,10 @@ def _reserved() -> frozenset[str]:
 _RESERVED: frozenset[str] | None = None
 
 
-def simple_update_plan(expression: str, names: dict[str, str] | None,
-                       values: dict[str, Any] | None) -> list[tuple[str, str, Any]] | None:
-    """[(action, attribute, value)] for a simple update expression, or None (moto's path)."""
+def simple_update_plan(expression: str, names: dict[str, str] | None, values: dict[str, Any] | None,
+                       scalars_only: bool = True) -> list[tuple[str, str, Any]] | None:
+    """[(action, attribute, value)] for a simple update expression, or None (moto's path). With
+    `scalars_only` off, SET may carry any value (the plan then only names the attributes)."""
     names, values = names or {}, values or {}
     tokens: list[tuple[str, str]] = []
     pos = 0
@@ -226,7 +227,7 @@ def simple_update_plan(expression: str, names: dict[str, str] | None,
                 return None
             if clause == "ADD" and set(value) != {"N"}:
                 return None
-            if clause == "SET" and not set(value) <= _SCALARS:
+            if clause == "SET" and scalars_only and not set(value) <= _SCALARS:
                 return None
             plan.append((clause, name, value))
             i += len(shape)
@@ -236,6 +237,17 @@ def simple_update_plan(expression: str, names: dict[str, str] | None,
             break
     touched = [name for _, name, _ in plan]
     return plan if plan and len(set(touched)) == len(touched) else None
+
+
+def _moto_update(original: Any, backend: Any, table_name: str, key: dict[str, Any], update_expression: str,
+                 names: dict[str, Any], values: dict[str, Any], *rest: Any) -> Any:
+    """moto's own update; then, for an expression of top-level names (a map SET, say), the names
+    its UPDATED_NEW answer must carry."""
+    item = original(backend, table_name, key, update_expression, names, values, *rest)
+    plan = simple_update_plan(update_expression, names, values, scalars_only=False) if update_expression else None
+    if plan and not rest[0]:  # not with AttributeUpdates
+        _touched[0] = {name for action, name, _ in plan if action != "REMOVE"}
+    return item
 
 
 def _fast_update_item(original: Any) -> Any:
@@ -248,15 +260,16 @@ def _fast_update_item(original: Any) -> Any:
         from moto.dynamodb.exceptions import ConditionalCheckFailed
         from moto.dynamodb.models.dynamo_type import DynamoType
 
+        _touched[0] = None
         plan = None
         if FAST_UPDATES and update_expression and not attribute_updates and not expected:
             plan = simple_update_plan(update_expression, expression_attribute_names, expression_attribute_values)
         table = self.get_table(table_name) if plan else None
         if table is None or table.hash_key_attr not in key or any(
                 name in (table.hash_key_attr, table.range_key_attr) for _, name, _ in plan):  # type: ignore[union-attr]
-            return original(self, table_name, key, update_expression, expression_attribute_names,
-                            expression_attribute_values, attribute_updates, expected, condition_expression,
-                            return_values_on_condition_check_failure)
+            return _moto_update(original, self, table_name, key, update_expression, expression_attribute_names,
+                                expression_attribute_values, attribute_updates, expected, condition_expression,
+                                return_values_on_condition_check_failure)
         hash_value, range_value = _key_values(table, key) if table.range_key_attr in key else (
             DynamoType(key[table.hash_key_attr]), None)
         item = table.get_item(hash_value, range_value)
@@ -275,9 +288,9 @@ def _fast_update_item(original: Any) -> Any:
                 else:
                     updates.append((name, None))
         except Exception:
-            return original(self, table_name, key, update_expression, expression_attribute_names,
-                            expression_attribute_values, attribute_updates, expected, condition_expression,
-                            return_values_on_condition_check_failure)
+            return _moto_update(original, self, table_name, key, update_expression, expression_attribute_names,
+                                expression_attribute_values, attribute_updates, expected, condition_expression,
+                                return_values_on_condition_check_failure)
         condition = get_filter_expression(condition_expression, expression_attribute_names,
                                           expression_attribute_values)
         if not condition.expr(item):
@@ -307,9 +320,27 @@ def _fast_update_item(original: Any) -> Any:
             raise ItemSizeToUpdateTooLarge() from None
         if table.stream_shard is not None:
             table.stream_shard.add(orig_item, item)
+        _touched[0] = {name for action, name, _ in plan if action != "REMOVE"}
         return item
 
     return update_item
+
+
+# The attributes the last simple update SET or ADDed, for its UPDATED_NEW answer. DynamoDB returns
+# every attribute the update names, changed or not (`ADD spent :zero` returns `spent`); moto returns
+# only the attributes whose value changed. Set and read under the embedded AWS's one-request lock.
+_touched: list[set[str] | None] = [None]
+
+
+def _updated_new(original: Any) -> Any:
+    def build(self: Any, before: Any, after: Any) -> Any:
+        touched, _touched[0] = _touched[0], None  # the top-level call takes it; recursion sees None
+        result = original(self, before, after)
+        if touched and isinstance(result, dict) and isinstance(after, dict):
+            result.update({k: after[k] for k in touched if k in after})
+        return result
+
+    return build
 
 
 def _cached_parse(original: Any) -> Any:
@@ -336,12 +367,15 @@ def apply() -> None:
         from moto.dynamodb.models import DynamoDBBackend
         from moto.dynamodb.models.table import StreamShard
         from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+        from moto.dynamodb.responses import DynamoHandler
         from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 
         BaseModel.__new__ = _untracked_new(BaseModel)  # type: ignore[method-assign]
         DynamoDBBackend.transact_write_items = transact_write_items
         DynamoDBBackend.update_item = _fast_update_item(DynamoDBBackend.update_item)  # type: ignore[method-assign]
-        UpdateExpressionParser.make = _cached_parse(UpdateExpressionParser.make)  # type: ignore[method-assign]  # type: ignore[method-assign]
+        UpdateExpressionParser.make = _cached_parse(UpdateExpressionParser.make)  # type: ignore[method-assign]
+        DynamoHandler._build_updated_new_attributes = _updated_new(  # type: ignore[method-assign]
+            DynamoHandler._build_updated_new_attributes)  # type: ignore[method-assign]
         StreamShard.add = _trimming_add(StreamShard.add)  # type: ignore[method-assign]
         StreamShard.get = _clamped_get  # type: ignore[method-assign]
         DynamoDBStreamsBackend.get_records = _bounded_get_records(  # type: ignore[method-assign]

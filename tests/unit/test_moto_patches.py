@@ -134,3 +134,27 @@ def test_simple_updates_answer_exactly_like_moto(settings, monkeypatch):
                 for r in streams.get_records(ShardIterator=it["ShardIterator"], Limit=100)["Records"]]
 
     assert images(fast) == images(slow)
+
+
+def test_updated_new_names_every_attribute_the_update_sets_or_adds(settings):
+    """As DynamoDB: UPDATED_NEW returns each attribute the expression SETs or ADDs, changed or not
+    (moto returned only the changed ones, so `ADD spent :zero` read no `spent`)."""
+    ddb = aws.client("dynamodb", settings)
+    table = settings.table(LEDGER)
+    key = {"pk": {"S": "u"}, "sk": {"S": "1"}}
+    ddb.put_item(TableName=table, Item={**key, "spent": {"N": "5"}, "note": {"S": "same"}, "extra": {"N": "1"}})
+    answer = ddb.update_item(TableName=table, Key=key, ReturnValues="UPDATED_NEW",
+                             UpdateExpression="SET note = :same ADD spent :zero, committed :two REMOVE extra",
+                             ExpressionAttributeValues={":same": {"S": "same"}, ":zero": {"N": "0"},
+                                                        ":two": {"N": "2"}})
+    assert answer["Attributes"] == {"note": {"S": "same"}, "spent": {"N": "5"}, "committed": {"N": "2"}}
+    # A map value goes through moto's executor; the answer still names what the expression sets.
+    answer = ddb.update_item(TableName=table, Key=key, ReturnValues="UPDATED_NEW",
+                             UpdateExpression="SET lease = :m ADD spent :zero",
+                             ExpressionAttributeValues={":m": {"M": {"w": {"N": "3"}}}, ":zero": {"N": "0"}})
+    assert answer["Attributes"] == {"lease": {"M": {"w": {"N": "3"}}}, "spent": {"N": "5"}}
+    # A later update on moto's own path does not inherit these names.
+    answer = ddb.update_item(TableName=table, Key=key, ReturnValues="UPDATED_NEW",
+                             UpdateExpression="SET committed = committed + :two",
+                             ExpressionAttributeValues={":two": {"N": "2"}})
+    assert answer["Attributes"] == {"committed": {"N": "4"}}
