@@ -39,22 +39,23 @@ def _get_metrics() -> Any:
 
 def record_request(ctx: RequestContext) -> None:
     status = ctx.error.status if ctx.error else (ctx.upstream_status or 200)
-    fields = {
-        "request_id": ctx.request_id,
-        "endpoint": ctx.endpoint,
-        "workspace": ctx.workspace.workspace if ctx.workspace else None,
-        "key_id": ctx.key.key_id if ctx.key else None,
-        "model": ctx.model_id,
-        "status": status,
-        "outcome": ctx.outcome,
-        "cost_micros": ctx.cost.micros if ctx.cost else 0,
-        "latency_ms": round(ctx.elapsed_ms(), 1),
-        "added_ms": round(ctx.added_ms(), 1),
-    }
-    if ctx.usage:  # the dev shell's request line shows them
-        fields.update(input_tokens=ctx.usage.prompt_total, output_tokens=ctx.usage.output_total,
-                      cached_tokens=ctx.usage.cache_read)
-    log.info("request", extra={"request": fields})
+    if log.isEnabledFor(logging.INFO):  # on Lambda and in the dev shell; elsewhere no line to build
+        fields = {
+            "request_id": ctx.request_id,
+            "endpoint": ctx.endpoint,
+            "workspace": ctx.workspace.workspace if ctx.workspace else None,
+            "key_id": ctx.key.key_id if ctx.key else None,
+            "model": ctx.model_id,
+            "status": status,
+            "outcome": ctx.outcome,
+            "cost_micros": ctx.cost.micros if ctx.cost else 0,
+            "latency_ms": round(ctx.elapsed_ms(), 1),
+            "added_ms": round(ctx.added_ms(), 1),
+        }
+        if ctx.usage:  # the dev shell's request line shows them
+            fields.update(input_tokens=ctx.usage.prompt_total, output_tokens=ctx.usage.output_total,
+                          cached_tokens=ctx.usage.cache_read)
+        log.info("request", extra={"request": fields})
     if not metrics_enabled():
         return
     from aws_lambda_powertools.metrics import MetricUnit, single_metric
