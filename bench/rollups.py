@@ -184,8 +184,8 @@ def main() -> None:
         wait_ms_tx = max(elapsed * args.workers - handler_cpu, 0) / transactions * 1000
         print(f"handler CPU        {handler_cpu / args.records * 1e6:,.0f} us per record (boto3 included) = "
               f"{args.records / handler_cpu:,.0f} records/s per core; {cpu_ms_batch:.1f} ms per batch")
-        print(f"moto               {wait_ms_tx:.0f} ms per transaction waited (moto applies each item "
-              "under one lock, copying items: not DynamoDB's latency)")
+        print(f"moto               {wait_ms_tx:.0f} ms per transaction waited "
+              "(the embedded store's time, not DynamoDB's latency)")
     finally:
         aws.stop()
 
