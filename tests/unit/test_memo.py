@@ -28,19 +28,22 @@ def test_concurrent_misses_share_one_load_and_hits_make_none():
 
 def test_refresh_ahead_serves_the_cached_value_and_expiry_forces_a_reload():
     version = {"n": 0}
+    now = [100.0]  # a stepped clock: the test never depends on how long a sleep takes under load
 
     async def loader(key: str) -> int:
         version["n"] += 1
         return version["n"]
 
     async def run() -> None:
-        cache = RefreshingCache(loader, ttl=0.2, refresh_after=0.05)
+        cache = RefreshingCache(loader, ttl=0.2, refresh_after=0.05, clock=lambda: now[0])
         assert await cache.get("k") == 1
-        await asyncio.sleep(0.07)
+        now[0] += 0.07
         assert await cache.get("k") == 1  # stale-but-valid: served at once, refresh started
-        await asyncio.sleep(0.01)
-        assert await cache.get("k") == 2 and cache.refreshes == 1
-        await asyncio.sleep(0.25)
+        assert cache.refreshes == 1
+        await asyncio.sleep(0)  # let the background refresh run
+        await asyncio.sleep(0)
+        assert await cache.get("k") == 2 and cache.refreshes == 1 and cache.misses == 1
+        now[0] += 0.25
         assert await cache.get("k") == 3 and cache.misses == 2  # past ttl: the request waits for a load
 
     asyncio.run(run())

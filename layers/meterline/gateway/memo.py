@@ -24,8 +24,10 @@ V = TypeVar("V")
 
 class RefreshingCache(Generic[K, V]):
     def __init__(self, loader: Callable[[K], Awaitable[V]], ttl: float, refresh_after: float | None = None,
-                 max_entries: int = 50_000, max_negative: int = 10_000):
+                 max_entries: int = 50_000, max_negative: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic):
         self._loader = loader
+        self._clock = clock  # injectable so tests step time instead of sleeping on a loaded machine
         self.ttl = ttl
         self.refresh_after = refresh_after if refresh_after is not None else ttl * 2 / 3
         self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
@@ -38,7 +40,7 @@ class RefreshingCache(Generic[K, V]):
         self.refreshes = 0  # background refresh-ahead loads (off the request's critical path)
 
     async def get(self, key: K) -> V:
-        now = time.monotonic()
+        now = self._clock()
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
@@ -69,7 +71,7 @@ class RefreshingCache(Generic[K, V]):
             self.loads += 1
             entries, bound = (self._negative, self._max_negative) if value is None else (self._entries, self._max)
             (self._entries if value is None else self._negative).pop(key, None)
-            entries[key] = (time.monotonic(), value)
+            entries[key] = (self._clock(), value)
             entries.move_to_end(key)
             while len(entries) > bound:
                 entries.popitem(last=False)  # least recently used
