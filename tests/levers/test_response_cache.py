@@ -97,8 +97,9 @@ def test_errors_and_cut_streams_are_not_stored(gateway, cached_world, fakes, set
         call(client)
     fakes.openai.chat.error = None
     fakes.openai.chat.cut_after_chunks = 2
-    with pytest.raises(openai.APIError):
+    with pytest.raises(openai.APIError) as err:
         list(client.chat.completions.create(model="openai/gpt-4o", messages=Q, temperature=0, stream=True))
+    assert not isinstance(err.value, openai.APIConnectionError)  # the gateway's error event, not a broken socket
     fakes.openai.chat.cut_after_chunks = None
     assert call(client).headers["meterline-cache"] == "stored"  # neither the error nor the cut was stored
     records = wait_for_ledger(settings, cached_world.workspace, 3)
