@@ -145,6 +145,8 @@ RESERVED_CONCURRENCY = {"admin": 5, "rollup": 20, "alerts": 2, "waste": 1, "focu
 # windows and leases ("<ws>#budget#...", "<ws>#rl#...", "<ws>#loop#...") and the alert outbox; never the
 # definitions under the bare "<ws>" (see meterline.store.budgets).
 GATEWAY_BUDGET_WRITE_KEYS = ("*#*", "alert")
+# The replay function settles budget counters only ("<ws>#budget#<scope>", store.budgets.counter_key).
+REPLAY_BUDGET_WRITE_KEY = "*#budget#*"
 
 SERVICE_GATEWAY = "gateway"
 SERVICE_ADMIN = "admin"

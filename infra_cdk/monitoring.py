@@ -120,9 +120,9 @@ class Monitoring(Construct):
         self.dashboard.add_widgets(
             cw.SingleValueWidget(title="Unreplayed ledger records", metrics=[unreplayed], width=6, height=6),
             cw.GraphWidget(
-                title="Ledger replay (failed ledger writes)",
+                title="Ledger replay (failed ledger writes and settlements)",
                 left=[replay_metric("LedgerReplayed"), replay_metric("LedgerReplayDuplicates"),
-                      replay_metric("LedgerUnreplayable")],
+                      replay_metric("LedgerUnreplayable"), replay_metric("BudgetSettlementsReplayed")],
                 right=[unreplayed],
                 width=12,
                 height=6,

@@ -1,4 +1,5 @@
-"""Ledger replay: the gateway's `ledger_write_failed` log lines back into the ledger.
+"""Ledger replay: the gateway's `ledger_write_failed` log lines back into the ledger, and its
+`budget_settle_failed` lines back onto the budget counters.
 
 When the gateway cannot write a ledger record after the provider answered, it logs the whole record
 as one JSON line (`"message": "ledger_write_failed"`). A CloudWatch Logs subscription filter on the
@@ -17,8 +18,10 @@ Nothing is lost on the way back:
 The queue's depth is the dashboard's "unreplayed ledger records" and an alarm (monitoring.py).
 
 Permissions (role of this function only): PutItem on the ledger (append; no read, no update),
+UpdateItem on the budgets table's counter items only (leading key "<ws>#budget#<scope>", never a
+definition: the same lease-keyed settle the gateway makes),
 SendMessage to its dead-letter queue (plus what the on-failure destination needs on that queue),
-its own log group. Environment: the ledger table name and the queue URL only.
+its own log group. Environment: the ledger and budgets table names and the queue URL only.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from constructs import Construct
 from infra_cdk import constants as c
 from infra_cdk.function import Shared, make_function
 from infra_cdk.nag import acknowledge
-from meterline.replay import MESSAGE
+from meterline.replay import MESSAGE, SETTLE_MESSAGE
 from meterline.store import schema
 
 
@@ -67,7 +70,7 @@ class LedgerReplay(Construct):
             description="Meterline ledger replay: ledger_write_failed log lines -> the ledger, idempotently",
             memory_mb=c.REPLAY_MEMORY_MB,
             timeout_s=c.REPLAY_TIMEOUT_S,
-            tables=(schema.LEDGER,),
+            tables=(schema.LEDGER, schema.BUDGETS),
             environment={c.ENV_REPLAY_DLQ: self.dead_letters.queue_url},
         )
         self.function.configure_async_invoke(
@@ -79,6 +82,14 @@ class LedgerReplay(Construct):
             iam.PolicyStatement(sid="AppendLedger", actions=["dynamodb:PutItem"], resources=[ledger.table_arn])
         )
         self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="SettleBudgetCounters",
+                actions=["dynamodb:UpdateItem"],
+                resources=[shared.storage.tables[schema.BUDGETS.logical_name].table_arn],
+                conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [c.REPLAY_BUDGET_WRITE_KEY]}},
+            )
+        )
+        self.function.add_to_role_policy(
             iam.PolicyStatement(sid="DeadLetter", actions=["sqs:SendMessage"],
                                 resources=[self.dead_letters.queue_arn])
         )
@@ -88,6 +99,9 @@ class LedgerReplay(Construct):
             "LedgerWriteFailed",
             log_group=log_group,
             destination=log_destinations.LambdaDestination(self.function),
-            filter_pattern=logs.FilterPattern.string_value("$.message", "=", MESSAGE),
+            filter_pattern=logs.FilterPattern.any(
+                logs.FilterPattern.string_value("$.message", "=", MESSAGE),
+                logs.FilterPattern.string_value("$.message", "=", SETTLE_MESSAGE),
+            ),
             filter_name="meterline-ledger-replay",
         )

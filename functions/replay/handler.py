@@ -1,10 +1,11 @@
-"""Ledger replay (CloudWatch Logs subscription on the gateway's log group, `ledger_write_failed`
-lines only): each carried record is written to the ledger if it is not there yet (meterline.replay).
+"""Ledger replay (CloudWatch Logs subscription on the gateway's log group, `ledger_write_failed` and
+`budget_settle_failed` lines only): each carried record is written to the ledger if it is not there
+yet, each carried settlement applied to its budget counter, lease-keyed (meterline.replay).
 
 Metrics (EMF, namespace Meterline, dimension service=replay): LedgerReplayed, LedgerReplayDuplicates,
-LedgerUnreplayable, per invocation. Unreplayable lines are sent to the replay dead-letter queue
-(METERLINE_REPLAY_DLQ_URL) with their reason; a store failure raises, so Lambda retries the event
-(idempotent) and finally sends it to the same queue as an on-failure record.
+LedgerUnreplayable, BudgetSettlementsReplayed, per invocation. Unreplayable lines are sent to the
+replay dead-letter queue (METERLINE_REPLAY_DLQ_URL) with their reason; a store failure raises, so
+Lambda retries the event (idempotent) and finally sends it to the same queue as an on-failure record.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from typing import Any
 
 from meterline.config import Settings
 from meterline.logs import configure
-from meterline.replay import Unreplayable, decode_subscription, ledger_writer, replay
+from meterline.replay import Unreplayable, budget_settler, decode_subscription, ledger_writer, replay
 from meterline.store import aws
 from meterline.store.ledger import LedgerStore
 
 configure("replay")
 DLQ_ENV = "METERLINE_REPLAY_DLQ_URL"
 METRICS = (("LedgerReplayed", "replayed"), ("LedgerReplayDuplicates", "duplicates"),
-           ("LedgerUnreplayable", "unreplayable"))
+           ("LedgerUnreplayable", "unreplayable"), ("BudgetSettlementsReplayed", "settled"))
 
 
 def emit(counts: dict[str, int]) -> None:
@@ -48,11 +49,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
         payload = decode_subscription(event)
     except Unreplayable as exc:  # not from the subscription at all: keep it for a human, as is
         dead_letter({"reason": str(exc), "event": json.dumps(event, default=str)[:200_000]})
-        counts = {"replayed": 0, "duplicates": 0, "unreplayable": 1}
+        counts = {"replayed": 0, "duplicates": 0, "unreplayable": 1, "settled": 0, "settle_duplicates": 0}
     else:
-        result = replay(payload, ledger_writer(LedgerStore(settings)), dead_letter)
+        result = replay(payload, ledger_writer(LedgerStore(settings)), dead_letter, budget_settler(settings))
         counts = {"replayed": result.replayed, "duplicates": result.duplicates,
-                  "unreplayable": len(result.unreplayable)}
+                  "unreplayable": len(result.unreplayable), "settled": result.settled,
+                  "settle_duplicates": result.settle_duplicates}
     emit(counts)
     return counts
 

@@ -1,4 +1,5 @@
-"""Ledger replay: `ledger_write_failed` log lines back into the ledger, exactly once.
+"""Replay of what the gateway could not write: `ledger_write_failed` log lines back into the ledger,
+exactly once, and `budget_settle_failed` lines back onto the budget counters.
 
 When the gateway cannot write a ledger record after the provider answered (store unavailable past
 the client's retries), it logs one structured line, `message = "ledger_write_failed"`, carrying the
@@ -19,6 +20,16 @@ refuses); each unreplayable line goes to the dead-letter sink with its reason an
 coordinates, never silently dropped. A store failure (throttled, unavailable) raises: the whole
 event is retried by Lambda (safe, see above) and, once retries are exhausted, lands on the same
 dead-letter queue as an on-failure record.
+
+Settlements: when every attempt to settle a reservation fails (the store client's whole deadline),
+the gateway logs `budget_settle_failed` with the reservation (`settlement`: workspace, scope, month,
+day, worst, lease_expires, request_id, actual). Replayed through `BudgetStore.settle`, keyed by the
+request's lease like the gateway's own settle: while the lease exists it is replaced by the actual
+cost (exactly once: the update is conditional on the lease); a lease already gone before its expiry
+was settled by the gateway after all (a spurious failure: nothing more is added); after its expiry
+the sweeper released the worst case, so the actual cost is added on its own. The one case counted
+twice: a settlement that had in fact applied, replayed only after its lease expired (900 s) - the
+counter then overstates the spend (never understates it).
 """
 
 from __future__ import annotations
@@ -33,6 +44,11 @@ from typing import Any
 from meterline.store.codec import to_item
 
 MESSAGE = "ledger_write_failed"
+SETTLE_MESSAGE = "budget_settle_failed"
+MESSAGES = (MESSAGE, SETTLE_MESSAGE)  # the lines the subscription filter delivers
+# A settlement's fields and their types (gateway/enforcement.py settle_all logs them).
+SETTLEMENT_FIELDS = {"workspace": str, "scope": str, "month": str, "day": str, "request_id": str,
+                     "worst": int, "actual": int, "lease_expires": int}
 # The fields the ledger key is made of (store/ledger.py ledger_keys); the rest of the record is data.
 KEY_FIELDS = {"request_id": str, "workspace": str, "ts": int}
 # A letter must fit an SQS message (256 KiB) with its envelope; a longer line is referred to by its
@@ -49,6 +65,8 @@ class Unreplayable(ValueError):
 class ReplayResult:
     replayed: int = 0
     duplicates: int = 0
+    settled: int = 0  # settlements applied now
+    settle_duplicates: int = 0  # settlements the gateway's own (spuriously failed) attempt had applied
     unreplayable: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -64,13 +82,21 @@ def decode_subscription(event: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
-def record_of(message: str) -> dict[str, Any]:
-    """The ledger record a `ledger_write_failed` line carries (Powertools JSON: extra keys at top level)."""
+def parse_line(message: str) -> dict[str, Any]:
+    """A gateway log line (Powertools JSON: extra keys at top level) that the subscription delivers."""
     try:
         line = json.loads(message)
     except (TypeError, ValueError) as exc:
         raise Unreplayable("not a JSON log line (truncated or not from the gateway's logger)") from exc
-    if not isinstance(line, dict) or line.get("message") != MESSAGE:
+    if not isinstance(line, dict) or line.get("message") not in MESSAGES:
+        raise Unreplayable(f"not a {MESSAGE} or {SETTLE_MESSAGE} line")
+    return line
+
+
+def record_of(message: str | dict[str, Any]) -> dict[str, Any]:
+    """The ledger record a `ledger_write_failed` line carries."""
+    line = parse_line(message) if isinstance(message, str) else message
+    if line.get("message") != MESSAGE:
         raise Unreplayable(f"not a {MESSAGE} line")
     record = line.get("ledger_record")
     if not isinstance(record, dict):
@@ -88,6 +114,22 @@ def record_of(message: str) -> dict[str, Any]:
     except TypeError as exc:
         raise Unreplayable(f"ledger_record holds a value the ledger cannot store: {exc}") from exc
     return record
+
+
+def settlement_of(line: dict[str, Any]) -> dict[str, Any]:
+    """The reservation and actual cost a `budget_settle_failed` line carries, validated."""
+    settlement = line.get("settlement")
+    if not isinstance(settlement, dict):
+        raise Unreplayable("the line carries no settlement")
+    for name, kind in SETTLEMENT_FIELDS.items():
+        value = settlement.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is str and not value):
+            raise Unreplayable(f"settlement.{name} is missing or not a {kind.__name__}")
+    if "#" in settlement["workspace"] or len(settlement["workspace"]) > 64 or ":" not in settlement["scope"]:
+        raise Unreplayable("settlement.workspace or .scope is not a Meterline id")
+    if settlement["worst"] < 0 or not 0 <= settlement["actual"] < 10**15:
+        raise Unreplayable("settlement amounts are not micro-dollars")
+    return settlement
 
 
 def letter_of(reason: str, event: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
@@ -121,12 +163,15 @@ def ledger_writer(ledger: Any) -> Callable[[dict[str, Any]], bool]:
 
 
 def replay(payload: dict[str, Any], write: Callable[[dict[str, Any]], bool],
-           dead_letter: Callable[[dict[str, Any]], None]) -> ReplayResult:
+           dead_letter: Callable[[dict[str, Any]], None],
+           settle: Callable[[dict[str, Any]], bool] | None = None) -> ReplayResult:
     """Replay every log event of a subscription payload.
 
     `write(record)` writes a record if its key is new: True if written, False if it was already there;
     it raises Unreplayable for a record the store refuses as invalid, anything else for a store failure
-    (which propagates: the event is retried whole). `dead_letter(letter)` keeps an unreplayable line."""
+    (which propagates: the event is retried whole). `settle(settlement)` applies a failed settlement:
+    True if applied now, False if the gateway's own attempt had applied it (same failure rules).
+    `dead_letter(letter)` keeps an unreplayable line."""
     result = ReplayResult()
     if payload.get("messageType") != "DATA_MESSAGE":
         return result  # CONTROL_MESSAGE: CloudWatch Logs checking that the destination is reachable
@@ -134,7 +179,16 @@ def replay(payload: dict[str, Any], write: Callable[[dict[str, Any]], bool],
         if not isinstance(event, dict):
             event = {"message": event}
         try:
-            written = write(record_of(event.get("message", "")))
+            line = parse_line(event.get("message", ""))
+            if line["message"] == SETTLE_MESSAGE:
+                if settle is None:
+                    raise Unreplayable("settlements are not replayed here")
+                if settle(settlement_of(line)):
+                    result.settled += 1
+                else:
+                    result.settle_duplicates += 1
+                continue
+            written = write(record_of(line))
         except Unreplayable as exc:
             letter = letter_of(str(exc), event, payload)
             dead_letter(letter)
@@ -145,3 +199,36 @@ def replay(payload: dict[str, Any], write: Callable[[dict[str, Any]], bool],
         else:
             result.duplicates += 1
     return result
+
+
+def budget_settler(settings: Any) -> Callable[[dict[str, Any]], bool]:
+    """`settle` for `replay` over store.budgets.BudgetStore (the gateway's own settle, lease-keyed)."""
+    import asyncio
+    import time
+
+    from meterline.budgets.model import Budget
+    from meterline.store.budgets import BudgetStore, Reservation
+    from meterline.store.ddb_http import DynamoHttp
+
+    store = BudgetStore(settings)
+
+    def settle(s: dict[str, Any]) -> bool:
+        scope_type, _, scope_value = s["scope"].partition(":")
+        reservation = Reservation(Budget(scope_type, scope_value), s["worst"], s["month"], s["day"], {},
+                                  s["lease_expires"])
+        now = time.time()
+
+        async def run() -> bool:
+            client = DynamoHttp(settings)
+            try:
+                state = await store.settle(client, s["workspace"], reservation, s["request_id"], s["actual"],
+                                           now=now)
+            finally:
+                await client.aclose()
+            # Applied now: the update's UPDATED_NEW figures, which never name the key; already applied
+            # (the lease gone before its expiry): the whole old item, key included.
+            return bool(state) and "pk" not in state
+
+        return asyncio.run(run())
+
+    return settle

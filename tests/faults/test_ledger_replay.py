@@ -1,5 +1,6 @@
 """`ledger_write_failed` has a way back: the gateway's log line, as CloudWatch Logs would deliver it to
-the replay function (functions/replay/handler.py), writes the record exactly once.
+the replay function (functions/replay/handler.py), writes the record exactly once; and so has
+`budget_settle_failed`: the settlement reaches the budget counter exactly once.
 
 The ledger write is made to fail in the gateway by the store proxy (tests/fakes/slow_store.py), not by
 patching our code: `refuse` answers 500 and never applies the write (a real failure); `answer` applies
@@ -21,16 +22,19 @@ import time
 import httpx
 import pytest
 
-from meterline.replay import MESSAGE
+from meterline.budgets.model import Budget
+from meterline.replay import MESSAGE, SETTLE_MESSAGE
 from meterline.rollup import StreamPoller
 from meterline.store import aws
+from meterline.store.budgets import BudgetStore
 from meterline.store.rollups import RollupStore
-from meterline.store.schema import LEDGER
+from meterline.store.schema import BUDGETS, LEDGER
 from tests.conftest import ledger_items, make_tenant, wait_for_ledger
 from tests.functional.test_admin_handler import load_handler
 
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 50}
 LOG_GROUP = "/aws/lambda/Meterline-DataPlaneGateway"
+NO_SETTLEMENTS = {"settled": 0, "settle_duplicates": 0}
 
 
 @pytest.fixture
@@ -138,12 +142,12 @@ def test_a_failed_ledger_write_is_replayed_once_from_its_log_line(start_gateway,
     event = subscription_event(lines)
     first = handler(event, None)
     expected = {"replayed": 1, "duplicates": 0} if fault == "refuse" else {"replayed": 0, "duplicates": 1}
-    assert first == {**expected, "unreplayable": 0}
+    assert first == {**expected, "unreplayable": 0, **NO_SETTLEMENTS}
     assert emitted_metrics(capsys.readouterr().out) == {
         "LedgerReplayed": expected["replayed"], "LedgerReplayDuplicates": expected["duplicates"],
-        "LedgerUnreplayable": 0}
+        "LedgerUnreplayable": 0, "BudgetSettlementsReplayed": 0}
     # Delivered again (CloudWatch Logs or Lambda retrying): nothing more is written.
-    assert handler(event, None) == {"replayed": 0, "duplicates": 1, "unreplayable": 0}
+    assert handler(event, None) == {"replayed": 0, "duplicates": 1, "unreplayable": 0, **NO_SETTLEMENTS}
 
     records = wait_for_ledger(settings, t.workspace, 2)
     assert len(records) == 2
@@ -177,20 +181,21 @@ def test_lines_that_cannot_be_replayed_are_dead_lettered_with_their_reason(setti
         line({**good, "request_id": "req_big", "blob": "x" * 500_000}),  # over DynamoDB's 400 KB item limit
     ]
     capsys.readouterr()
-    assert handler(subscription_event(messages), None) == {"replayed": 1, "duplicates": 0, "unreplayable": 7}
+    assert handler(subscription_event(messages), None) == {"replayed": 1, "duplicates": 0, "unreplayable": 7,
+                                                           **NO_SETTLEMENTS}
     assert emitted_metrics(capsys.readouterr().out)["LedgerUnreplayable"] == 7
     kept = letters()
     assert len(kept) == 7
     assert all(k["logGroup"] == LOG_GROUP and k["id"] and k["reason"] for k in kept)
     reasons = " | ".join(k["reason"] for k in kept)
-    for expected in ("not a JSON log line", "float", "ledger_record.ts", "workspace id", "not a ledger_write_failed",
+    for expected in ("not a JSON log line", "float", "ledger_record.ts", "workspace id", "not a ledger_write_failed or",
                      "the ledger refused the record"):
         assert expected in reasons, reasons
     assert [k for k in kept if "message_truncated" in k]  # the 500 KB line: referred to by its coordinates
     assert [r["request_id"] for r in ledger_items(settings, "ws_replay")] == ["req_ok"]
     # CloudWatch Logs' own reachability check carries no records.
     assert handler(subscription_event([], "CONTROL_MESSAGE"), None) == {"replayed": 0, "duplicates": 0,
-                                                                         "unreplayable": 0}
+                                                                         "unreplayable": 0, **NO_SETTLEMENTS}
     # Not a subscription event at all: kept as is, counted.
     assert handler({"awslogs": {"data": "not base64!"}}, None)["unreplayable"] == 1
     assert "not a CloudWatch Logs subscription event" in letters()[0]["reason"]
@@ -205,4 +210,56 @@ def test_a_store_failure_is_raised_for_lambda_to_retry(settings, replay_handler,
     line = json.dumps({"message": MESSAGE, "ledger_record": record})
     with pytest.raises(Exception, match=r"ResourceNotFound|non-existent|not found"):
         handler(subscription_event([line]), None)
+    assert letters() == []
+
+
+def test_a_failed_settlement_reaches_the_budget_counter_once_through_the_replay(
+        start_gateway, settings, slow_store, fake_openai, gateway_log, replay_handler, capsys):
+    """Every attempt to settle fails (the store refuses them, never applying one): before, the
+    reservation sat until its lease expired and the sweeper released it, and the request's actual
+    spend never reached the budget. The `budget_settle_failed` line carries the settlement; replayed,
+    the lease is replaced by the actual cost, exactly once however often the line is delivered."""
+    store, url = slow_store
+    gateway = start_gateway(aws_endpoint=url, store_attempt_timeout_s=5.0, store_deadline_s=6.0)
+    handler, letters = replay_handler
+    t = make_tenant(settings, fake_openai[1])
+    scope = f"workspace:{t.workspace}"
+    BudgetStore(settings).put_budget(t.workspace, Budget("workspace", t.workspace, monthly_micros=1_000_000))
+    budgets = settings.table(BUDGETS).encode()
+    store.rules.append((lambda target, body: target.endswith(".UpdateItem") and budgets in body
+                        and b"REMOVE #lease ADD committed :delta" in body, "refuse"))
+    response = _post(gateway, t.api_key)
+    assert response.status_code == 200  # the caller is not failed for a settlement
+    request_id = response.headers["meterline-request-id"]
+    [record] = wait_for_ledger(settings, t.workspace, 1)
+    deadline = time.monotonic() + 60
+    while not [line for line in gateway_log() if SETTLE_MESSAGE in line] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    store.rules.clear()
+    assert store.refused >= 1
+    lines = [line for line in gateway_log() if json.loads(line).get("message") == SETTLE_MESSAGE]
+    assert len(lines) == 1, lines
+    settlement = json.loads(lines[0])["settlement"]
+    assert settlement["request_id"] == request_id and settlement["scope"] == scope
+    assert settlement["actual"] == record["cost_micros"] > 0 and settlement["worst"] > 0
+    month = settlement["month"]
+    held = BudgetStore(settings).counter(t.workspace, scope, month)
+    # Before the replay: the worst case still held, the actual spend nowhere on the counter.
+    assert int(held["reserved"]) == settlement["worst"] and int(held.get("spent", 0)) == 0
+
+    capsys.readouterr()
+    event = subscription_event(lines)
+    assert handler(event, None) == {"replayed": 0, "duplicates": 0, "unreplayable": 0, "settled": 1,
+                                    "settle_duplicates": 0}
+    assert emitted_metrics(capsys.readouterr().out)["BudgetSettlementsReplayed"] == 1
+    counter = BudgetStore(settings).counter(t.workspace, scope, month)
+    assert int(counter["spent"]) == int(counter["committed"]) == record["cost_micros"]
+    assert int(counter["reserved"]) == 0 and not [k for k in counter if k.startswith("l_")]
+    assert int(counter[f"ds_{settlement['day']}"]) == record["cost_micros"]
+    # Delivered again (or the gateway's failed attempt had applied after all): nothing more is added.
+    assert handler(event, None) == {"replayed": 0, "duplicates": 0, "unreplayable": 0, "settled": 0,
+                                    "settle_duplicates": 1}
+    again = BudgetStore(settings).counter(t.workspace, scope, month)
+    assert {k: again[k] for k in ("spent", "committed", "reserved")} == {
+        k: counter[k] for k in ("spent", "committed", "reserved")}
     assert letters() == []

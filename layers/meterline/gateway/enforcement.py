@@ -325,9 +325,13 @@ async def settle_all(services: Services, ws: str, lease_id: str, reservations: l
     follow_ups = []
     for r, state in zip(reservations, results, strict=True):
         if isinstance(state, BaseException):
-            # The lease expires and the sweeper releases it; the spend is in the ledger regardless.
-            log.error("budget_settle_failed", extra={"request_id": lease_id, "scope": r.budget.scope,
-                                                     "error": str(state)[:300]})
+            # The line carries the whole settlement: the replay function (meterline.replay, subscribed
+            # to these lines) applies it, lease-keyed, so the actual spend still reaches the counter.
+            log.error("budget_settle_failed", extra={
+                "request_id": lease_id, "scope": r.budget.scope, "error": str(state)[:300],
+                "settlement": {"workspace": ws, "scope": r.budget.scope, "month": r.month, "day": r.day,
+                               "request_id": lease_id, "worst": r.worst, "actual": actual,
+                               "lease_expires": r.lease_expires}})
             continue
         b = r.budget
         for period, cap, spent in (("M#" + r.month, b.monthly_micros, int(state.get("spent", 0))),
