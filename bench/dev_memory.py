@@ -56,9 +56,11 @@ def views(state_dir: str, port: int) -> None:
                  ("requests", "show", request_id), ("spend", "--by", "feature"), ("spend", "--by", "session"),
                  ("savings",), ("waste",), ("audit", "--decisions")):
         began = time.monotonic()
-        lines = cli(state_dir, port, *args).count("\n")
-        print(f"  meterline {' '.join(args)[:40]:<40} {time.monotonic() - began:6.2f} s  {lines:>5} lines",
-              flush=True)
+        try:
+            outcome = f"{cli(state_dir, port, *args).count(chr(10)):>5} lines"
+        except subprocess.SubprocessError as exc:
+            outcome = f"FAILED ({type(exc).__name__})"
+        print(f"  meterline {' '.join(args)[:40]:<40} {time.monotonic() - began:6.2f} s  {outcome}", flush=True)
 
 
 def start(port: int, state_dir: str, fresh: bool = True) -> tuple[subprocess.Popen[str], str]:

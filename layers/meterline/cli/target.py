@@ -141,7 +141,11 @@ def resolve(stack: str | None = None) -> tuple[Settings, dict[str, Any]]:
     if state is not None:
         resolved.update(state)
     if state is not None:
-        for name, value in {"AWS_ACCESS_KEY_ID": "meterline-dev", "AWS_SECRET_ACCESS_KEY": "meterline-dev"}.items():
+        for name, value in {"AWS_ACCESS_KEY_ID": "meterline-dev", "AWS_SECRET_ACCESS_KEY": "meterline-dev",
+                            # The embedded AWS applies one call at a time and takes seconds to serialize
+                            # a full 1 MB Query page (moto's response serializer, ~2.5 ms per ledger
+                            # record): a report over a busy day must wait for it, not time out at 5 s.
+                            "METERLINE_AWS_READ_TIMEOUT": "120"}.items():
             os.environ.setdefault(name, value)
         # The dev server is local: its providers may be local too (over http, on loopback).
         return Settings(region=state["region"], aws_endpoint=state["endpoint"], table_names=state["tables"],
