@@ -40,6 +40,7 @@ import json
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,18 +112,24 @@ def _control(ttl: str) -> dict[str, str]:
     return {"type": "ephemeral", "ttl": ttl}
 
 
-def _mark_last_block(message: dict[str, Any], ttl: str) -> bool:
+def _mark_last(message: dict[str, Any], ttl: str, markable: Callable[[str | None], bool]) -> bool:
+    """Put a breakpoint on a message's last content block (a string becomes one text block), if that
+    block's type can carry one (`markable`: the dialect's rule)."""
     content = message.get("content")
     if isinstance(content, str):
         if not content:
             return False
         message["content"] = [{"type": "text", "text": content, "cache_control": _control(ttl)}]
         return True
-    if isinstance(content, list) and content and isinstance(content[-1], dict) and \
-            content[-1].get("type") not in ("thinking", "redacted_thinking"):
+    if isinstance(content, list) and content and isinstance(content[-1], dict) and markable(content[-1].get("type")):
         content[-1] = {**content[-1], "cache_control": _control(ttl)}
         return True
     return False
+
+
+def _mark_last_block(message: dict[str, Any], ttl: str) -> bool:
+    # Anthropic Messages: any block but thinking, which cannot carry cache_control.
+    return _mark_last(message, ttl, lambda kind: kind not in ("thinking", "redacted_thinking"))
 
 
 def anthropic_breakpoints(body: dict[str, Any], model: str, workspace: str, ttl: str,
@@ -214,17 +221,8 @@ _SYSTEM_ROLES = ("system", "developer")
 
 
 def _mark_last_part(message: dict[str, Any], ttl: str) -> bool:
-    content = message.get("content")
-    if isinstance(content, str):
-        if not content:
-            return False
-        message["content"] = [{"type": "text", "text": content, "cache_control": _control(ttl)}]
-        return True
-    if isinstance(content, list) and content and isinstance(content[-1], dict) and \
-            content[-1].get("type") in ("text", "image_url"):
-        content[-1] = {**content[-1], "cache_control": _control(ttl)}
-        return True
-    return False
+    # OpenAI chat: the part types the translators carry to Anthropic blocks.
+    return _mark_last(message, ttl, lambda kind: kind in ("text", "image_url"))
 
 
 def chat_breakpoints(body: dict[str, Any], caps: Caps, model: str, workspace: str, ttl: str,
