@@ -903,9 +903,12 @@ class Ops:
         config = self._require_workspace(workspace)
         store = LedgerStore(self.settings)
         today = datetime.now(UTC).date()
-        for back in range(max_days):
+        # An id that carries its start time is read from that window only (a bounded Query, whatever
+        # the day's traffic); an older id is searched day by day.
+        windowed = store.query_request(workspace, request_id)
+        for back in range(max_days if windowed is None else 1):
             day = (today - timedelta(days=back)).isoformat()
-            found = list(store.query_day(workspace, day, request_id=request_id))
+            found = windowed if windowed is not None else list(store.query_day(workspace, day, request_id=request_id))
             if found:
                 if scope is not None:
                     found = [r for r in found if str(r.get(scope[0])) == scope[1]]

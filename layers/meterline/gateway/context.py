@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,13 +10,10 @@ from meterline.errors import GatewayError
 from meterline.pricing.catalog import ModelPricing
 from meterline.pricing.cost import Cost
 from meterline.store.keys import KeyRecord
+from meterline.store.ledger import new_request_id
 from meterline.store.workspaces import WorkspaceConfig
 from meterline.translators.base import Target, Translator
 from meterline.usage import Usage
-
-
-def new_request_id() -> str:
-    return "req_" + os.urandom(12).hex()
 
 
 @dataclass

@@ -20,6 +20,8 @@ path pays for exactly one write however many scopes a request is attributed to.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +33,33 @@ from meterline.store.ddb_http import DynamoError, DynamoHttp
 from meterline.store.schema import LEDGER
 
 _day_memo: tuple[int, str] = (-1, "")  # (epoch second, its UTC day): the requests of a second share it
+
+
+# A request id carries its start time: "req_" + 11 hex digits of epoch milliseconds + 16 random hex
+# digits. A lookup by id then reads the ledger only around that time (`LedgerStore.query_request`),
+# not whole day partitions. Ids from before (24 random hex digits) are still found, by day.
+REQUEST_ID_PREFIX = "req_"
+_TS_HEX, _RANDOM_HEX = 11, 16
+# Every record of a request (its own, failed-over attempts', side calls') is stamped at or after its
+# start and before the data plane's 900 s ceiling; the margin before covers a clock stepped back.
+REQUEST_WINDOW_MS = (-60_000, 900_000)
+
+
+def new_request_id(now_ms: int | None = None) -> str:
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    return f"{REQUEST_ID_PREFIX}{ms:0{_TS_HEX}x}{os.urandom(_RANDOM_HEX // 2).hex()}"
+
+
+def request_id_ms(request_id: str) -> int | None:
+    """The start time a request id carries, or None (an older id, or not one of ours)."""
+    digits = request_id[len(REQUEST_ID_PREFIX):]
+    if not request_id.startswith(REQUEST_ID_PREFIX) or len(digits) != _TS_HEX + _RANDOM_HEX:
+        return None
+    try:
+        int(digits, 16)
+    except ValueError:
+        return None
+    return int(digits[:_TS_HEX], 16)
 
 
 def ledger_keys(workspace: str, ts_ms: int, request_id: str) -> dict[str, str]:
@@ -91,6 +120,24 @@ class LedgerStore:
             kwargs["FilterExpression"] = "request_id = :r OR parent_request_id = :r"
             kwargs["ExpressionAttributeValues"][":r"] = {"S": request_id}
         yield from paginate(self._ddb.query, **kwargs)
+
+    def query_request(self, workspace: str, request_id: str) -> list[dict[str, Any]] | None:
+        """A request's records (its own and its attempts') read from the time window its id carries:
+        one bounded Query per UTC day the window touches. None for an id that carries no time."""
+        started = request_id_ms(request_id)
+        if started is None:
+            return None
+        lo, hi = started + REQUEST_WINDOW_MS[0], started + REQUEST_WINDOW_MS[1]
+        days = sorted({datetime.fromtimestamp(t / 1000, tz=UTC).strftime("%Y-%m-%d") for t in (lo, started, hi)})
+        found: list[dict[str, Any]] = []
+        for day in days:
+            found.extend(paginate(
+                self._ddb.query, TableName=self.table,
+                KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+                FilterExpression="request_id = :r OR parent_request_id = :r",
+                ExpressionAttributeValues={":pk": {"S": f"{workspace}#{day}"}, ":lo": {"S": f"{lo:013d}"},
+                                           ":hi": {"S": f"{hi:013d}~"}, ":r": {"S": request_id}}))
+        return found
 
     def recent(self, workspace: str, day: str, limit: int) -> Iterator[dict[str, Any]]:
         """The day's newest `limit` records, newest first: a bounded read whatever the traffic."""
