@@ -10,6 +10,8 @@ Access patterns:
                                ledger replay of `ledger_write_failed` lines relies on it: meterline.replay)
     query_day(workspace, day)  Query pk, time-ordered either way, optionally filtered to one request
                                (reports, `meterline requests`, the MCP server's drill-downs, waste scoring, exports)
+    query_request(ws, id)      Query pk AND sk BETWEEN the id's start time -60 s / +900 s (the id
+                               carries it), filtered to the request: `requests show`, bounded reads
     recent(workspace, day, n)  Query pk, newest first, at most n records (alert e-mails)
     stream_day(workspace, day) the same Query on the lean client (ddb_http): a whole partition for
                                waste scoring, ~10x less CPU per record than boto3's parser
