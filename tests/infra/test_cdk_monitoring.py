@@ -53,7 +53,8 @@ def test_every_gateway_metric_is_graphed_by_service(dashboard):
     assert set(GATEWAY_METRICS) <= graphed
     for row in rows:
         # the gateway's series; the replay function's own counts are {service=replay} (test_cdk_replay.py)
-        assert _dimensions(row).get("service") == ("replay" if row[1].startswith("Ledger") else "gateway"), row
+        replay = row[1].startswith(("Ledger", "BudgetSettlements"))
+        assert _dimensions(row).get("service") == ("replay" if replay else "gateway"), row
     latency_stats = {row[4]["stat"] for row in rows if row[1] == "LatencyMs"}
     assert {"p50", "p99"} <= latency_stats
 
