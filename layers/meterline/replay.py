@@ -34,14 +34,20 @@ counter then overstates the spend (never understates it).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from meterline.budgets.model import Budget
+from meterline.config import Settings
+from meterline.store.budgets import BudgetStore, Reservation
 from meterline.store.codec import to_item
+from meterline.store.ddb_http import DynamoHttp
 
 MESSAGE = "ledger_write_failed"
 SETTLE_MESSAGE = "budget_settle_failed"
@@ -201,15 +207,8 @@ def replay(payload: dict[str, Any], write: Callable[[dict[str, Any]], bool],
     return result
 
 
-def budget_settler(settings: Any) -> Callable[[dict[str, Any]], bool]:
+def budget_settler(settings: Settings) -> Callable[[dict[str, Any]], bool]:
     """`settle` for `replay` over store.budgets.BudgetStore (the gateway's own settle, lease-keyed)."""
-    import asyncio
-    import time
-
-    from meterline.budgets.model import Budget
-    from meterline.store.budgets import BudgetStore, Reservation
-    from meterline.store.ddb_http import DynamoHttp
-
     store = BudgetStore(settings)
 
     def settle(s: dict[str, Any]) -> bool:

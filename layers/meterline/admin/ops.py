@@ -904,16 +904,15 @@ class Ops:
         store = LedgerStore(self.settings)
         today = datetime.now(UTC).date()
         # An id that carries its start time is read from that window only (a bounded Query, whatever
-        # the day's traffic); an older id is searched day by day.
-        windowed = store.query_request(workspace, request_id)
-        for back in range(max_days if windowed is None else 1):
-            day = (today - timedelta(days=back)).isoformat()
-            found = windowed if windowed is not None else list(store.query_day(workspace, day, request_id=request_id))
-            if found:
-                if scope is not None:
-                    found = [r for r in found if str(r.get(scope[0])) == scope[1]]
-                return [request_view(r, config.timezone, full=True) for r in found]
-        return []
+        # the day's traffic); an older id is searched day by day, newest first.
+        found = store.query_request(workspace, request_id)
+        if found is None:
+            days = ((today - timedelta(days=back)).isoformat() for back in range(max_days))
+            found = next((hit for day in days if (hit := list(store.query_day(workspace, day, request_id=request_id)))),
+                         [])
+        if scope is not None:
+            found = [r for r in found if str(r.get(scope[0])) == scope[1]]
+        return [request_view(r, config.timezone, full=True) for r in found]
 
     def forecast_month_end(self, workspace: str, scope: tuple[str, str] | None = None) -> dict[str, Any]:
         """Month-to-date spend plus the recent daily run rate (the last up-to-7 complete days) over the
