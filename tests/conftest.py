@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -148,3 +149,38 @@ def wait_for_ledger(settings: Settings, workspace: str, count: int, timeout: flo
         if len(items) >= count or time.monotonic() > deadline:
             return items
         time.sleep(0.05)
+
+
+class CurrentStdout:
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+@pytest.fixture
+def lambda_logging(monkeypatch, capsys) -> Iterator[None]:
+    """Logging as `logs.configure` sets it up on Lambda (Powertools' JSON logger on `meterline`, and the
+    request line written by telemetry itself), writing to the captured stdout; undone after."""
+    import logging
+
+    from meterline import logs
+
+    package = logging.getLogger("meterline")
+    saved = (package.handlers[:], package.level, package.propagate)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "Meterline-DataPlaneGateway")
+    monkeypatch.setattr(logs, "_json_lines", False)  # set again by configure; put back by monkeypatch
+    logs.configure("gateway")
+    # Powertools' handler keeps the stdout of when it was first made (another test's capture, maybe):
+    # it writes to whatever sys.stdout is when it writes, as telemetry does.
+    handlers = [h for h in package.handlers if isinstance(h, logging.StreamHandler)]
+    streams = [h.stream for h in handlers]
+    for handler in handlers:
+        handler.stream = CurrentStdout()
+    yield
+    for handler, stream in zip(handlers, streams, strict=True):
+        handler.stream = stream
+    package.handlers[:] = saved[0]
+    package.setLevel(saved[1])
+    package.propagate = saved[2]

@@ -24,7 +24,6 @@ def test_streamed_and_buffered_added_latency_excludes_the_slow_provider(gateway,
                                                                           monkeypatch, capsys):
     fake, _ = fake_openai
     monkeypatch.setenv("METERLINE_METRICS", "1")
-    monkeypatch.setattr(telemetry, "_metrics", None)
     monkeypatch.setattr(telemetry, "_cold", False)
     sdk = openai.OpenAI(base_url=gateway.base_url, api_key=tenant.api_key, max_retries=0)
     fake.chunks = [f" word{i}" for i in range(8)]
