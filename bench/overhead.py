@@ -6,7 +6,10 @@ p50/p99 latency direct and through the gateway, the added latency, gateway-proce
 request (from /proc, excluding moto and the upstream), and AWS calls per request split into
 "sequential before the first upstream byte", "after the last upstream byte" and "background".
 
-    python bench/overhead.py [--requests 400] [--stream]
+    python bench/overhead.py [--requests 400] [--stream] [--lambda-telemetry]
+
+--lambda-telemetry runs the gateway with the logging and metrics Lambda gives it (the JSON request line
+with its EMF metrics on stdout, a pipe this script drains), which the default run leaves out.
 """
 
 from __future__ import annotations
@@ -92,6 +95,9 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--budgets", action="store_true",
                         help="3 budgets (workspace, member, feature) and a key rate limit active")
+    parser.add_argument("--lambda-telemetry", action="store_true",
+                        help="the gateway's logging and metrics as on Lambda: AWS_LAMBDA_FUNCTION_NAME set, "
+                             "METERLINE_METRICS=1, stdout a pipe drained here (priming stays off, as in the default)")
     parser.add_argument("--transports", default="aiohttp,httpx")
     parser.add_argument("--concurrency", default="1,16", help="comma-separated concurrency levels, one row each")
     parser.add_argument("--profile", metavar="FILE",
@@ -134,7 +140,8 @@ def main() -> None:
                            Budget("member", "demo-user", monthly_micros=10**12, daily_micros=10**11),
                            Budget("feature", "bench", monthly_micros=10**12, throttle_at=95, throttle_rpm=10**6)):
                 budgets.put_budget("demo", budget)
-        mode = ("stream" if args.stream else "non-stream") + (", 3 budgets + key rate limit" if args.budgets else "")
+        mode = ("stream" if args.stream else "non-stream") + (", 3 budgets + key rate limit" if args.budgets else "") \
+            + (", Lambda telemetry (JSON request line + EMF on stdout)" if args.lambda_telemetry else "")
         print(f"Meterline overhead ({mode}, {args.requests} requests per row, 2-core machine, loopback)\n")
         print(f"{'transport':9} {'conc':>4} | {'direct p50':>10} {'p99':>7} | {'gateway p50':>11} {'p99':>7} | "
               f"{'added p50':>9} {'p99':>7} | {'store':>8} {'own':>8} | {'CPU usr+sys':>11} | "
@@ -144,15 +151,26 @@ def main() -> None:
             gw_port = free_port()
             stats_file = Path(tempfile.mkdtemp()) / "stats.json"
             env = {**os.environ, **settings.to_env(), "METERLINE_UPSTREAM_TRANSPORT": transport}
+            if args.lambda_telemetry:
+                env.update(AWS_LAMBDA_FUNCTION_NAME="Meterline-DataPlaneGateway", METERLINE_METRICS="1",
+                           POWERTOOLS_SERVICE_NAME="gateway", POWERTOOLS_METRICS_NAMESPACE="Meterline",
+                           LOG_LEVEL="INFO", METERLINE_PRIME=os.environ.get("METERLINE_PRIME", "0"))
             profile_file = Path(f"{args.profile}.{transport}").resolve() if args.profile else None
             if profile_file:
                 profile_file.unlink(missing_ok=True)
                 env["BENCH_PROFILE"] = str(profile_file)
             # BENCH_GATEWAY: another gateway script (e.g. one wrapped in cProfile) with the same arguments.
             script = os.environ.get("BENCH_GATEWAY", str(ROOT / "bench/gateway_proc.py"))
+            log_pipe = None
+            if args.lambda_telemetry:  # the Lambda runtime's log capture: a pipe, read and dropped
+                drain = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+                procs.append(drain)
+                log_pipe = drain.stdin
             gw = subprocess.Popen([sys.executable, script, str(gw_port), str(stats_file)],
-                                  env=env)
+                                  env=env, stdout=log_pipe)
             procs.append(gw)
+            if log_pipe is not None:
+                log_pipe.close()  # the gateway holds the pipe's only write end now
             wait_http(f"http://127.0.0.1:{gw_port}/healthz")
             base = f"http://127.0.0.1:{gw_port}/v1"
             asyncio.run(load(base, demo["api_key"], 50, 4, args.stream))  # warm-up: caches, pools
