@@ -482,9 +482,13 @@ def test_refused_unresolvable_and_guarded_addresses_are_unavailable():
         try:
             with pytest.raises(UpstreamUnavailable):  # nothing listens on port 1
                 await client.send(post("http://127.0.0.1:1"))
-            with pytest.raises(UpstreamUnavailable) as refused:  # the egress check on every send
-                await upstream(allow_hosts=()).send(post("http://127.0.0.1:8080"))
-            assert refused.value.code == "egress_refused"
+            for _ in range(2):  # the egress check on every send (a refused URL is never remembered)
+                with pytest.raises(UpstreamUnavailable) as refused:
+                    await client.send(post("http://127.0.0.2:8080"))
+                assert refused.value.code == "egress_refused"
+            with pytest.raises(UpstreamUnavailable) as injected:  # no header can add a line to the request
+                await client.send(post("http://127.0.0.1:1", **{"x-beta": "a\r\nx-injected: 1"}))
+            assert injected.value.code == "invalid_upstream_header"
         finally:
             await client.aclose()
         # DNS answers pass the SSRF guard: a name resolving only to loopback is refused at connect.

@@ -294,42 +294,48 @@ class _Conn(asyncio.Protocol):
         if state == _UNTIL_CLOSE:
             exchange.push(data)
             return
-        pos, size = 0, len(data)
-        while pos < size:  # chunked
+        # Chunked: the data of every chunk in this read goes to the reader at once, as one piece.
+        if self.buffer:  # a size or end line split across reads
+            data = bytes(self.buffer) + data
+            self.buffer.clear()
+        pieces: list[bytes] = []
+        pos, size, remaining = 0, len(data), self.remaining
+        while pos < size:
             if state == _CHUNK_DATA:
-                take = min(self.remaining, size - pos)
-                exchange.push(data[pos:pos + take] if take < size else data)
+                take = min(remaining, size - pos)
+                pieces.append(data[pos:pos + take] if take < size else data)
                 pos += take
-                self.remaining -= take
-                if self.remaining == 0:
-                    state = self.state = _CHUNK_END
+                remaining -= take
+                if remaining == 0:
+                    state = _CHUNK_END
                 continue
             newline = data.find(b"\n", pos)
             if newline < 0:
                 self.buffer += data[pos:]
                 if len(self.buffer) > MAX_LINE:
                     raise _ProtocolError("chunk line too long")
-                return
-            line = data[pos:newline]
-            if self.buffer:
-                line = bytes(self.buffer) + line
-                self.buffer.clear()
-            line = line.rstrip(b"\r")
+                break
+            line = data[pos:newline]  # with its "\r": int() ignores it, the checks below allow it
             pos = newline + 1
             if state == _CHUNK_SIZE:
-                self.remaining = int(line.split(b";", 1)[0].strip(), 16)
-                if self.remaining < 0:
+                remaining = int(line.split(b";", 1)[0] if b";" in line else line, 16)
+                if remaining < 0:
                     raise _ProtocolError("negative chunk size")
-                state = self.state = _CHUNK_DATA if self.remaining else _TRAILER
+                state = _CHUNK_DATA if remaining else _TRAILER
             elif state == _CHUNK_END:
-                if line:
+                if line and line != b"\r":
                     raise _ProtocolError("chunk data longer than its size")
-                state = self.state = _CHUNK_SIZE
-            elif line:  # a trailer field: ignored
+                state = _CHUNK_SIZE
+            elif line and line != b"\r":  # a trailer field: ignored
                 continue
-            else:
+            else:  # the empty line after the last chunk (and trailers): the answer is complete
+                if pieces:
+                    exchange.push(b"".join(pieces))
                 self._complete(extra=pos < size)
                 return
+        self.state, self.remaining = state, remaining
+        if pieces:
+            exchange.push(b"".join(pieces) if len(pieces) > 1 else pieces[0])
 
     def _complete(self, extra: bool = False) -> None:
         """The whole answer arrived: the reader gets the end, the connection goes back to the pool
@@ -490,21 +496,18 @@ class Http1Upstream:
         self._connecting = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._dns: dict[tuple[str, int], tuple[float, list[dict[str, Any]]]] = {}
+        self._targets: dict[str, tuple[tuple[str, str, int], str, str]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
 
     # the Upstream protocol
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
-        egress_check(request.url, self.allow_hosts)
-        parts = urlsplit(request.url)
-        scheme = parts.scheme
-        host = (parts.hostname or "").rstrip(".")
-        if not host.isascii():
-            host = host.encode("idna").decode("ascii")
-        port = parts.port or _DEFAULT_PORT[scheme]
-        payload = self._payload(request, parts, host, port)
-        key = (scheme, host, port)
+        target = self._targets.get(request.url)
+        if target is None:
+            target = self._target(request.url)
+        key, path, authority = target
+        payload = self._payload(request, path, authority)
         fresh = False
         while True:
             conn, reused = await self._acquire(key, fresh)
@@ -539,26 +542,39 @@ class Http1Upstream:
 
     # the request
 
+    def _target(self, url: str) -> tuple[tuple[str, str, int], str, str]:
+        """(pool key, request target, Host header) of a URL that passes the SSRF guard. The guard is a
+        pure function of the URL (and of allow_hosts, fixed per client), so a URL that passed is
+        remembered (bounded); a refused one raises and is checked again on its next send."""
+        egress_check(url, self.allow_hosts)
+        parts = urlsplit(url)
+        scheme = parts.scheme
+        host = (parts.hostname or "").rstrip(".")
+        if not host.isascii():
+            host = host.encode("idna").decode("ascii")
+        port = parts.port or _DEFAULT_PORT[scheme]
+        # The Host header as SigV4 signs it (botocore's _host_from_url) and aiohttp sends it: no default port.
+        authority = f"[{host}]" if ":" in host else host
+        if parts.port is not None and parts.port != _DEFAULT_PORT[scheme]:
+            authority = f"{authority}:{port}"
+        target = ((scheme, host, port), (parts.path or "/") + ("?" + parts.query if parts.query else ""), authority)
+        if len(self._targets) >= 1024:
+            self._targets.clear()
+        self._targets[url] = target
+        return target
+
     @staticmethod
-    def _payload(request: UpstreamRequest, parts: Any, host: str, port: int) -> bytes:
-        target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+    def _payload(request: UpstreamRequest, path: str, authority: str) -> bytes:
         body = request.body or b""
-        lines = [f"{request.method} {target} HTTP/1.1"]
+        lines = [f"{request.method} {path} HTTP/1.1"]
         has = set()
         for name, value in request.headers.items():
             lower = name.lower()
-            if "\n" in name or "\r" in name or "\n" in value or "\r" in value or ":" in name:
-                raise UpstreamUnavailable("A header for the provider contains a line break.",
-                                          code="invalid_upstream_header")
             has.add(lower)
             if lower in _SKIP_HEADERS and lower != "host":
                 continue
             lines.append(f"{name}: {value}")
         if "host" not in has:
-            # As SigV4 signs it (botocore's _host_from_url) and aiohttp sends it: no default port.
-            authority = f"[{host}]" if ":" in host else host
-            if parts.port is not None and parts.port != _DEFAULT_PORT[parts.scheme]:
-                authority = f"{authority}:{port}"
             lines.append(f"host: {authority}")
         if body or request.method in ("POST", "PUT", "PATCH"):
             lines.append(f"content-length: {len(body)}")
@@ -568,8 +584,11 @@ class Http1Upstream:
             lines.append("accept-encoding: gzip, deflate")
         if "user-agent" not in has:
             lines.append("user-agent: meterline")
-        lines.append("\r\n")
-        return "\r\n".join(lines).encode() + body
+        head = "\r\n".join(lines)
+        if head.count("\n") != len(lines) - 1 or head.count("\r") != len(lines) - 1:  # header injection
+            raise UpstreamUnavailable("A header for the provider contains a line break.",
+                                      code="invalid_upstream_header")
+        return (head + "\r\n\r\n").encode() + body
 
     async def _head(self, exchange: _Exchange) -> tuple[int, Headers]:
         head = exchange.head
