@@ -174,8 +174,8 @@ def record_request(ctx: RequestContext) -> None:
     root["endpoint"] = ctx.endpoint
     savings = ctx.savings
     one_lever = len(savings) == 1
-    if one_lever:
-        [root["lever"]] = savings
+    if one_lever:  # its {lever, service} series reads the same SavedMicroUsd member (the one lever's)
+        root["lever"] = next(iter(savings))
     first = len(root)
     _metrics(ctx, root)
     names = tuple(root)[first:]
