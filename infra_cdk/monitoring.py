@@ -1,7 +1,8 @@
 """CloudWatch dashboard and alarms.
 
-The gateway emits Powertools EMF metrics in namespace `Meterline` with the single dimension
-`service=gateway` (bounded cardinality: workspaces, keys and models are never dimensions):
+The gateway emits EMF metrics in namespace `Meterline` (meterline/telemetry.py: in each request's own
+JSON log line) with the dimension `service=gateway` (bounded cardinality: workspaces, keys and models
+are never dimensions; `Requests` also per {endpoint, service}, `SavedMicroUsd` per {lever, service}):
 
     Requests, Rejections, UpstreamErrors   Count
     CostMicroUsd                           integer micro-dollars
