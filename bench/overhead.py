@@ -98,7 +98,9 @@ def main() -> None:
     parser.add_argument("--lambda-telemetry", action="store_true",
                         help="the gateway's logging and metrics as on Lambda: AWS_LAMBDA_FUNCTION_NAME set, "
                              "METERLINE_METRICS=1, stdout a pipe drained here (priming stays off, as in the default)")
-    parser.add_argument("--transports", default="aiohttp,httpx")
+    parser.add_argument("--transports", default="aiohttp,httpx",
+                        help="upstream transports of the gateway, one row each; 'bare' adds the floor: a FastAPI + "
+                             "aiohttp pass-through with no metering (bench/bare_proc.py)")
     parser.add_argument("--concurrency", default="1,16", help="comma-separated concurrency levels, one row each")
     parser.add_argument("--profile", metavar="FILE",
                         help="CPU-time profile of the gateway process during the concurrency-1 row, written as "
@@ -150,7 +152,8 @@ def main() -> None:
         for transport in args.transports.split(","):
             gw_port = free_port()
             stats_file = Path(tempfile.mkdtemp()) / "stats.json"
-            env = {**os.environ, **settings.to_env(), "METERLINE_UPSTREAM_TRANSPORT": transport}
+            env = {**os.environ, **settings.to_env(), "METERLINE_UPSTREAM_TRANSPORT": transport,
+                   "BENCH_UPSTREAM": upstream}
             if args.lambda_telemetry:
                 env.update(AWS_LAMBDA_FUNCTION_NAME="Meterline-DataPlaneGateway", METERLINE_METRICS="1",
                            POWERTOOLS_SERVICE_NAME="gateway", POWERTOOLS_METRICS_NAMESPACE="Meterline",
@@ -160,7 +163,10 @@ def main() -> None:
                 profile_file.unlink(missing_ok=True)
                 env["BENCH_PROFILE"] = str(profile_file)
             # BENCH_GATEWAY: another gateway script (e.g. one wrapped in cProfile) with the same arguments.
+            # "bare": not the gateway but the floor it is compared with (bench/bare_proc.py).
             script = os.environ.get("BENCH_GATEWAY", str(ROOT / "bench/gateway_proc.py"))
+            if transport == "bare":
+                script = str(ROOT / "bench/bare_proc.py")
             log_pipe = None
             if args.lambda_telemetry:  # the Lambda runtime's log capture: a pipe, read and dropped
                 drain = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from meterline import jsonc
 from meterline.budgets.model import Budget, Enforcement, RateLimit
 from meterline.pricing.catalog import ModelPricing, Rates
 from meterline.pricing.cost import UNLISTED_IMAGE_MICROS
@@ -144,13 +145,11 @@ def _media_parts(body: Mapping[str, Any]) -> tuple[int, bool]:
 def estimate_input_tokens(body: Mapping[str, Any]) -> int:
     """An upper bound of the request's prompt tokens: every UTF-8 byte of the whole serialized
     request (a byte-level BPE token is at least one byte), plus IMAGE_BOUND per image part."""
-    import json
-
-    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
+    size = len(jsonc.dumps(body, default=str))
     images, _ = _media_parts(body)
     model = str(body.get("model", ""))
     per_image = next((bound for name, bound in IMAGE_BOUND_BY_MODEL if name in model), IMAGE_BOUND)
-    return len(text.encode("utf-8", "surrogatepass")) + images * per_image
+    return size + images * per_image
 
 
 def typical_input_tokens(bound: int) -> int:

@@ -27,11 +27,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import random
 import time
 from typing import Any
 
+from meterline import jsonc
 from meterline.config import Settings
 from meterline.store.http1 import Http1Pool, HttpError
 
@@ -77,8 +77,6 @@ def _signing_key(secret_key: str, date: str, region: str) -> bytes:
 
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
-# json.dumps(payload, separators=(",", ":")) without building an encoder per call.
-_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def signed_headers(*, target: str, body: bytes, host: str, region: str, access_key: str, secret_key: str,
@@ -160,7 +158,7 @@ class DynamoHttp:
     async def call(self, operation: str, payload: dict[str, Any], *, idempotent: bool = True) -> dict[str, Any]:
         """One DynamoDB operation. `idempotent=False` for writes that must never be sent twice (a
         counter's ADD): a failure after sending is then raised at once, with `maybe_applied`."""
-        body = _ENCODE(payload).encode()
+        body = jsonc.dumps(payload)
         target = f"DynamoDB_20120810.{operation}"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.deadline_s
@@ -199,9 +197,9 @@ class DynamoHttp:
                 slots.release()
             if response is not None:
                 if response.status == 200:
-                    return json.loads(response.body) if response.body else {}
+                    return jsonc.loads(response.body) if response.body else {}
                 try:
-                    error = json.loads(response.body) if response.body else {}
+                    error = jsonc.loads(response.body) if response.body else {}
                 except ValueError:
                     error = {}
                 code = str(error.get("__type", "Unknown")).rsplit("#", 1)[-1]

@@ -16,6 +16,7 @@ import json
 import re
 from typing import Any
 
+from meterline import jsonc
 from meterline.errors import redact
 from meterline.providers.base import UpstreamRequest
 from meterline.sse import Event, encode
@@ -63,14 +64,14 @@ class OpenAIChatToOpenAI(StreamTally):
             method="POST",
             url=url,
             headers=headers,
-            body=json.dumps(out, separators=(",", ":")).encode(),
+            body=jsonc.dumps(out),
             stream=bool(out.get("stream")),
             secrets=self._secrets,
         )
 
     # -- non-streaming -------------------------------------------------------------------------
     def translate_response(self, raw: bytes) -> Translated:
-        payload = json.loads(raw)
+        payload = json.loads(raw)  # not orjson: a provider's integer beyond 64 bits must stay exact
         if not isinstance(payload, dict):
             raise ValueError("provider response is not a JSON object")
         return Translated(

@@ -26,6 +26,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from meterline import jsonc
 from meterline.usage import estimate_tokens
 
 # Parameters that change how a response is delivered, not what it says.
@@ -34,8 +35,7 @@ MIN_REPEAT_CHARS = 200  # a block shorter than this repeating is normal (greetin
 
 
 def _fp(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(jsonc.dumps(value, sort_keys=True, default=str)).hexdigest()[:16]
 
 
 def _texts(content: Any) -> list[str]:
@@ -95,8 +95,8 @@ def profile(body: Mapping[str, Any], *, session: bool = False) -> dict[str, Any]
     prefix = {"model": body.get("model"), "tools": body.get("tools"), "system": body.get("system"),
               "instructions": body.get("instructions"), "turns": turns[:-1]}
     if turns[:-1] or prefix["system"] or prefix["tools"] or prefix["instructions"]:
-        prefix_chars = len(json.dumps([prefix["tools"], prefix["system"], prefix["instructions"], prefix["turns"]],
-                                      separators=(",", ":"), ensure_ascii=False, default=str))
+        prefix_chars = len(jsonc.dumps([prefix["tools"], prefix["system"], prefix["instructions"],
+                                        prefix["turns"]], default=str).decode("utf-8", "replace"))
         out["prefix_fp"] = _fp(prefix)
         out["prefix_tokens"] = estimate_tokens(prefix_chars)
     max_tokens = requested_max_tokens(body)
