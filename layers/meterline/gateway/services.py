@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 from meterline.budgets.model import Enforcement
@@ -168,7 +169,7 @@ class Services:
 
         done.append("aiohttp")
         try:
-            self.dynamo._creds()
+            self.dynamo._creds(int(time.time()))
             done.append("credentials")
         except Exception:  # no credentials in this environment yet: the first call reports it
             pass

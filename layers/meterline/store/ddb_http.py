@@ -130,20 +130,26 @@ class DynamoHttp:
         self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._date_second = -1
         self._date_text = ""
+        self._frozen: Any = None
+        self._frozen_second = -1
 
-    def _creds(self) -> Any:
-        if self._credentials is None:
-            import botocore.session
-
-            self._credentials = botocore.session.get_session().get_credentials()
+    def _creds(self, second: int) -> Any:
+        """The signing credentials, frozen once per second: botocore refreshes temporary ones
+        minutes before they expire, so a second-old copy is always valid, and freezing them (a
+        refresh check under a lock, a new tuple) is not paid by every call."""
+        if second != self._frozen_second:
             if self._credentials is None:
-                raise DynamoError("MissingCredentials", "no AWS credentials found", 0)
-        # Cheap for static credentials; botocore refreshes temporary ones shortly before expiry.
-        return self._credentials.get_frozen_credentials()
+                import botocore.session
 
-    def _amz_date(self) -> str:
+                self._credentials = botocore.session.get_session().get_credentials()
+                if self._credentials is None:
+                    raise DynamoError("MissingCredentials", "no AWS credentials found", 0)
+            self._frozen = self._credentials.get_frozen_credentials()
+            self._frozen_second = second
+        return self._frozen
+
+    def _amz_date(self, second: int) -> str:
         """The signing time (ISO basic, UTC), formatted once per second."""
-        second = int(time.time())
         if second != self._date_second:
             self._date_second = second
             self._date_text = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second))
@@ -179,10 +185,11 @@ class DynamoHttp:
             try:
                 self.in_flight += 1
                 self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-                creds = self._creds()
+                second = int(time.time())
+                creds = self._creds(second)
                 headers = signed_headers(target=target, body=body, host=self.host, region=self.settings.region,
                                          access_key=creds.access_key, secret_key=creds.secret_key,
-                                         session_token=creds.token, amz_date=self._amz_date())
+                                         session_token=creds.token, amz_date=self._amz_date(second))
                 self.calls += 1
                 response = await self._post(headers, body, max(min(self.attempt_timeout_s, deadline - loop.time()),
                                                                0.001))

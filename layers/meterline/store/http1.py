@@ -98,16 +98,11 @@ class _Conn(asyncio.Protocol):
                 if len(buffer) > MAX_HEAD:
                     raise ValueError("response headers too large")
                 return None
-            status_line, *lines = buffer[:end].decode("latin-1").split("\r\n")
-            version, status, _ = status_line.split(" ", 2)
-            headers: dict[str, str] = {}
-            for line in lines:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            self._head = (version, int(status), headers, end + 4)
+            self._head = (*_head(bytes(buffer[:end])), end + 4)
         version, status, headers, start = self._head
-        if "content-length" in headers:
-            length = int(headers["content-length"])
+        length = headers.get("content-length")
+        if length is not None:
+            length = int(length)
             if len(buffer) - start < length:
                 return None
             body = bytes(buffer[start:start + length])
@@ -136,6 +131,18 @@ class _Conn(asyncio.Protocol):
 
 
 MAX_HEAD = 64 * 1024
+
+
+def _head(head: bytes) -> tuple[str, int, dict[str, str]]:
+    """(version, status, headers by lower-case name) of a response head (no final CRLF CRLF).
+    One decode and one split: a DynamoDB answer's head has ~8 headers, parsed on every call."""
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    version, status, *_ = status_line.split(" ", 2)
+    headers: dict[str, str] = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return version, int(status), headers
 
 
 def _dechunk(buffer: bytearray, pos: int) -> tuple[bytes, int] | None:
@@ -198,9 +205,12 @@ class Http1Pool:
             if conn is None:
                 reused = False
                 conn = await self._connect()
+            waiter = conn.send(payload)
+            # A timer on the answer's future, not asyncio.timeout (no context object, no task lookup
+            # or uncancel per call); a cancelled caller still cancels the await as usual.
+            timer = asyncio.get_running_loop().call_later(read_timeout or self.read_timeout, _expire, waiter)
             try:
-                async with asyncio.timeout(read_timeout or self.read_timeout):
-                    response, keep = await conn.send(payload)
+                response, keep = await waiter
             except _StaleConnection as exc:
                 conn.close()
                 if reused:
@@ -212,6 +222,8 @@ class Http1Pool:
             except BaseException:  # cancelled: the answer would arrive on a connection nobody reads
                 conn.close()
                 raise
+            finally:
+                timer.cancel()
             if keep and len(self._idle) < self.max_idle:
                 self._idle.append(conn)
             else:
@@ -226,3 +238,8 @@ class Http1Pool:
 
 class _StaleConnection(Exception):
     pass
+
+
+def _expire(waiter: asyncio.Future[tuple[Response, bool]]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
