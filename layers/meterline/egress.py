@@ -45,8 +45,26 @@ def forbidden_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str 
     return None
 
 
+# URLs already found allowed, by (url, allow_hosts): the data plane checks its few provider URLs on
+# every send, and the answer for a URL never changes (names are checked again at connect time).
+_ALLOWED: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
 def check_url(url: Any, allow_hosts: Iterable[str] = ()) -> str:
     """The URL, if the gateway may send provider requests to it; raises EgressError otherwise."""
+    if isinstance(url, str):
+        key = (url, allow_hosts if isinstance(allow_hosts, tuple) else tuple(allow_hosts))
+        found = _ALLOWED.get(key)
+        if found is None:
+            found = _check_url(url, key[1])
+            if len(_ALLOWED) >= 1024:  # bounded: any number of workspaces may each name a URL
+                _ALLOWED.clear()
+            _ALLOWED[key] = found
+        return found
+    return _check_url(url, allow_hosts)
+
+
+def _check_url(url: Any, allow_hosts: Iterable[str]) -> str:
     if not isinstance(url, str) or not url.strip():
         raise EgressError("a provider base URL must be an https:// URL")
     try:

@@ -37,6 +37,18 @@ def test_http_and_loopback_only_to_hosts_the_owner_allows():
         check_url("http://vllm.internal:8000/v1", ["127.0.0.1"])
 
 
+def test_an_allowed_answer_is_remembered_only_for_the_same_allow_list():
+    url = "http://vllm.internal:8000/v1"
+    for _ in range(3):  # the second and third answers come from the memo: the same each time
+        assert check_url(url, ("vllm.internal",)) == url
+        with pytest.raises(EgressError):
+            check_url(url, ())
+        with pytest.raises(EgressError):
+            check_url(url, ["other.internal"])
+        with pytest.raises(EgressError):
+            check_url("http://169.254.169.254/latest", ("vllm.internal",))
+
+
 def test_names_are_checked_on_what_they_resolve_to_when_sent():
     addresses = [{"hostname": "x", "host": "169.254.169.254", "port": 443, "family": 2, "proto": 0, "flags": 0},
                  {"hostname": "x", "host": "93.184.216.34", "port": 443, "family": 2, "proto": 0, "flags": 0}]
