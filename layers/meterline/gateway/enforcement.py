@@ -112,22 +112,20 @@ class EnforcementStage(BaseStage):
 
         session = None if self.rate_only else ctx.tags.get("session")
         fingerprint = policy.loop_fingerprint(ctx.body) if session else None
-        calls: list[Any] = [self.store.reserve(client, ws, b, month, day, ctx.request_id, worst.micros, LEASE_S, now)
-                            for b in budgets]
+        # A budget with a throttle stage counts every request of the minute in its reservation's own
+        # write (BudgetStore.reserve count_minute): the ordinal decides below.
+        calls: list[Any] = [self.store.reserve(client, ws, b, month, day, ctx.request_id, worst.micros, LEASE_S, now,
+                                               count_minute=bool(b.throttle_rpm)) for b in budgets]
         calls += [self.store.rate_window(client, ws, limit, tokens, now) for limit in limits]
-        # Budgets with a throttle stage count every request per minute (see BudgetStore.throttle_count).
-        throttling = [b for b in budgets if b.throttle_rpm]
-        calls += [self.store.throttle_count(client, ws, b.scope, now) for b in throttling]
         if session and fingerprint:
             calls.append(self.store.loop_count(client, ws, session, fingerprint, enforcement.policy.loop_window_s, now))
         results = await settled(calls)
         budget_results = results[: len(budgets)]
         rate_results = results[len(budgets): len(budgets) + len(limits)]
-        counted = len(budgets) + len(limits)
-        ordinals = dict(zip((b.scope for b in throttling), results[counted: counted + len(throttling)], strict=True))
-        loop_result = results[counted + len(throttling)] if session else None
+        loop_result = results[len(budgets) + len(limits)] if session else None
 
         reservations = [r for r in budget_results if isinstance(r, Reservation)]
+        ordinals = ctx.extra["throttle_ordinals"] = _ordinals(reservations)
         ctx.extra["reservations"] = reservations  # `after` settles or releases every one of them
         # A reserve that failed after it was sent may still be applied by the store: `after` cancels it
         # by its lease (released if it landed, a tombstone against a late delivery otherwise).
@@ -157,7 +155,7 @@ class EnforcementStage(BaseStage):
             # In the stage (judged on what was committed before this request), at most throttle_rpm
             # requests of the minute pass: this request's ordinal among all of the minute's decides.
             rpm = r.budget.throttle_rpm
-            if policy.throttle_due(r.budget, r.state, r.worst, day) and rpm and ordinals[r.budget.scope] > rpm:
+            if policy.throttle_due(r.budget, r.state, r.worst, day) and rpm and ordinals.get(r.budget.scope, 0) > rpm:
                 retry = math.ceil(60 - now % 60)
                 ctx.note(budget_scope=r.budget.scope)
                 return Decision.deny(RateLimited(
@@ -208,10 +206,16 @@ class EnforcementStage(BaseStage):
         new_worst = policy.worst_case(ctx.body, ctx.extra.get("worst_pricing"), output_tokens=max_output,
                                       input_tokens=ctx.extra["input_tokens_estimate"])
         budgets = [r.budget for r in reservations] + [r.budget for r in refused]
-        results = await asyncio.gather(*(self.store.reserve(self.services.dynamo, ctx.workspace.workspace, b, month,
-                                                            day, ctx.request_id, new_worst.micros, LEASE_S, now)
-                                         for b in budgets), return_exceptions=True)
+        # The request is already counted in the minute of every budget it reserved on (a release does
+        # not uncount it); a budget that refused it counts it now.
+        counted = {r.budget.scope for r in reservations}
+        results = await asyncio.gather(*(self.store.reserve(
+            self.services.dynamo, ctx.workspace.workspace, b, month, day, ctx.request_id, new_worst.micros, LEASE_S,
+            now, count_minute=bool(b.throttle_rpm) and b.scope not in counted) for b in budgets),
+            return_exceptions=True)
         ctx.extra["reservations"] = [r for r in results if isinstance(r, Reservation)]
+        ctx.extra["throttle_ordinals"].update(_ordinals([r for r in ctx.extra["reservations"]
+                                                         if r.budget.scope not in counted]))
         self._note_uncertain(ctx, budgets, results, new_worst.micros, month, day)
         if any(not isinstance(r, Reservation) for r in results):
             return None
@@ -301,6 +305,11 @@ class EnforcementStage(BaseStage):
         ctx.extra.setdefault("pending", []).append(asyncio.ensure_future(
             settle_all(self.services, ctx.workspace.workspace, ctx.request_id, reservations, actual)))
 
+
+
+def _ordinals(reservations: list[Reservation]) -> dict[str, int]:
+    """Each throttled budget's count of the request in its minute window (reserve count_minute)."""
+    return {r.budget.scope: int(r.state.get("tn", 0)) for r in reservations if r.budget.throttle_rpm}
 
 
 async def cancel_all(services: Services, ws: str, lease_id: str, uncertain: list[tuple[Any, str, str, int]]) -> None:

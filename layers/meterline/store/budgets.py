@@ -6,8 +6,8 @@ Keys (see schema.BUDGETS):
         committed (= spent + reserved), reserved, spent, requests (micro-dollars / counts),
         dc_<yyyy-mm-dd> / ds_<yyyy-mm-dd>   the day's committed / spent (daily caps, same item),
         l_<request id> = {w, exp, day}      one lease per in-flight reservation,
-    pk = <ws>#budget#<scope>        sk = "T#<epoch minute>"   requests per minute of a budget that has a
-                                                              throttle stage (TTL)
+        tm, tn                              a throttle stage's minute window: the epoch minute and the
+                                            requests reserved in it (counted by the reservation itself),
     pk = <ws>#rl#<subject>          sk = "m#<epoch minute>" | "h#<epoch hour>"   rate windows (TTL):
         n (requests), tk (tokens), s_<second> (burst)
     pk = <ws>#loop#<session>        sk = "<fingerprint>#<window>"   agent-loop counter (TTL)
@@ -23,7 +23,8 @@ Access patterns:
     settle / release       UpdateItem REMOVE lease ADD delta, condition the lease exists (exactly once)
     sweep                  UpdateItem REMOVE expired leases ADD -amounts, condition they all still exist
     rate / loop windows    UpdateItem ADD n, condition n < limit
-    throttle window        UpdateItem ADD n (unconditional: the ordinal decides, see throttle_count)
+    throttle window        part of the reservation's UpdateItem (ADD tn, condition tm = minute; or SET
+                           tm, tn = 1, condition tm < minute): no write of its own
     alerts                 PutItem (condition: new) | Query pk="alert" | UpdateItem claim (condition)
 
 Every hot-path operation is a single-item conditional write: DynamoDB serializes those per item
@@ -127,6 +128,36 @@ def _reserved_state(attributes: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
+def _with_minute(request: dict[str, Any], conditions: list[str], window: int, *, fresh: bool) -> dict[str, Any]:
+    """The reservation `request` that also counts the request in minute `window`: ADD tn into the
+    item's window when it is `window`, or (fresh) start it, when the item's window is older."""
+    if fresh:
+        update = "SET #lease = :lease, tm = :min, tn = :one ADD committed :w, reserved :w, #dc :w, requests :one"
+        window_condition = "(attribute_not_exists(tm) OR tm < :min)"
+    else:
+        update = "SET #lease = :lease ADD committed :w, reserved :w, #dc :w, requests :one, tn :one"
+        window_condition = "tm = :min"
+    return {**request, "UpdateExpression": update,
+            "ConditionExpression": " AND ".join([*conditions, window_condition]),
+            "ExpressionAttributeValues": {**request["ExpressionAttributeValues"], ":min": _n(window)}}
+
+
+def _fits(budget: Budget, old: dict[str, Any], day: str, worst: int) -> bool:
+    """Whether the reservation's cap conditions held on the counter `old` (as DynamoDB evaluated them)."""
+    if not budget.hard:
+        return True
+    for cap, attr in ((budget.monthly_micros, "committed"), (budget.daily_micros, f"dc_{day}")):
+        if cap is None:
+            continue
+        value = old.get(attr)
+        if value is None:
+            if worst > cap:
+                return False
+        elif int(value) > cap - worst:
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class Refused:
     budget: Budget
@@ -139,6 +170,9 @@ class BudgetStore:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.table = settings.table(BUDGETS)
+        # (workspace, scope, month) -> the minute window the counter held at this process's last
+        # reservation that counted one (see `reserve`): picks the form of the next write.
+        self._minutes: dict[tuple[str, str, str], int] = {}
 
     @property
     def _ddb(self) -> Any:
@@ -219,7 +253,15 @@ class BudgetStore:
 
     # -- reservations (data plane; lean async client) --------------------------------------------
     async def reserve(self, client: DynamoHttp, workspace: str, budget: Budget, month: str, day: str,
-                      request_id: str, worst: int, lease_s: int, now: float) -> Reservation | Refused:
+                      request_id: str, worst: int, lease_s: int, now: float,
+                      count_minute: bool = False) -> Reservation | Refused:
+        """Reserve `worst` on the budget's month counter under the request's lease. `count_minute`
+        (a budget with a throttle stage) also counts the request in the counter's minute window
+        (`tm` = epoch minute, `tn` = requests reserved in it), in the same write: its ordinal in the
+        minute is the reservation's state["tn"]. Every reserved request of such a budget is counted,
+        whether or not the stage has begun: a minute that crosses the threshold already holds the
+        requests that crossed it, so the stage admits at most `throttle_rpm` in that minute too
+        (counting only once throttled let `throttle_rpm` more through on top)."""
         names = {"#lease": LEASE_PREFIX + request_id, "#dc": f"dc_{day}", "#tomb": TOMBSTONE_PREFIX + request_id}
         values: dict[str, Any] = {
             ":w": _n(worst), ":one": _n(1),
@@ -241,17 +283,31 @@ class BudgetStore:
                 else:
                     conditions.append(f"(attribute_not_exists({attr}) OR {attr} <= :lim_{period})")
         expires = int(now) + lease_s
+        key = counter_key(workspace, budget.scope, month)
         request = {
-            "TableName": self.table, "Key": counter_key(workspace, budget.scope, month),
+            "TableName": self.table, "Key": key,
             "UpdateExpression": "SET #lease = :lease ADD committed :w, reserved :w, #dc :w, requests :one",
             "ConditionExpression": " AND ".join(conditions), "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             "ExpressionAttributeNames": names, "ExpressionAttributeValues": values,
             "ReturnValues": "ALL_NEW" if _needs_whole_counter(budget, worst) else "UPDATED_NEW",
         }
-        for attempt in (1, 2):
+        minute = int(now // 60)
+        memo = (workspace, budget.scope, month)
+        # The minute window's two forms: count into the item's current minute, or start a new one.
+        # Guessed from the last answer this process saw for the counter; a wrong guess costs a retry
+        # (once a minute per process), never a wrong count: each form is conditional on the window.
+        window = minute if self._minutes.get(memo) == minute else None
+        swept = False
+        for _ in range(6):
+            if count_minute:
+                request = _with_minute(request, conditions, window if window is not None else minute,
+                                       fresh=window is None)
             try:
                 result = await client.call("UpdateItem", request)
-                return Reservation(budget, worst, month, day, _reserved_state(result.get("Attributes", {})), expires)
+                state = _reserved_state(result.get("Attributes", {}))
+                if count_minute:
+                    self._remember_minute(memo, int(state.get("tm", window if window is not None else minute)))
+                return Reservation(budget, worst, month, day, state, expires)
             except DynamoError as exc:
                 if exc.code != "ConditionalCheckFailedException":
                     raise
@@ -260,11 +316,23 @@ class BudgetStore:
                     raise DynamoError("ReservationCancelled", "this request's reservation was cancelled", 0) from exc
                 if LEASE_PREFIX + request_id in old:
                     return Reservation(budget, worst, month, day, old, expires)  # our retry: already applied
+                if count_minute and _fits(budget, old, day, worst):
+                    # The caps held, so the minute window refused: count into the item's minute if it is
+                    # this one or a later one (another instance's clock ran ahead), else start this one.
+                    stored = old.get("tm")
+                    window = int(stored) if stored is not None and int(stored) >= minute else None
+                    continue
                 # A crashed call's lease may be what blocks us: release expired leases, then retry once.
-                if attempt == 1 and await self._sweep(client, workspace, budget.scope, month, old, now):
+                if not swept and await self._sweep(client, workspace, budget.scope, month, old, now):
+                    swept = True
                     continue
                 return self._refusal(budget, old, day, worst)
-        raise AssertionError("unreachable")
+        raise DynamoError("ReserveContended", "the budget's minute window kept changing", 0)
+
+    def _remember_minute(self, memo: tuple[str, str, str], minute: int) -> None:
+        if len(self._minutes) >= 4096:  # bounded: one entry per throttled budget and month
+            self._minutes.clear()
+        self._minutes[memo] = minute
 
     @staticmethod
     def _refusal(budget: Budget, old: dict[str, Any], day: str, worst: int) -> Refused:
@@ -389,24 +457,6 @@ class BudgetStore:
         except DynamoError as exc:
             if exc.code != "ConditionalCheckFailedException":
                 raise  # someone else settled or swept one of them first: nothing to do
-
-    async def throttle_count(self, client: DynamoHttp, workspace: str, scope: str, now: float) -> int:
-        """Count one request in the budget's minute window; returns its ordinal in that minute.
-
-        Every request of a budget that has a throttle stage is counted, in the same round trip as its
-        reservation, whether or not the stage has begun: a minute that crosses the threshold already
-        holds the requests that crossed it, so the stage admits at most `throttle_rpm` in that minute
-        too (counting only once throttled let `throttle_rpm` more through on top). Not retried (an
-        ADD is not idempotent): a lost answer fails the request like any store failure."""
-        minute = int(now // 60)
-        result = await client.call("UpdateItem", {
-            "TableName": self.table,
-            "Key": {"pk": {"S": f"{workspace}#budget#{scope}"}, "sk": {"S": f"T#{minute}"}},
-            "UpdateExpression": "ADD n :one SET expires_at = :ttl",
-            "ExpressionAttributeValues": {":one": _n(1), ":ttl": _n((minute + 2) * 60)},
-            "ReturnValues": "UPDATED_NEW",
-        }, idempotent=False)
-        return int(from_item(result.get("Attributes", {})).get("n", 0))
 
     # -- rate windows and loop counters ----------------------------------------------------------
     async def rate_window(self, client: DynamoHttp, workspace: str, limit: RateLimit, tokens: int,
