@@ -6,7 +6,14 @@ p50/p99 latency direct and through the gateway, the added latency, gateway-proce
 request (from /proc, excluding moto and the upstream), and AWS calls per request split into
 "sequential before the first upstream byte", "after the last upstream byte" and "background".
 
-    python bench/overhead.py [--requests 400] [--stream] [--lambda-telemetry]
+    python bench/overhead.py [--requests 400] [--stream] [--budgets] [--lambda-telemetry] [--pin]
+        [--transports bare,aiohttp,http1,httpx] [--concurrency 1,16]
+
+--pin puts the gateway alone on the first core and the rest on the others. Unpinned, on a 2-core
+machine the embedded AWS (moto: several ms of CPU per store call, far more than the gateway's own)
+runs between the gateway's steps on the same cores and evicts its caches, so every figure includes
+the gateway's cache misses after each wake-up; pinned is closer to Lambda (store, provider and
+client on other machines). Both are real measurements of this machine; say which one you quote.
 
 --lambda-telemetry runs the gateway with the logging and metrics Lambda gives it (the JSON request line
 with its EMF metrics on stdout, a pipe this script drains), which the default run leaves out.
@@ -102,10 +109,21 @@ def main() -> None:
                         help="upstream transports of the gateway, one row each; 'bare' adds the floor: a FastAPI + "
                              "aiohttp pass-through with no metering (bench/bare_proc.py)")
     parser.add_argument("--concurrency", default="1,16", help="comma-separated concurrency levels, one row each")
+    parser.add_argument("--pin", action="store_true",
+                        help="the gateway alone on the first core, everything else (this load generator, the "
+                             "embedded AWS, the upstream) on the others: as on Lambda, where the store, the provider "
+                             "and the client are other machines, so their work does not evict the gateway's caches")
     parser.add_argument("--profile", metavar="FILE",
                         help="CPU-time profile of the gateway process during the concurrency-1 row, written as "
                              "collapsed stacks to FILE.<transport> (summarise with bench/profile_report.py)")
     args = parser.parse_args()
+    cores = sorted(os.sched_getaffinity(0))
+    if args.pin:
+        if len(cores) < 2:
+            raise SystemExit("--pin needs at least 2 cores")
+        # The bench (load generator), the embedded AWS and the upstream on the other cores (children
+        # inherit this); the gateway alone on the first one, set below once it is started.
+        os.sched_setaffinity(0, set(cores[1:]))
 
     from meterline.devenv import FAKE_CREDENTIALS, provision
     from meterline.store.workspaces import ProviderEntry, WorkspaceStore
@@ -175,6 +193,8 @@ def main() -> None:
             gw = subprocess.Popen([sys.executable, script, str(gw_port), str(stats_file)],
                                   env=env, stdout=log_pipe)
             procs.append(gw)
+            if args.pin:
+                os.sched_setaffinity(gw.pid, {cores[0]})
             if log_pipe is not None:
                 log_pipe.close()  # the gateway holds the pipe's only write end now
             wait_http(f"http://127.0.0.1:{gw_port}/healthz")
