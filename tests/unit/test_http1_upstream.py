@@ -23,6 +23,16 @@ from meterline.providers.http import http_upstream
 from meterline.providers.http1 import Http1Upstream
 
 LOOPBACK = ("127.0.0.1", "localhost")
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+def event_loop_kind(request):
+    """Every case on asyncio's loop and on uvloop's (uvicorn runs the gateway on uvloop when installed)."""
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    yield request.param
+    asyncio.set_event_loop_policy(None)
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
