@@ -51,8 +51,8 @@ class Settings:
     # 900 s hard stop, so a cut request is still metered and recorded (gateway/proxy.py).
     request_deadline_s: float = 840.0
     ledger_retention_days: int = 400
-    # "aiohttp" (aiohttp directly, the fastest: bench/overhead.py), "httpx-aiohttp" or "httpx".
-    upstream_transport: str = "aiohttp"
+    # "http1" (providers/http1.py, the leanest: bench/upstream_transports.py), "aiohttp", "httpx-aiohttp" or "httpx".
+    upstream_transport: str = "http1"
     # Behind the AWS Lambda Web Adapter: the caller's IP comes from the request context it passes
     # (x-amzn-request-context), trusted only then (policies/ip.py).
     behind_lambda_adapter: bool = False
@@ -91,7 +91,7 @@ class Settings:
             upstream_read_timeout_s=_float_env("METERLINE_UPSTREAM_READ_TIMEOUT", 600.0),
             request_deadline_s=_float_env("METERLINE_REQUEST_DEADLINE", 840.0),
             ledger_retention_days=_int_env("METERLINE_LEDGER_RETENTION_DAYS", 400),
-            upstream_transport=env.get("METERLINE_UPSTREAM_TRANSPORT", "aiohttp"),
+            upstream_transport=env.get("METERLINE_UPSTREAM_TRANSPORT", "http1"),
             behind_lambda_adapter=env.get("AWS_LAMBDA_EXEC_WRAPPER") == "/opt/bootstrap"
             or bool(env.get("AWS_LWA_INVOKE_MODE")),
             store_max_in_flight=_int_env("METERLINE_STORE_MAX_IN_FLIGHT", 16),

@@ -1,6 +1,6 @@
 """The upstream seam: everything that talks to a provider implements `Upstream`.
 
-`http_upstream()` (one pooled aiohttp client) serves real providers and any OpenAI-compatible URL;
+`http_upstream()` (one pooled HTTP client, providers/http.py) serves real providers and any OpenAI-compatible URL;
 `SimUpstream` answers in-process for `sim/<model>`. Both return an object with httpx.Response's
 streaming surface, so the proxy code cannot tell them apart.
 """

@@ -1,11 +1,12 @@
 """HTTP upstream: one pooled client per process, chosen by METERLINE_UPSTREAM_TRANSPORT.
 
-`aiohttp` (the default) drives aiohttp directly: the httpx API over aiohttp's transport spent about
-half the gateway's CPU per request building httpx requests, merging URLs and extracting cookies
-(bench/overhead.py with a profile). `http1` (providers/http1.py) is a lean asyncio-protocol
-HTTP/1.1 client with the same pooling, timeouts, SSRF-guarded DNS and error mapping, without
-aiohttp's request/response machinery. `httpx-aiohttp` (the httpx API on aiohttp's transport) and
-`httpx` (httpx's own transport) remain selectable.
+`http1` (the default, providers/http1.py) is a lean asyncio-protocol HTTP/1.1 client with aiohttp's
+pooling, timeouts, SSRF-guarded DNS and error mapping but none of its request/response machinery:
+~0.1-0.2 ms less gateway CPU per request (bench/upstream_transports.py, docs/ARCHITECTURE.md).
+`aiohttp` drives aiohttp directly (the httpx API over aiohttp's transport spent about half the
+gateway's CPU per request building httpx requests, merging URLs and extracting cookies);
+`httpx-aiohttp` (the httpx API on aiohttp's transport) and `httpx` (httpx's own transport) remain
+selectable too.
 Transport exceptions are mapped to gateway errors at this boundary; errors while reading a body are
 raised as httpx's read errors, the types the proxy handles for every transport.
 """
@@ -22,9 +23,9 @@ from meterline.errors import UpstreamTimeout, UpstreamUnavailable
 from meterline.providers.base import UpstreamRequest, UpstreamResponse
 
 
-def http_upstream(*, connect_timeout: float, read_timeout: float, transport: str = "aiohttp",
+def http_upstream(*, connect_timeout: float, read_timeout: float, transport: str = "http1",
                   allow_hosts: tuple[str, ...] = ()) -> Any:
-    """The upstream for METERLINE_UPSTREAM_TRANSPORT: aiohttp (default), http1, httpx-aiohttp or httpx."""
+    """The upstream for METERLINE_UPSTREAM_TRANSPORT: http1 (default), aiohttp, httpx-aiohttp or httpx."""
     if transport == "http1":
         from meterline.providers.http1 import Http1Upstream  # imports this module's egress_check
 
