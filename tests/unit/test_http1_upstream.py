@@ -385,12 +385,15 @@ def test_compressed_bodies_are_decoded(encoding):
         packed = raw.compress(text) + raw.flush()
     name = encoding.removeprefix("raw-").encode()
 
+    cut: list[bool] = []
+
     async def handler(reader, writer):
         while True:
             await server.read(reader)
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-encoding: %s\r\ntransfer-encoding: chunked\r\n\r\n" % name)
-            for i in range(0, len(packed), 50):  # compressed bytes in small chunks, one read each
-                piece = packed[i:i + 50]
+            sent = packed[:-20] if cut else packed
+            for i in range(0, len(sent), 50):  # compressed bytes in small chunks, one read each
+                piece = sent[i:i + 50]
                 writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                 await writer.drain()
                 await asyncio.sleep(0)
@@ -407,6 +410,9 @@ def test_compressed_bodies_are_decoded(encoding):
             response = await client.send(post(url))
             assert b"".join((await collect(response))[0]) == text
             assert server.connections == 1
+            cut.append(True)  # the next answer's compressed stream stops short, its framing does not
+            chunks, error = await collect(await client.send(post(url)))
+            assert isinstance(error, httpx.DecodingError) and text.startswith(b"".join(chunks))
         finally:
             await client.aclose()
             await server.stop()
@@ -620,3 +626,28 @@ def test_bedrock_sigv4_signature_survives_the_transport(monkeypatch):
     asyncio.run(run())
     assert server.requests[0][0].startswith("POST /model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse ")
     assert verdicts == [True]
+
+
+def test_a_pooled_connection_the_server_closed_while_idle_is_not_reused():
+    """The server answers, then closes the idle connection: the next request goes out once, on a new
+    connection (whether the client saw the close before sending or only after)."""
+
+    async def handler(reader, writer):
+        await server.read(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async def run() -> None:
+        url = await server.start()
+        client = upstream()
+        try:
+            assert await (await client.send(post(url, b"a"))).aread() == b"ok"
+            await server.closed[0].wait()
+            assert await (await client.send(post(url, b"b"))).aread() == b"ok"
+            assert [r[2] for r in server.requests] == [b"a", b"b"] and server.connections == 2
+        finally:
+            await client.aclose()
+            await server.stop()
+
+    server = Server(handler)
+    asyncio.run(run())

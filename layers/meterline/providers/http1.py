@@ -411,6 +411,7 @@ class Http1Response:
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         exchange, timeout = self._exchange, self._read_timeout
         decoder = self._decoder()
+        fed = False
         while True:
             try:
                 data = await exchange.read(timeout)
@@ -424,6 +425,7 @@ class Http1Response:
             if not data:
                 break
             if decoder is not None:
+                fed = True
                 try:
                     data = decoder.decompress(data)
                 except zlib.error as exc:
@@ -439,6 +441,8 @@ class Http1Response:
                 raise httpx.DecodingError(f"the provider's body could not be decoded: {exc}") from exc
             if rest:
                 yield rest
+            if fed and not decoder.eof:  # framing complete, compressed stream not (as aiohttp raises)
+                raise httpx.DecodingError("the provider's compressed body ended early")
 
     async def aread(self) -> bytes:
         return b"".join([chunk async for chunk in self.aiter_bytes()])
@@ -463,6 +467,10 @@ class _Deflate:
 
     def flush(self) -> bytes:
         return self._inner.flush() if self._inner is not None else b""
+
+    @property
+    def eof(self) -> bool:
+        return self._inner is not None and self._inner.eof
 
 
 def _tls_context() -> ssl.SSLContext:
