@@ -167,6 +167,7 @@ def main() -> None:
               f"{'added p50':>9} {'p99':>7} | {'store':>8} {'own':>8} | {'CPU usr+sys':>11} | "
               "AWS/req before  after  background"
               "   enforcement writes/req (concurrent: 1 round trip before, settles beside the ledger write)")
+        floors: dict[int, float] = {}  # concurrency -> the bare pass-through's CPU per request
         for transport in args.transports.split(","):
             gw_port = free_port()
             stats_file = Path(tempfile.mkdtemp()) / "stats.json"
@@ -231,9 +232,16 @@ def main() -> None:
                 # Means, like store_ms: the gateway's own added latency, apart from the store's.
                 own = (statistics.mean(through) - statistics.mean(direct)) - store_ms if concurrency == 1 \
                     else float("nan")
+                cpu = (user1 - user0 + sys1 - sys0) / n * 1000
+                # The same machine's floor in the same run: this machine's speed swings run to run (other
+                # tenants of its host), a ratio to the bare pass-through much less.
+                if transport == "bare":
+                    floors[concurrency] = cpu
+                ratio = f" {cpu / floors[concurrency]:4.1f}x bare" if transport != "bare" and floors.get(concurrency) \
+                    else ""
                 print(f"{transport:9} {concurrency:>4} | {d50:8.2f}ms {d99:5.2f}ms | {g50:9.2f}ms {g99:5.2f}ms | "
                       f"{g50 - d50:7.2f}ms {g99 - d99:5.2f}ms | {store_ms:6.2f}ms {own:6.2f}ms | "
-                      f"{(user1 - user0) / n * 1000:5.2f}+{(sys1 - sys0) / n * 1000:4.2f}ms | "
+                      f"{(user1 - user0) / n * 1000:5.2f}+{(sys1 - sys0) / n * 1000:4.2f}ms{ratio} | "
                       f"        {before:6.3f} {after:6.3f} {background:8.3f}   {enforce:5.2f}")
             gw.terminate()
             gw.wait(timeout=10)
