@@ -34,7 +34,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from overhead import free_port, wait_http  # noqa: E402
+from overhead import start_world  # noqa: E402
 
 
 def under_callgrind(argv: list[str]) -> None:
@@ -67,33 +67,9 @@ def main() -> None:
         under_callgrind(sys.argv[1:])
         return
 
-    from meterline.budgets.model import Budget, RateLimit
-    from meterline.devenv import FAKE_CREDENTIALS, provision, seed_demo
-    from meterline.store.budgets import BudgetStore
-    from meterline.store.workspaces import ProviderEntry, WorkspaceStore
-    from meterline.vault import Vault
-
-    os.environ.update(FAKE_CREDENTIALS)
-    moto_port, up_port = free_port(), free_port()
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "bench/aws_proc.py"), str(moto_port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-             subprocess.Popen([sys.executable, str(ROOT / "bench/upstream.py"), str(up_port)])]
+    procs: list[subprocess.Popen] = []
     try:
-        endpoint, upstream = f"http://127.0.0.1:{moto_port}", f"http://127.0.0.1:{up_port}/v1"
-        wait_http(endpoint)
-        wait_http(f"http://127.0.0.1:{up_port}/")
-        settings = provision(endpoint, prefix="bench")
-        demo = seed_demo(settings)
-        WorkspaceStore(settings).update_settings("demo", default_provider="openai")
-        WorkspaceStore(settings).put_provider("demo", ProviderEntry(
-            "openai", "openai", upstream, Vault(settings).encrypt("sk-bench-key", "demo", "openai"), "openai"))
-        budgets = BudgetStore(settings)
-        budgets.put_limit("demo", RateLimit("key", demo["key_id"], rpm=10**6, tpm=10**9))
-        if args.budgets:
-            for budget in (Budget("workspace", "demo", monthly_micros=10**12),
-                           Budget("member", "demo-user", monthly_micros=10**12, daily_micros=10**11),
-                           Budget("feature", "bench", monthly_micros=10**12, throttle_at=95, throttle_rpm=10**6)):
-                budgets.put_budget("demo", budget)
+        settings, _, demo = start_world(procs, budgets=args.budgets)
         os.environ.update(settings.to_env())
         if args.transport:
             os.environ["METERLINE_UPSTREAM_TRANSPORT"] = args.transport

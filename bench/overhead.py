@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -91,6 +92,39 @@ async def load(url: str, key: str, total: int, concurrency: int, stream: bool) -
     return latencies
 
 
+def start_world(procs: list[subprocess.Popen], *, budgets: bool) -> tuple[Any, str, dict[str, str]]:
+    """The embedded AWS and the fake upstream (appended to `procs`), a demo workspace whose key has
+    an explicit rate limit (every key has one: one rate-window write per request either way) and,
+    with `budgets`, 3 budgets: (settings, upstream base URL, demo workspace and key)."""
+    from meterline.budgets.model import Budget, RateLimit
+    from meterline.devenv import FAKE_CREDENTIALS, provision, seed_demo
+    from meterline.store.budgets import BudgetStore
+    from meterline.store.workspaces import ProviderEntry, WorkspaceStore
+    from meterline.vault import Vault
+
+    os.environ.update(FAKE_CREDENTIALS)
+    moto_port, up_port = free_port(), free_port()
+    procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench/aws_proc.py"), str(moto_port)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench/upstream.py"), str(up_port)]))
+    endpoint, upstream = f"http://127.0.0.1:{moto_port}", f"http://127.0.0.1:{up_port}/v1"
+    wait_http(endpoint)
+    wait_http(f"http://127.0.0.1:{up_port}/")
+    settings = provision(endpoint, prefix="bench")
+    demo = seed_demo(settings)
+    WorkspaceStore(settings).update_settings("demo", default_provider="openai")
+    WorkspaceStore(settings).put_provider("demo", ProviderEntry(
+        "openai", "openai", upstream, Vault(settings).encrypt("sk-bench-key", "demo", "openai"), "openai"))
+    store = BudgetStore(settings)
+    store.put_limit("demo", RateLimit("key", demo["key_id"], rpm=10**6, tpm=10**9))
+    if budgets:
+        for budget in (Budget("workspace", "demo", monthly_micros=10**12),
+                       Budget("member", "demo-user", monthly_micros=10**12, daily_micros=10**11),
+                       Budget("feature", "bench", monthly_micros=10**12, throttle_at=95, throttle_rpm=10**6)):
+            store.put_budget("demo", budget)
+    return settings, upstream, demo
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
@@ -125,41 +159,9 @@ def main() -> None:
         # inherit this); the gateway alone on the first one, set below once it is started.
         os.sched_setaffinity(0, set(cores[1:]))
 
-    from meterline.devenv import FAKE_CREDENTIALS, provision
-    from meterline.store.workspaces import ProviderEntry, WorkspaceStore
-    from meterline.vault import Vault
-
-    os.environ.update(FAKE_CREDENTIALS)
     procs: list[subprocess.Popen] = []
     try:
-        moto_port, up_port = free_port(), free_port()
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench/aws_proc.py"), str(moto_port)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench/upstream.py"), str(up_port)]))
-        endpoint = f"http://127.0.0.1:{moto_port}"
-        wait_http(endpoint)
-        upstream = f"http://127.0.0.1:{up_port}/v1"
-        wait_http(f"http://127.0.0.1:{up_port}/")
-        settings = provision(endpoint, prefix="bench")
-        from meterline.devenv import seed_demo
-
-        demo = seed_demo(settings)
-        WorkspaceStore(settings).update_settings("demo", default_provider="openai")
-        WorkspaceStore(settings).put_provider("demo", ProviderEntry(
-            "openai", "openai", upstream, Vault(settings).encrypt("sk-bench-key", "demo", "openai"), "openai"))
-
-        from meterline.budgets.model import Budget, RateLimit
-        from meterline.store.budgets import BudgetStore
-
-        budgets = BudgetStore(settings)
-        # Every key has a 100 RPM floor by default; the benchmark sets its key's limit explicitly (one
-        # rate-window write per request either way).
-        budgets.put_limit("demo", RateLimit("key", demo["key_id"], rpm=10**6, tpm=10**9))
-        if args.budgets:
-            for budget in (Budget("workspace", "demo", monthly_micros=10**12),
-                           Budget("member", "demo-user", monthly_micros=10**12, daily_micros=10**11),
-                           Budget("feature", "bench", monthly_micros=10**12, throttle_at=95, throttle_rpm=10**6)):
-                budgets.put_budget("demo", budget)
+        settings, upstream, demo = start_world(procs, budgets=args.budgets)
         mode = ("stream" if args.stream else "non-stream") + (", 3 budgets + key rate limit" if args.budgets else "") \
             + (", Lambda telemetry (JSON request line + EMF on stdout)" if args.lambda_telemetry else "")
         print(f"Meterline overhead ({mode}, {args.requests} requests per row, 2-core machine, loopback)\n")
