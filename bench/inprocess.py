@@ -14,6 +14,11 @@ Two figures:
 
     python bench/inprocess.py [--budgets] [--stream] [--transport http1] [--requests 1000]
     python bench/inprocess.py --instructions [--budgets] [--stream] [--requests 100]
+    python bench/inprocess.py --sample FILE | --cprofile FILE [--budgets] [--requests 10000]
+
+--sample writes a CPU-time sampled profile (bench/cpuprof.py; work in tasks the request spawns shows
+under its own root, not under the request), --cprofile a cProfile (call counts; its times are wall
+times with the profiler's overhead, so only the counts and relative Python costs are trustworthy).
 """
 
 from __future__ import annotations
@@ -61,6 +66,9 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--transport", default=None, help="METERLINE_UPSTREAM_TRANSPORT (default: the gateway's)")
     parser.add_argument("--instructions", action="store_true", help="count instructions under valgrind")
+    parser.add_argument("--cprofile", metavar="FILE", help="write a cProfile of the measured requests (pstats)")
+    parser.add_argument("--sample", metavar="FILE", help="write a CPU-time sampled profile of the measured requests "
+                        "(collapsed stacks: bench/profile_report.py)")
     parser.add_argument("--callgrind-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.instructions:
@@ -127,6 +135,28 @@ async def drive(args: argparse.Namespace, api_key: str) -> None:
             print(f"requests={n}")
             return
         n = args.requests or 1000
+        if args.sample:
+            from cpuprof import CpuSampler
+
+            sampler = CpuSampler(0.0002)
+            sampler.start()
+            for _ in range(n):
+                await one()
+            sampler.stop()
+            sampler.write(args.sample)
+            print(f"{sum(sampler.counts.values())} samples of {n} requests: {args.sample}")
+            return
+        if args.cprofile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for _ in range(n):
+                await one()
+            profiler.disable()
+            profiler.dump_stats(args.cprofile)
+            print(f"cProfile of {n} requests: {args.cprofile}")
+            return
         best: tuple[float, float] | None = None
         for _ in range(3):
             before = resource.getrusage(resource.RUSAGE_SELF)
