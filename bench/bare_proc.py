@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response, StreamingResponse
 
 COUNTERS = ("key_misses", "key_refreshes", "workspace_misses", "workspace_refreshes", "kms_decrypts",
-            "ledger_writes", "dynamo_calls", "dynamo_busy_s", "enforcement_misses")
+            "ledger_writes", "dynamo_calls", "dynamo_busy_s", "enforcement_misses", "window_writes")
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ def main() -> None:
             "kms_decrypts": services.secrets.kms_decrypts, "ledger_writes": services.calls.after_upstream,
             "dynamo_calls": services.dynamo.calls, "dynamo_busy_s": services.dynamo.busy_s,
             "enforcement_misses": services.enforcement_cache.misses,
+            "window_writes": services.budgets.window_writes,
         }
         with open(stats_path, "w") as f:
             json.dump(stats, f)

@@ -168,7 +168,8 @@ def main() -> None:
         print(f"{'transport':9} {'conc':>4} | {'direct p50':>10} {'p99':>7} | {'gateway p50':>11} {'p99':>7} | "
               f"{'added p50':>9} {'p99':>7} | {'store':>8} {'own':>8} | {'CPU usr+sys':>11} | "
               "AWS/req before  after  background"
-              "   enforcement writes/req (concurrent: 1 round trip before, settles beside the ledger write)")
+              "   enforcement writes/req (concurrent: 1 round trip before, settles beside the ledger write), "
+              "of which rate windows")
         floors: dict[int, float] = {}  # concurrency -> the bare pass-through's CPU per request
         for transport in args.transports.split(","):
             gw_port = free_port()
@@ -226,6 +227,7 @@ def main() -> None:
                           + delta["enforcement_misses"]) / n
                 # Budget reservations and rate windows: concurrent single-item writes (one round trip).
                 enforce = (delta["dynamo_calls"] - delta["ledger_writes"]) / n
+                windows = delta["window_writes"] / n  # of which rate windows (blocks under steady traffic)
                 background = (delta["key_refreshes"] + delta["workspace_refreshes"]) / n
                 after = delta["ledger_writes"] / n
                 d50, d99 = statistics.median(direct), pct(direct, 0.99)
@@ -244,7 +246,7 @@ def main() -> None:
                 print(f"{transport:9} {concurrency:>4} | {d50:8.2f}ms {d99:5.2f}ms | {g50:9.2f}ms {g99:5.2f}ms | "
                       f"{g50 - d50:7.2f}ms {g99 - d99:5.2f}ms | {store_ms:6.2f}ms {own:6.2f}ms | "
                       f"{(user1 - user0) / n * 1000:5.2f}+{(sys1 - sys0) / n * 1000:4.2f}ms{ratio} | "
-                      f"        {before:6.3f} {after:6.3f} {background:8.3f}   {enforce:5.2f}")
+                      f"        {before:6.3f} {after:6.3f} {background:8.3f}   {enforce:5.2f} {windows:5.2f}")
             gw.terminate()
             gw.wait(timeout=10)
             if profile_file:
@@ -259,7 +261,9 @@ def main() -> None:
               "byte (0 when warm); 'after' = the ledger write after the last upstream byte; 'background' = "
               "refresh-ahead cache reloads off the request path. Rollups cost no request-path call (ledger stream). "
               "Enforcement writes: budget reservations + rate windows sent concurrently before the upstream "
-              "(one round trip), settlements sent concurrently with the ledger write after it.")
+              "(one round trip), settlements sent concurrently with the ledger write after it. Rate windows: "
+              "under steady traffic a process claims a block of a subject's minute window in one write and "
+              "admits the next requests from it (budgets/quota.py), so fewer than one per request.")
     finally:
         for proc in procs:
             proc.terminate()

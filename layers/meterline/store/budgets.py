@@ -22,7 +22,8 @@ Access patterns:
                            budget's first concurrent requests are bound exactly like the later ones.
     settle / release       UpdateItem REMOVE lease ADD delta, condition the lease exists (exactly once)
     sweep                  UpdateItem REMOVE expired leases ADD -amounts, condition they all still exist
-    rate / loop windows    UpdateItem ADD n, condition n < limit
+    rate / loop windows    UpdateItem ADD n, condition n < limit (a rate window: ADD n :N, tk :T for a quota
+                           block of N requests, condition n <= rpm - N, tk <= tpm - T: budgets/quota.py)
     throttle window        part of the reservation's UpdateItem (ADD tn, condition tm = minute; or SET
                            tm, tn = 1, condition tm < minute): no write of its own
     alerts                 PutItem (condition: new) | Query pk="alert" | UpdateItem claim (condition)
@@ -33,12 +34,14 @@ without the conflict errors that transactions on a hot item produce under heavy 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from meterline.budgets import quota
 from meterline.budgets.model import Budget, Enforcement, Policy, RateLimit
 from meterline.config import Settings
 from meterline.store import aws
@@ -173,6 +176,9 @@ class BudgetStore:
         # (workspace, scope, month) -> the minute window the counter held at this process's last
         # reservation that counted one (see `reserve`): picks the form of the next write.
         self._minutes: dict[tuple[str, str, str], int] = {}
+        # (workspace, subject) -> this process's rate-limit quota for the subject's current minute.
+        self._quotas: dict[tuple[str, str], quota.Quota] = {}
+        self.window_writes = 0  # minute-window writes this process made (bench/overhead.py reports them)
 
     @property
     def _ddb(self) -> Any:
@@ -461,21 +467,70 @@ class BudgetStore:
     # -- rate windows and loop counters ----------------------------------------------------------
     async def rate_window(self, client: DynamoHttp, workspace: str, limit: RateLimit, tokens: int,
                           now: float) -> tuple[bool, dict[str, Any]]:
-        """Count one request (and its tokens) in the subject's minute window; (allowed, window state)."""
+        """Count one request (and its tokens) in the subject's minute window; (allowed, window state).
+        A process with steady traffic for the subject claims blocks of requests ahead and admits from
+        them without a write (budgets/quota.py: never more than the limit, a refusal is exact)."""
+        if limit.tpm is not None and tokens > limit.tpm:
+            return False, {"n": 0, "tk": 0}
+        minute = int(now // 60)
+        block = self._quota(workspace, limit, minute, now) if quota.eligible(limit) else None
+        size = 1
+        if block is not None:
+            taken = block.take(tokens)
+            if taken is None and block.claiming is not None:
+                await asyncio.shield(block.claiming)  # a block for this subject is on its way: wait for it
+                taken = block.take(tokens)
+            if taken is not None:
+                return True, taken
+            size = block.block(tokens)
+        waiters: asyncio.Future[None] | None = None
+        if block is not None and size > 1 and block.claiming is None:
+            waiters = block.claiming = asyncio.get_running_loop().create_future()
+        try:
+            self.window_writes += 1
+            allowed, state = await self._counted(client, self._window_request(workspace, limit, tokens, now, size))
+        finally:
+            if waiters is not None:
+                assert block is not None
+                block.claiming = None
+                waiters.set_result(None)
+        if block is not None:
+            if allowed:
+                state = {**state, **block.claimed(size, tokens, state)}
+            else:
+                block.seen(state)
+                if size > 1 and quota.fits_alone(limit, state, tokens):  # the block did not fit: this one may
+                    self.window_writes += 1
+                    allowed, state = await self._counted(client, self._window_request(workspace, limit, tokens, now, 1))
+                    if allowed:
+                        state = {**state, **block.claimed(1, tokens, state)}
+        if allowed and limit.rph is not None:
+            hour = int(now // 3600)
+            allowed, hour_state = await self._counted(client, {
+                "TableName": self.table,
+                "Key": {"pk": {"S": f"{workspace}#rl#{limit.subject}"}, "sk": {"S": f"h#{hour}"}},
+                "UpdateExpression": "ADD n :one SET expires_at = :ttl",
+                "ConditionExpression": "attribute_not_exists(n) OR n < :rph",
+                "ExpressionAttributeValues": {":one": _n(1), ":rph": _n(limit.rph), ":ttl": _n((hour + 2) * 3600)},
+                "ReturnValues": "ALL_NEW", "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            })
+            state = {**state, "hour_n": hour_state.get("n", 0), "hour_limited": not allowed}
+        return allowed, state
+
+    def _window_request(self, workspace: str, limit: RateLimit, tokens: int, now: float, size: int) -> dict[str, Any]:
+        """The conditional write that counts `size` requests (`size` x `tokens` tokens) in the minute."""
         minute = int(now // 60)
         names: dict[str, str] = {}
-        values: dict[str, Any] = {":one": _n(1), ":tk": _n(tokens), ":ttl": _n((minute + 2) * 60)}
+        values: dict[str, Any] = {":one": _n(size), ":tk": _n(tokens * size), ":ttl": _n((minute + 2) * 60)}
         adds = ["n :one", "tk :tk"]
         conditions = []
         if limit.rpm is not None:
-            values[":rpm"] = _n(limit.rpm)
-            conditions.append("(attribute_not_exists(n) OR n < :rpm)")
+            values[":rpm"] = _n(limit.rpm - size)
+            conditions.append("(attribute_not_exists(n) OR n <= :rpm)")
         if limit.tpm is not None:
-            if tokens > limit.tpm:
-                return False, {"n": 0, "tk": 0}
-            values[":tpm"] = _n(limit.tpm - tokens)
+            values[":tpm"] = _n(limit.tpm - tokens * size)
             conditions.append("(attribute_not_exists(tk) OR tk <= :tpm)")
-        if limit.burst is not None:
+        if limit.burst is not None:  # never with a block (quota.eligible)
             names["#s"] = f"s_{int(now) % 60}"
             values[":burst"] = _n(limit.burst)
             adds.append("#s :one")
@@ -491,19 +546,23 @@ class BudgetStore:
             request["ExpressionAttributeNames"] = names
         if conditions:
             request["ConditionExpression"] = " AND ".join(conditions)
-        allowed, state = await self._counted(client, request)
-        if allowed and limit.rph is not None:
-            hour = int(now // 3600)
-            allowed, hour_state = await self._counted(client, {
-                "TableName": self.table,
-                "Key": {"pk": {"S": f"{workspace}#rl#{limit.subject}"}, "sk": {"S": f"h#{hour}"}},
-                "UpdateExpression": "ADD n :one SET expires_at = :ttl",
-                "ConditionExpression": "attribute_not_exists(n) OR n < :rph",
-                "ExpressionAttributeValues": {":one": _n(1), ":rph": _n(limit.rph), ":ttl": _n((hour + 2) * 3600)},
-                "ReturnValues": "ALL_NEW", "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-            })
-            state = {**state, "hour_n": hour_state.get("n", 0), "hour_limited": not allowed}
-        return allowed, state
+        return request
+
+    def _quota(self, workspace: str, limit: RateLimit, minute: int, now: float) -> quota.Quota:
+        """This process's quota for the subject's window of `minute` (a new one for a new minute or a
+        changed limit: units claimed under the old one are not used under the new one)."""
+        key = (workspace, limit.subject)
+        found = self._quotas.get(key)
+        if found is None or found.minute != minute or found.limit != limit:
+            if len(self._quotas) >= 4096:  # bounded: one entry per subject this process serves
+                self._quotas.clear()
+            previous = found
+            found = self._quotas[key] = quota.Quota(limit, minute)
+            if previous is not None:  # the traffic rate carries over the minute
+                found.second, found.this_second, found.last_second = (previous.second, previous.this_second,
+                                                                      previous.last_second)
+        found.observe(now)
+        return found
 
     async def loop_count(self, client: DynamoHttp, workspace: str, session: str, fingerprint: str,
                          window_s: int, now: float) -> dict[str, Any]:
