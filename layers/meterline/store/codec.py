@@ -7,6 +7,11 @@ from typing import Any
 
 
 def to_attr(value: Any) -> dict[str, Any]:
+    kind = type(value)  # the exact types first: a ledger record is ~45 of them per request
+    if kind is str:
+        return {"S": value}
+    if kind is int:
+        return {"N": str(value)}
     if isinstance(value, bool):
         return {"BOOL": value}
     if isinstance(value, int):
@@ -33,7 +38,10 @@ def from_attr(attr: dict[str, Any]) -> Any:
     if kind == "S":
         return value
     if kind == "N":
-        return int(value) if "." not in value and "e" not in value.lower() else value
+        try:
+            return int(value)  # DynamoDB writes numbers plainly: digits and a sign, or a decimal / exponent
+        except ValueError:
+            return value
     if kind == "BOOL":
         return value
     if kind == "B":
