@@ -18,7 +18,9 @@ Why it stays a limit:
   process, and only while the window is nearly full;
 - a refusal is exact: when a block does not fit, the request alone is tried before it is refused;
 - the `x-ratelimit-remaining-*` figures count this process's unused units as free.
-Limits with a burst (per-second) or an hourly window always count one request at a time.
+Limits with a burst (per-second) or an hourly window always count one request at a time. Tokens
+gate a block only under a tokens-per-minute limit; without one, the window's `tk` is a statistic
+(N x the claiming request's tokens), as nothing reads it but a tpm limit.
 
 Pure: times are passed in; store/budgets.py does the writes.
 """
