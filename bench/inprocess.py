@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import uvloop
@@ -87,6 +88,38 @@ def main() -> None:
             proc.terminate()
 
 
+def instrument(args: argparse.Namespace) -> tuple[Callable[[], None], Callable[[int], str]]:
+    """(start, stop) around the measured requests: callgrind's instrumentation (--callgrind-child),
+    the CPU-time sampler (--sample) or cProfile (--cprofile); stop(n) writes the result and says so."""
+    if args.callgrind_child:
+        def toggle(state: str) -> None:
+            subprocess.run(["callgrind_control", "-i", state, str(os.getpid())], capture_output=True, check=True)
+
+        def stop_callgrind(n: int) -> str:
+            toggle("off")
+            return f"requests={n}"
+        return lambda: toggle("on"), stop_callgrind
+    if args.sample:
+        from cpuprof import CpuSampler
+
+        sampler = CpuSampler(0.0002)
+
+        def stop_sampler(n: int) -> str:
+            sampler.stop()
+            sampler.write(args.sample)
+            return f"{sum(sampler.counts.values())} samples of {n} requests: {args.sample}"
+        return sampler.start, stop_sampler
+    import cProfile
+
+    profiler = cProfile.Profile()
+
+    def stop_profiler(n: int) -> str:
+        profiler.disable()
+        profiler.dump_stats(args.cprofile)
+        return f"cProfile of {n} requests: {args.cprofile}"
+    return profiler.enable, stop_profiler
+
+
 async def drive(args: argparse.Namespace, api_key: str) -> None:
     from meterline.config import Settings
     from meterline.gateway.app import create_app
@@ -126,37 +159,15 @@ async def drive(args: argparse.Namespace, api_key: str) -> None:
     async with app.router.lifespan_context(app):
         for _ in range(300):  # warm: caches, pools, the first minute window
             await one()
-        if args.callgrind_child:
-            n = args.requests or 100
-            subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], capture_output=True, check=True)
+        if args.callgrind_child or args.sample or args.cprofile:
+            n = args.requests or (100 if args.callgrind_child else 1000)
+            begin, finish = instrument(args)
+            begin()
             for _ in range(n):
                 await one()
-            subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], capture_output=True, check=True)
-            print(f"requests={n}")
+            print(finish(n))
             return
         n = args.requests or 1000
-        if args.sample:
-            from cpuprof import CpuSampler
-
-            sampler = CpuSampler(0.0002)
-            sampler.start()
-            for _ in range(n):
-                await one()
-            sampler.stop()
-            sampler.write(args.sample)
-            print(f"{sum(sampler.counts.values())} samples of {n} requests: {args.sample}")
-            return
-        if args.cprofile:
-            import cProfile
-
-            profiler = cProfile.Profile()
-            profiler.enable()
-            for _ in range(n):
-                await one()
-            profiler.disable()
-            profiler.dump_stats(args.cprofile)
-            print(f"cProfile of {n} requests: {args.cprofile}")
-            return
         best: tuple[float, float] | None = None
         for _ in range(3):
             before = resource.getrusage(resource.RUSAGE_SELF)
