@@ -38,10 +38,11 @@ def drive(settings, steps):
     return asyncio.run(go())
 
 
-def window(settings, limit: RateLimit, now: float) -> dict:
+def window(settings, limit: RateLimit, now: float, workspace: str = "ws_rq") -> dict:
+    """The subject's minute window as stored: n, tk (what was claimed)."""
     item = BudgetStore(settings)._ddb.get_item(
         TableName=BudgetStore(settings).table, ConsistentRead=True,
-        Key={"pk": {"S": f"ws_rq#rl#{limit.subject}"}, "sk": {"S": f"m#{int(now // 60)}"}}).get("Item", {})
+        Key={"pk": {"S": f"{workspace}#rl#{limit.subject}"}, "sk": {"S": f"m#{int(now // 60)}"}}).get("Item", {})
     return {k: int(v["N"]) for k, v in item.items() if "N" in v}
 
 
@@ -163,3 +164,40 @@ def test_a_process_with_a_stale_view_claims_only_what_fits(settings):
     # Exactly what was left, to the first requests: nothing more, nothing less, no refusal while room was left.
     assert [allowed for allowed, _ in results] == [True] * room + [False] * (30 - room)
     assert window(settings, limit, T0)["n"] == 500
+
+
+def test_through_the_gateway_blocks_keep_the_sdk_headers_and_refusals_exact(gateway, settings, fake_openai,
+                                                                           monkeypatch):
+    """The official SDK, one request at a time through uvicorn, the enforcement stage's clock moved
+    20 ms per request (a steady 50 a second, whatever this machine's speed): after the first second
+    the key's window is claimed in blocks, and still the n-th request sees n - 1 requests remaining
+    below the limit, the limit's next request is refused with Retry-After, and the window holds no
+    more than the limit."""
+    import openai
+
+    from meterline.gateway import enforcement
+    from tests.conftest import make_tenant
+
+    now = {"t": (time.time() // 600) * 600 + 1}  # a minute's first second, near the wall clock
+    monkeypatch.setattr(enforcement, "clock", lambda: now["t"])
+    t = make_tenant(settings, fake_openai[1])
+    limit = RateLimit("key", t.key_id, rpm=120)
+    BudgetStore(settings).put_limit(t.workspace, limit)
+    sdk = openai.OpenAI(base_url=gateway.base_url, api_key=t.api_key, max_retries=0)
+    writes = gateway.services.budgets.window_writes
+    remaining, refused = [], []
+    for _ in range(140):
+        try:
+            response = sdk.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=10)
+            remaining.append(int(response.headers["x-ratelimit-remaining-requests"]))
+        except openai.RateLimitError as exc:
+            refused.append(exc.response.headers)
+        now["t"] += 0.02
+    assert remaining == list(range(119, -1, -1)) and len(refused) == 20
+    assert all(r["x-ratelimit-remaining-requests"] == "0" and int(r["retry-after"]) >= 1 for r in refused)
+    assert window(settings, limit, now["t"] - 1, t.workspace)["n"] == 120
+    # 50 single writes in the first second, then blocks (at most 50 / 4 and 1/8 of what was left), then one
+    # write per refusal: far fewer than one per request.
+    assert gateway.services.budgets.window_writes - writes < 50 + 30 + 20
+
