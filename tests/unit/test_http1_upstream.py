@@ -78,6 +78,21 @@ class Server:
         self.requests.append((head[0], headers, body))
         return head[0], headers, body
 
+    def run(self, scenario: Callable[[str, Http1Upstream], Awaitable[None]],
+            server_ssl: ssl.SSLContext | None = None, **client_kw: object) -> None:
+        """Serve, run `scenario(url, client)` with a fresh client, then close both, whatever happens."""
+
+        async def go() -> None:
+            url = await self.start(server_ssl)
+            client = upstream(**client_kw)
+            try:
+                await scenario(url, client)
+            finally:
+                await client.aclose()
+                await self.stop()
+
+        asyncio.run(go())
+
     async def stop(self) -> None:
         """Stop listening; wait for every handler to see its connection end (the client closed them)."""
         self.server.close()
@@ -131,41 +146,35 @@ def test_keep_alive_framings_headers_and_the_request_head():
                 return
             await writer.drain()
 
-    async def run() -> None:
-        url = await server.start()
-        client = upstream()
-        try:
-            response = await client.send(post(url, b"length", path="/v1/chat/completions?api-version=1"))
-            assert response.status_code == 200 and await response.aread() == b"length"
-            assert response.headers["content-type"] == "application/json"
-            assert response.headers.get("X-REQUEST-ID") == "r1" and "x-request-id" in response.headers
-            assert response.headers.get("missing") is None and "missing" not in response.headers
-            await response.aclose()
-            line, headers, _ = server.requests[0]
-            assert line == "POST /v1/chat/completions?api-version=1 HTTP/1.1"
-            assert headers["host"] == url.removeprefix("http://") and headers["content-length"] == "6"
-            assert headers["accept-encoding"] == "gzip, deflate" and headers["content-type"] == "application/json"
+    async def run(url: str, client: Http1Upstream) -> None:
+        response = await client.send(post(url, b"length", path="/v1/chat/completions?api-version=1"))
+        assert response.status_code == 200 and await response.aread() == b"length"
+        assert response.headers["content-type"] == "application/json"
+        assert response.headers.get("X-REQUEST-ID") == "r1" and "x-request-id" in response.headers
+        assert response.headers.get("missing") is None and "missing" not in response.headers
+        await response.aclose()
+        line, headers, _ = server.requests[0]
+        assert line == "POST /v1/chat/completions?api-version=1 HTTP/1.1"
+        assert headers["host"] == url.removeprefix("http://") and headers["content-length"] == "6"
+        assert headers["accept-encoding"] == "gzip, deflate" and headers["content-type"] == "application/json"
 
-            response = await client.send(post(url, b"chunked"))
-            assert response.status_code == 201 and b"".join((await collect(response))[0]) == b"abcde"
-            response = await client.send(UpstreamRequest("HEAD", url + "/", {}, b"", False))
-            assert await response.aread() == b""
-            for status in (204, 304, 302):  # a redirect is returned as is, never followed
-                response = await client.send(post(url, str(status).encode()))
-                assert response.status_code == status and await response.aread() == b""
-            assert server.connections == 1  # every answer above left the connection reusable
+        response = await client.send(post(url, b"chunked"))
+        assert response.status_code == 201 and b"".join((await collect(response))[0]) == b"abcde"
+        response = await client.send(UpstreamRequest("HEAD", url + "/", {}, b"", False))
+        assert await response.aread() == b""
+        for status in (204, 304, 302):  # a redirect is returned as is, never followed
+            response = await client.send(post(url, str(status).encode()))
+            assert response.status_code == status and await response.aread() == b""
+        assert server.connections == 1  # every answer above left the connection reusable
 
-            response = await client.send(post(url, b"close"))
-            assert await response.aread() == b"until-close"
-            response = await client.send(post(url, b"length"))
-            assert await response.aread() == b"length"
-            assert server.connections == 2  # a close-delimited answer ends its connection
-        finally:
-            await client.aclose()
-            await server.stop()
+        response = await client.send(post(url, b"close"))
+        assert await response.aread() == b"until-close"
+        response = await client.send(post(url, b"length"))
+        assert await response.aread() == b"length"
+        assert server.connections == 2  # a close-delimited answer ends its connection
 
     server = Server(handler)
-    asyncio.run(run())
+    server.run(run)
 
 
 def _chunked_answer() -> tuple[bytes, bytes]:
@@ -189,21 +198,15 @@ def test_a_chunked_answer_split_across_reads_at_every_boundary():
             writer.write(answer[split:])
             await writer.drain()
 
-    async def run() -> None:
-        url = await server.start()
-        client = upstream()
-        try:
-            for _ in range(1, len(answer)):
-                response = await client.send(post(url))
-                chunks, error = await collect(response)
-                assert error is None and b"".join(chunks) == expected
-            assert server.connections == 1
-        finally:
-            await client.aclose()
-            await server.stop()
+    async def run(url: str, client: Http1Upstream) -> None:
+        for _ in range(1, len(answer)):
+            response = await client.send(post(url))
+            chunks, error = await collect(response)
+            assert error is None and b"".join(chunks) == expected
+        assert server.connections == 1
 
     server = Server(handler)
-    asyncio.run(run())
+    server.run(run)
 
 
 def test_a_stream_is_yielded_as_each_chunk_arrives():
@@ -221,26 +224,20 @@ def test_a_stream_is_yielded_as_each_chunk_arrives():
         writer.write(b"0\r\n\r\n")
         await writer.drain()
 
-    async def run() -> None:
+    async def run(url: str, client: Http1Upstream) -> None:
         got.extend(asyncio.Event() for _ in range(3))
-        url = await server.start()
-        client = upstream()
-        try:
-            response = await client.send(post(url))
-            seen = b""
-            async for chunk in response.aiter_bytes():
-                seen += chunk
-                for i in range(3):
-                    if b"data: %d\n\n" % i in seen:
-                        got[i].set()
-            await response.aclose()
-            assert seen == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
-        finally:
-            await client.aclose()
-            await server.stop()
+        response = await client.send(post(url))
+        seen = b""
+        async for chunk in response.aiter_bytes():
+            seen += chunk
+            for i in range(3):
+                if b"data: %d\n\n" % i in seen:
+                    got[i].set()
+        await response.aclose()
+        assert seen == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
 
     server = Server(handler)
-    asyncio.run(run())
+    server.run(run)
 
 
 @pytest.mark.parametrize("framing", ["chunked", "length"])
@@ -253,21 +250,15 @@ def test_a_stream_cut_mid_body_yields_what_came_then_a_read_error(framing):
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhelloabc")
         await writer.drain()
 
-    async def run() -> None:
-        url = await server.start()
-        client = upstream()
-        try:
-            response = await client.send(post(url))
-            chunks, error = await collect(response)
-            assert b"".join(chunks) == b"helloabc"
-            assert isinstance(error, httpx.ReadError)
-            assert client._open == set()  # the broken connection is gone, not pooled
-        finally:
-            await client.aclose()
-            await server.stop()
+    async def run(url: str, client: Http1Upstream) -> None:
+        response = await client.send(post(url))
+        chunks, error = await collect(response)
+        assert b"".join(chunks) == b"helloabc"
+        assert isinstance(error, httpx.ReadError)
+        assert client._open == set()  # the broken connection is gone, not pooled
 
     server = Server(handler)
-    asyncio.run(run())
+    server.run(run)
 
 
 def test_read_timeouts_between_bytes_and_before_the_head():
@@ -278,13 +269,9 @@ def test_read_timeouts_between_bytes_and_before_the_head():
             await writer.drain()
         await stop.wait()  # never sends more
 
-    async def run() -> None:
+    async def run(url: str, client: Http1Upstream) -> None:
         nonlocal stop
         stop = asyncio.Event()
-        url = await server.start()
-        # Long enough that a loaded machine pausing this process cannot expire it before the head
-        # arrives (the stalls below are real: the server never sends more).
-        client = upstream(read_timeout=1.0)
         try:
             response = await client.send(post(url, b"stall-body"))
             chunks, error = await collect(response)
@@ -293,13 +280,13 @@ def test_read_timeouts_between_bytes_and_before_the_head():
                 await client.send(post(url, b"stall-head"))
             assert client._open == set()
         finally:
-            stop.set()
-            await client.aclose()
-            await server.stop()
+            stop.set()  # the handlers return, so the server can stop
 
     stop: asyncio.Event
     server = Server(handler)
-    asyncio.run(run())
+    # Long enough that a loaded machine pausing this process cannot expire it before the head
+    # arrives (the stalls above are real: the server never sends more).
+    server.run(run, read_timeout=1.0)
 
 
 def test_a_pooled_connection_the_server_dropped_is_retried_once_only_when_nothing_came_back():
@@ -320,30 +307,27 @@ def test_a_pooled_connection_the_server_dropped_is_retried_once_only_when_nothin
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
             await writer.drain()
 
-    async def run() -> None:
-        url = await server.start()
-        client = upstream()
+    async def run(url: str, client: Http1Upstream) -> None:
+        assert await (await client.send(post(url, b"warm"))).aread() == b"ok"
+        assert await (await client.send(post(url, b"drop"))).aread() == b"ok"
+        assert [r[2] for r in server.requests] == [b"warm", b"drop", b"drop"] and server.connections == 2
+
+        with pytest.raises(UpstreamUnavailable):  # reused, but part of an answer came: not resent
+            await client.send(post(url, b"partial"))
+        assert [r[2] for r in server.requests][3:] == [b"partial"]
+
+        await client.aclose()
+        fresh = upstream()  # nothing pooled: a fresh connection that drops is not resent
+        server.connections = 0
         try:
-            assert await (await client.send(post(url, b"warm"))).aread() == b"ok"
-            assert await (await client.send(post(url, b"drop"))).aread() == b"ok"
-            assert [r[2] for r in server.requests] == [b"warm", b"drop", b"drop"] and server.connections == 2
-
-            with pytest.raises(UpstreamUnavailable):  # reused, but part of an answer came: not resent
-                await client.send(post(url, b"partial"))
-            assert [r[2] for r in server.requests][3:] == [b"partial"]
-
-            await client.aclose()
-            client = upstream()  # nothing pooled: a fresh connection that drops is not resent
-            server.connections = 0
             with pytest.raises(UpstreamUnavailable):
-                await client.send(post(url, b"drop"))
-            assert [r[2] for r in server.requests][4:] == [b"drop"]
+                await fresh.send(post(url, b"drop"))
         finally:
-            await client.aclose()
-            await server.stop()
+            await fresh.aclose()
+        assert [r[2] for r in server.requests][4:] == [b"drop"]
 
     server = Server(handler)
-    asyncio.run(run())
+    server.run(run)
 
 
 def test_connection_close_and_idle_expiry_end_a_connection():
@@ -354,24 +338,18 @@ def test_connection_close_and_idle_expiry_end_a_connection():
             writer.write(b"HTTP/1.1 200 OK\r\n%scontent-length: 2\r\n\r\nok" % close)
             await writer.drain()
 
-    async def run() -> None:
-        url = await server.start()
-        client = upstream(keepalive_s=0.2)
-        try:
-            await (await client.send(post(url, b"close"))).aread()
-            await server.closed[0].wait()  # the client closed it: not pooled
-            await (await client.send(post(url, b"a"))).aread()
-            assert server.connections == 2
-            await asyncio.sleep(0.5)  # idle past the keep-alive expiry (at least: load only adds to it)
-            await (await client.send(post(url, b"c"))).aread()
-            assert server.connections == 3
-            await server.closed[1].wait()  # the expired one was closed
-        finally:
-            await client.aclose()
-            await server.stop()
+    async def run(url: str, client: Http1Upstream) -> None:
+        await (await client.send(post(url, b"close"))).aread()
+        await server.closed[0].wait()  # the client closed it: not pooled
+        await (await client.send(post(url, b"a"))).aread()
+        assert server.connections == 2
+        await asyncio.sleep(0.5)  # idle past the keep-alive expiry (at least: load only adds to it)
+        await (await client.send(post(url, b"c"))).aread()
+        assert server.connections == 3
+        await server.closed[1].wait()  # the expired one was closed
 
     server = Server(handler)
-    asyncio.run(run())
+    server.run(run, keepalive_s=0.2)
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate"])
@@ -401,25 +379,19 @@ def test_compressed_bodies_are_decoded(encoding):
             writer.write(b"0\r\n\r\n")
             await writer.drain()
 
-    async def run() -> None:
-        url = await server.start()
-        client = upstream()
-        try:
-            response = await client.send(post(url))
-            assert await response.aread() == text
-            assert response.headers["content-encoding"] == name.decode()  # as received, like aiohttp's
-            response = await client.send(post(url))
-            assert b"".join((await collect(response))[0]) == text
-            assert server.connections == 1
-            cut.append(True)  # the next answer's compressed stream stops short, its framing does not
-            chunks, error = await collect(await client.send(post(url)))
-            assert isinstance(error, httpx.DecodingError) and text.startswith(b"".join(chunks))
-        finally:
-            await client.aclose()
-            await server.stop()
+    async def run(url: str, client: Http1Upstream) -> None:
+        response = await client.send(post(url))
+        assert await response.aread() == text
+        assert response.headers["content-encoding"] == name.decode()  # as received, like aiohttp's
+        response = await client.send(post(url))
+        assert b"".join((await collect(response))[0]) == text
+        assert server.connections == 1
+        cut.append(True)  # the next answer's compressed stream stops short, its framing does not
+        chunks, error = await collect(await client.send(post(url)))
+        assert isinstance(error, httpx.DecodingError) and text.startswith(b"".join(chunks))
 
     server = Server(handler)
-    asyncio.run(run())
+    server.run(run)
 
 
 def test_an_unread_or_cancelled_answer_never_goes_back_to_the_pool():
@@ -436,34 +408,28 @@ def test_an_unread_or_cancelled_answer_never_goes_back_to_the_pool():
             writer.write(b"0\r\n\r\n")
             await writer.drain()
 
-    async def run() -> None:
-        url = await server.start()
-        client = upstream()
-        try:
-            response = await client.send(post(url, b"stream"))
-            async for chunk in response.aiter_bytes():
-                assert chunk == b"first"
-                break
-            await response.aclose()  # read in part: its connection is closed
-            await server.closed[0].wait()
+    async def run(url: str, client: Http1Upstream) -> None:
+        response = await client.send(post(url, b"stream"))
+        async for chunk in response.aiter_bytes():
+            assert chunk == b"first"
+            break
+        await response.aclose()  # read in part: its connection is closed
+        await server.closed[0].wait()
 
-            sending = asyncio.ensure_future(client.send(post(url, b"silent")))
-            while len(server.requests) < 2:
-                await asyncio.sleep(0.01)
-            sending.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await sending
-            await server.closed[1].wait()  # cancelled before the head: closed, not pooled
+        sending = asyncio.ensure_future(client.send(post(url, b"silent")))
+        while len(server.requests) < 2:
+            await asyncio.sleep(0.01)
+        sending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+        await server.closed[1].wait()  # cancelled before the head: closed, not pooled
 
-            response = await client.send(post(url, b"whole"))
-            assert await response.aread() == b"first"
-            assert server.connections == 3 and len(client._open) == 1
-        finally:
-            await client.aclose()
-            await server.stop()
+        response = await client.send(post(url, b"whole"))
+        assert await response.aread() == b"first"
+        assert server.connections == 3 and len(client._open) == 1
 
     server = Server(handler)
-    asyncio.run(run())
+    server.run(run)
 
 
 def test_the_pool_bounds_open_connections_under_concurrency():
@@ -474,23 +440,17 @@ def test_the_pool_bounds_open_connections_under_concurrency():
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
             await writer.drain()
 
-    async def run() -> None:
-        url = await server.start()
-        client = upstream(limit=4)
-        try:
-            async def one() -> bytes:
-                response = await client.send(post(url))
-                return await response.aread()
+    async def run(url: str, client: Http1Upstream) -> None:
+        async def one() -> bytes:
+            response = await client.send(post(url))
+            return await response.aread()
 
-            assert await asyncio.gather(*(one() for _ in range(40))) == [b"ok"] * 40
-            assert server.most_open <= 4 and server.connections <= 4
-            assert len(client._open) <= 4
-        finally:
-            await client.aclose()
-            await server.stop()
+        assert await asyncio.gather(*(one() for _ in range(40))) == [b"ok"] * 40
+        assert server.most_open <= 4 and server.connections <= 4
+        assert len(client._open) <= 4
 
     server = Server(handler)
-    asyncio.run(run())
+    server.run(run, limit=4)
 
 
 def test_refused_unresolvable_and_guarded_addresses_are_unavailable():
@@ -557,27 +517,22 @@ def test_tls_with_sni_keep_alive_and_an_untrusted_certificate_refused(tmp_path):
             writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
             await writer.drain()
 
-    async def run() -> None:
-        url = (await server.start(server_context)).replace("127.0.0.1", "localhost")
-        client = upstream(ssl_context=client_context)
-        try:
-            for _ in range(2):
-                response = await client.send(post(url))
-                assert response.status_code == 200 and await response.aread() == b"ok"
-            assert server.connections == 1 and names == ["localhost"]
-            assert server.requests[0][1]["host"] == url.removeprefix("https://")
-        finally:
-            await client.aclose()
+    async def run(url: str, client: Http1Upstream) -> None:
+        url = url.replace("127.0.0.1", "localhost")
+        for _ in range(2):
+            response = await client.send(post(url))
+            assert response.status_code == 200 and await response.aread() == b"ok"
+        assert server.connections == 1 and names == ["localhost"]
+        assert server.requests[0][1]["host"] == url.removeprefix("https://")
         default = upstream()  # the system and certifi roots: a self-signed certificate is refused
         try:
             with pytest.raises(UpstreamUnavailable):
                 await default.send(post(url))
         finally:
             await default.aclose()
-            await server.stop()
 
     server = Server(handler)
-    asyncio.run(run())
+    server.run(run, server_context, ssl_context=client_context)
 
 
 def test_bedrock_sigv4_signature_survives_the_transport(monkeypatch):
@@ -638,17 +593,11 @@ def test_a_pooled_connection_the_server_closed_while_idle_is_not_reused():
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
         await writer.drain()
 
-    async def run() -> None:
-        url = await server.start()
-        client = upstream()
-        try:
-            assert await (await client.send(post(url, b"a"))).aread() == b"ok"
-            await server.closed[0].wait()
-            assert await (await client.send(post(url, b"b"))).aread() == b"ok"
-            assert [r[2] for r in server.requests] == [b"a", b"b"] and server.connections == 2
-        finally:
-            await client.aclose()
-            await server.stop()
+    async def run(url: str, client: Http1Upstream) -> None:
+        assert await (await client.send(post(url, b"a"))).aread() == b"ok"
+        await server.closed[0].wait()
+        assert await (await client.send(post(url, b"b"))).aread() == b"ok"
+        assert [r[2] for r in server.requests] == [b"a", b"b"] and server.connections == 2
 
     server = Server(handler)
-    asyncio.run(run())
+    server.run(run)
