@@ -42,21 +42,13 @@ def eligible(limit: RateLimit) -> bool:
 
 
 @dataclass
-class Quota:
-    """This process's view of one subject's window for one minute."""
+class Traffic:
+    """One process's requests for a subject: in the current second, and in the last full one. Kept
+    across minutes and limit changes (the rate is the process's, not the window's)."""
 
-    limit: RateLimit
-    minute: int
-    requests: int = 0  # claimed by this process and not used yet
-    tokens: int = 0
-    n: int = 0  # the window's counts after the last claim this process saw (its unused units included)
-    tk: int = 0
-    # This process's requests for the subject: in the current second, and in the last full one.
     second: int = -1
     this_second: int = 0
     last_second: int = 0
-    # A block claim on its way: requests that find no unit wait for it instead of claiming their own.
-    claiming: asyncio.Future[None] | None = field(default=None, repr=False)
 
     def observe(self, now: float) -> None:
         second = int(now)
@@ -64,6 +56,21 @@ class Quota:
             self.last_second = self.this_second if second == self.second + 1 else 0
             self.second, self.this_second = second, 0
         self.this_second += 1
+
+
+@dataclass
+class Quota:
+    """This process's view of one subject's window for one minute."""
+
+    limit: RateLimit
+    minute: int
+    traffic: Traffic = field(default_factory=Traffic)
+    requests: int = 0  # claimed by this process and not used yet
+    tokens: int = 0
+    n: int = 0  # the window's counts after the last claim this process saw (its unused units included)
+    tk: int = 0
+    # A block claim on its way: requests that find no unit wait for it instead of claiming their own.
+    claiming: asyncio.Future[None] | None = field(default=None, repr=False)
 
     def take(self, tokens: int) -> dict[str, int] | None:
         """Admit one request from the units claimed ahead: the window's state as this request sees
@@ -74,9 +81,9 @@ class Quota:
         self.tokens = max(self.tokens - tokens, 0)
         return self.view()
 
-    def block(self, tokens: int) -> int:
+    def next_block(self, tokens: int) -> int:
         """How many requests the next claim takes: this one and the ones expected after it."""
-        size = min(MAX_BLOCK, self.last_second // RATE_FRACTION)
+        size = min(MAX_BLOCK, self.traffic.last_second // RATE_FRACTION)
         if self.limit.rpm is not None:
             size = min(size, (self.limit.rpm - self.n) // SHARE)
         if self.limit.tpm is not None and tokens > 0:

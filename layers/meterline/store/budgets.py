@@ -472,8 +472,7 @@ class BudgetStore:
         them without a write (budgets/quota.py: never more than the limit, a refusal is exact)."""
         if limit.tpm is not None and tokens > limit.tpm:
             return False, {"n": 0, "tk": 0}
-        minute = int(now // 60)
-        block = self._quota(workspace, limit, minute, now) if quota.eligible(limit) else None
+        block = self._quota(workspace, limit, now) if quota.eligible(limit) else None
         size = 1
         if block is not None:
             taken = block.take(tokens)
@@ -482,13 +481,12 @@ class BudgetStore:
                 taken = block.take(tokens)
             if taken is not None:
                 return True, taken
-            size = block.block(tokens)
+            size = block.next_block(tokens)
         waiters: asyncio.Future[None] | None = None
         if block is not None and size > 1 and block.claiming is None:
             waiters = block.claiming = asyncio.get_running_loop().create_future()
         try:
-            self.window_writes += 1
-            allowed, state = await self._counted(client, self._window_request(workspace, limit, tokens, now, size))
+            allowed, state = await self._count_window(client, workspace, limit, tokens, now, size)
         finally:
             if waiters is not None:
                 assert block is not None
@@ -500,8 +498,7 @@ class BudgetStore:
             else:
                 block.seen(state)
                 if size > 1 and quota.fits_alone(limit, state, tokens):  # the block did not fit: this one may
-                    self.window_writes += 1
-                    allowed, state = await self._counted(client, self._window_request(workspace, limit, tokens, now, 1))
+                    allowed, state = await self._count_window(client, workspace, limit, tokens, now, 1)
                     if allowed:
                         state = {**state, **block.claimed(1, tokens, state)}
         if allowed and limit.rph is not None:
@@ -517,8 +514,10 @@ class BudgetStore:
             state = {**state, "hour_n": hour_state.get("n", 0), "hour_limited": not allowed}
         return allowed, state
 
-    def _window_request(self, workspace: str, limit: RateLimit, tokens: int, now: float, size: int) -> dict[str, Any]:
-        """The conditional write that counts `size` requests (`size` x `tokens` tokens) in the minute."""
+    async def _count_window(self, client: DynamoHttp, workspace: str, limit: RateLimit, tokens: int, now: float,
+                            size: int) -> tuple[bool, dict[str, Any]]:
+        """Count `size` requests (`size` x `tokens` tokens) in the subject's minute window, if they fit."""
+        self.window_writes += 1
         minute = int(now // 60)
         names: dict[str, str] = {}
         values: dict[str, Any] = {":one": _n(size), ":tk": _n(tokens * size), ":ttl": _n((minute + 2) * 60)}
@@ -546,22 +545,21 @@ class BudgetStore:
             request["ExpressionAttributeNames"] = names
         if conditions:
             request["ConditionExpression"] = " AND ".join(conditions)
-        return request
+        return await self._counted(client, request)  # a count: never sent twice
 
-    def _quota(self, workspace: str, limit: RateLimit, minute: int, now: float) -> quota.Quota:
-        """This process's quota for the subject's window of `minute` (a new one for a new minute or a
-        changed limit: units claimed under the old one are not used under the new one)."""
+    def _quota(self, workspace: str, limit: RateLimit, now: float) -> quota.Quota:
+        """This process's quota for the subject's window at `now`, this request counted in its traffic
+        (a new quota for a new minute or a changed limit: units claimed under the old one are not
+        used under the new one, and a claim still on its way lands in the old one)."""
         key = (workspace, limit.subject)
+        minute = int(now // 60)
         found = self._quotas.get(key)
         if found is None or found.minute != minute or found.limit != limit:
             if len(self._quotas) >= 4096:  # bounded: one entry per subject this process serves
                 self._quotas.clear()
-            previous = found
-            found = self._quotas[key] = quota.Quota(limit, minute)
-            if previous is not None:  # the traffic rate carries over the minute
-                found.second, found.this_second, found.last_second = (previous.second, previous.this_second,
-                                                                      previous.last_second)
-        found.observe(now)
+            traffic = found.traffic if found is not None else quota.Traffic()
+            found = self._quotas[key] = quota.Quota(limit, minute, traffic)
+        found.traffic.observe(now)
         return found
 
     async def loop_count(self, client: DynamoHttp, workspace: str, session: str, fingerprint: str,
