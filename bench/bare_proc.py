@@ -20,7 +20,8 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response, StreamingResponse
 
 COUNTERS = ("key_misses", "key_refreshes", "workspace_misses", "workspace_refreshes", "kms_decrypts",
-            "ledger_writes", "dynamo_calls", "dynamo_busy_s", "enforcement_misses", "window_writes")
+            "ledger_writes", "dynamo_calls", "dynamo_busy_s", "enforcement_misses", "window_writes",
+            "pool_writes", "alone_writes")
 
 
 def main() -> None:

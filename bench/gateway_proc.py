@@ -31,7 +31,8 @@ def main() -> None:
             "kms_decrypts": services.secrets.kms_decrypts, "ledger_writes": services.calls.after_upstream,
             "dynamo_calls": services.dynamo.calls, "dynamo_busy_s": services.dynamo.busy_s,
             "enforcement_misses": services.enforcement_cache.misses,
-            "window_writes": services.budgets.window_writes,
+            "window_writes": services.budgets.window_writes, "pool_writes": services.budgets.pool_writes,
+            "alone_writes": services.budgets.alone_writes,
         }
         with open(stats_path, "w") as f:
             json.dump(stats, f)

@@ -29,7 +29,10 @@ cost (exactly once: the update is conditional on the lease); a lease already gon
 was settled by the gateway after all (a spurious failure: nothing more is added); after its expiry
 the sweeper released the worst case, so the actual cost is added on its own. The one case counted
 twice: a settlement that had in fact applied, replayed only after its lease expired (900 s) - the
-counter then overstates the spend (never understates it).
+counter then overstates the spend (never understates it). A request carved from a reservation pool
+(budgets/pool.py; the line names the `pool`) is replayed by its settlement marker instead: its cost
+is added once whether the pool is still there or was swept (a pool with a failed settlement keeps
+its markers until the month's counter is gone).
 """
 
 from __future__ import annotations
@@ -135,6 +138,9 @@ def settlement_of(line: dict[str, Any]) -> dict[str, Any]:
         raise Unreplayable("settlement.workspace or .scope is not a Meterline id")
     if settlement["worst"] < 0 or not 0 <= settlement["actual"] < 10**15:
         raise Unreplayable("settlement amounts are not micro-dollars")
+    pool = settlement.get("pool", "")
+    if not isinstance(pool, str) or len(pool) > 64 or (pool and not pool.isalnum()):
+        raise Unreplayable("settlement.pool is not a pool id")
     return settlement
 
 
@@ -214,7 +220,7 @@ def budget_settler(settings: Settings) -> Callable[[dict[str, Any]], bool]:
     def settle(s: dict[str, Any]) -> bool:
         scope_type, _, scope_value = s["scope"].partition(":")
         reservation = Reservation(Budget(scope_type, scope_value), s["worst"], s["month"], s["day"], {},
-                                  s["lease_expires"])
+                                  s["lease_expires"], s.get("pool", ""))
         now = time.time()
 
         async def run() -> bool:

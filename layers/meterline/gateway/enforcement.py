@@ -340,7 +340,7 @@ async def settle_all(services: Services, ws: str, lease_id: str, reservations: l
                 "request_id": lease_id, "scope": r.budget.scope, "error": str(state)[:300],
                 "settlement": {"workspace": ws, "scope": r.budget.scope, "month": r.month, "day": r.day,
                                "request_id": lease_id, "worst": r.worst, "actual": actual,
-                               "lease_expires": r.lease_expires}})
+                               "lease_expires": r.lease_expires, **({"pool": r.pool} if r.pool else {})}})
             continue
         b = r.budget
         for period, cap, spent in (("M#" + r.month, b.monthly_micros, int(state.get("spent", 0))),

@@ -180,6 +180,7 @@ class Services:
         return done
 
     async def aclose(self) -> None:
+        await self.budgets.release_pools(self.dynamo)  # what this process's budget pools still hold
         await self.http.aclose()
         await self.sim.aclose()
         await self.dynamo.aclose()

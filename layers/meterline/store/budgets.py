@@ -6,6 +6,8 @@ Keys (see schema.BUDGETS):
         committed (= spent + reserved), reserved, spent, requests (micro-dollars / counts),
         dc_<yyyy-mm-dd> / ds_<yyyy-mm-dd>   the day's committed / spent (daily caps, same item),
         l_<request id> = {w, exp, day}      one lease per in-flight reservation,
+        l_<pool id> = {w, exp, day}         a process's reservation pool (budgets/pool.py),
+        s_<hash of request id> = 1          a pooled request's settlement marker (removed with the pool),
         tm, tn                              a throttle stage's minute window: the epoch minute and the
                                             requests reserved in it (counted by the reservation itself),
     pk = <ws>#rl#<subject>          sk = "m#<epoch minute>" | "h#<epoch hour>"   rate windows (TTL):
@@ -21,6 +23,11 @@ Access patterns:
                            the caller passes cap - worst; a missing item is the same as zero, so a
                            budget's first concurrent requests are bound exactly like the later ones.
     settle / release       UpdateItem REMOVE lease ADD delta, condition the lease exists (exactly once)
+    pool claim             the reservation's UpdateItem for W = N x worst under the pool's lease, condition
+                           W fits below every threshold (budgets/pool.py ceilings)
+    pooled settle          UpdateItem SET marker ADD actual, condition the pool's lease exists and the
+                           marker does not (exactly once); a zero-cost pooled request writes nothing
+    pool release           UpdateItem REMOVE pool lease, markers ADD -W, condition the lease exists
     sweep                  UpdateItem REMOVE expired leases ADD -amounts, condition they all still exist
     rate / loop windows    UpdateItem ADD n, condition n < limit (a rate window: ADD n :N, tk :T for a quota
                            block of N requests, condition n <= rpm - N, tk <= tpm - T: budgets/quota.py)
@@ -35,12 +42,17 @@ without the conflict errors that transactions on a hot item produce under heavy 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import logging
+import math
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from meterline.budgets import pool as pools
 from meterline.budgets import quota
 from meterline.budgets.model import Budget, Enforcement, Policy, RateLimit
 from meterline.config import Settings
@@ -51,10 +63,18 @@ from meterline.store.schema import BUDGETS
 
 log = logging.getLogger("meterline.budgets")
 LEASE_PREFIX = "l_"
+MARKER_PREFIX = "s_"  # a pooled request's settlement marker
 # A cancelled reservation's tombstone (`x_<request id>` = expiry): a reserve that was sent, failed on
 # the client's side and is applied late by the server finds it and refuses, so nothing stays held.
 TOMBSTONE_PREFIX = "x_"
 ALERT_PK = "alert"
+
+
+def marker_of(request_id: str) -> str:
+    """A pooled request's settlement marker: 72 bits of its id's hash, so that a pool's markers (up to
+    MAX_CARVES per pool on the counter item) keep the item within one write unit (1 KB)."""
+    digest = hashlib.blake2b(request_id.encode(), digest_size=9).digest()
+    return MARKER_PREFIX + base64.urlsafe_b64encode(digest).decode()
 
 
 def counter_key(workspace: str, scope: str, month: str) -> dict[str, Any]:
@@ -112,6 +132,7 @@ class Reservation:
     # _needs_whole_counter, or on a retried reserve.
     state: dict[str, Any]
     lease_expires: int = 0
+    pool: str = ""  # carved from this process's pool (its id), not reserved under the request's own lease
 
 
 def _needs_whole_counter(budget: Budget, worst: int) -> bool:
@@ -131,18 +152,22 @@ def _reserved_state(attributes: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def _with_minute(request: dict[str, Any], conditions: list[str], window: int, *, fresh: bool) -> dict[str, Any]:
-    """The reservation `request` that also counts the request in minute `window`: ADD tn into the
-    item's window when it is `window`, or (fresh) start it, when the item's window is older."""
+def _with_minute(request: dict[str, Any], conditions: list[str], window: int, *, fresh: bool,
+                 count: int = 1, pooled: bool = False) -> dict[str, Any]:
+    """The reservation `request` that also counts `count` requests in minute `window`: ADD tn into
+    the item's window when it is `window`, or (fresh) start it, when the item's window is older.
+    (A pool claims its requests' places in the minute: count = N, and counts `requests` at settling.)"""
+    adds = "committed :w, reserved :w, #dc :w" + ("" if pooled else ", requests :one")
     if fresh:
-        update = "SET #lease = :lease, tm = :min, tn = :one ADD committed :w, reserved :w, #dc :w, requests :one"
+        update = f"SET #lease = :lease, tm = :min, tn = :cnt ADD {adds}"
         window_condition = "(attribute_not_exists(tm) OR tm < :min)"
     else:
-        update = "SET #lease = :lease ADD committed :w, reserved :w, #dc :w, requests :one, tn :one"
+        update = f"SET #lease = :lease ADD {adds}, tn :cnt"
         window_condition = "tm = :min"
     return {**request, "UpdateExpression": update,
             "ConditionExpression": " AND ".join([*conditions, window_condition]),
-            "ExpressionAttributeValues": {**request["ExpressionAttributeValues"], ":min": _n(window)}}
+            "ExpressionAttributeValues": {**request["ExpressionAttributeValues"], ":min": _n(window),
+                                          ":cnt": _n(count)}}
 
 
 def _fits(budget: Budget, old: dict[str, Any], day: str, worst: int) -> bool:
@@ -179,6 +204,13 @@ class BudgetStore:
         # (workspace, subject) -> this process's rate-limit quota for the subject's current minute.
         self._quotas: dict[tuple[str, str], quota.Quota] = {}
         self.window_writes = 0  # minute-window writes this process made (bench/overhead.py reports them)
+        # (workspace, scope, month, day) -> this process's reservation pools for it (budgets/pool.py),
+        # and every pool not released yet, by id (a pooled request's settlement finds its pool).
+        self._slots: dict[tuple[str, str, str, str], pools.Slot] = {}
+        self._pools: dict[str, pools.Pool] = {}
+        self._background: set[asyncio.Future[Any]] = set()
+        self.pool_writes = 0  # pool claims and releases this process made (bench/overhead.py reports them)
+        self.alone_writes = 0  # reservations this process made one request at a time (likewise)
 
     @property
     def _ddb(self) -> Any:
@@ -267,7 +299,21 @@ class BudgetStore:
         minute is the reservation's state["tn"]. Every reserved request of such a budget is counted,
         whether or not the stage has begun: a minute that crosses the threshold already holds the
         requests that crossed it, so the stage admits at most `throttle_rpm` in that minute too
-        (counting only once throttled let `throttle_rpm` more through on top)."""
+        (counting only once throttled let `throttle_rpm` more through on top).
+        A process with steady traffic for the budget carves the reservation from its pool instead
+        (budgets/pool.py): no write, when the pool has room."""
+        if worst > 0 and not _needs_whole_counter(budget, worst):
+            pooled = await self._reserve_pooled(client, workspace, budget, month, day, worst, lease_s, now,
+                                                count_minute)
+            if pooled is not None:
+                return pooled
+        return await self._reserve_alone(client, workspace, budget, month, day, request_id, worst, lease_s, now,
+                                         count_minute)
+
+    async def _reserve_alone(self, client: DynamoHttp, workspace: str, budget: Budget, month: str, day: str,
+                             request_id: str, worst: int, lease_s: int, now: float,
+                             count_minute: bool) -> Reservation | Refused:
+        """One request's reservation under its own lease (`reserve`)."""
         names = {"#lease": LEASE_PREFIX + request_id, "#dc": f"dc_{day}", "#tomb": TOMBSTONE_PREFIX + request_id}
         values: dict[str, Any] = {
             ":w": _n(worst), ":one": _n(1),
@@ -309,6 +355,7 @@ class BudgetStore:
                 request = _with_minute(request, conditions, window if window is not None else minute,
                                        fresh=window is None)
             try:
+                self.alone_writes += 1
                 result = await client.call("UpdateItem", request)
                 state = _reserved_state(result.get("Attributes", {}))
                 if count_minute:
@@ -350,12 +397,243 @@ class BudgetStore:
             return Refused(budget, "day", daily, budget.daily_micros)
         return Refused(budget, "month", monthly, budget.monthly_micros or 0)
 
+    # -- reservation pools (budgets/pool.py) -------------------------------------------------------
+    async def _reserve_pooled(self, client: DynamoHttp, workspace: str, budget: Budget, month: str, day: str,
+                              worst: int, lease_s: int, now: float, count_minute: bool) -> Reservation | None:
+        """The reservation carved from this process's pool for the budget (claiming a new pool when
+        the traffic is steady and the budget far from its thresholds), or None: reserve alone."""
+        key = (workspace, budget.scope, month, day)
+        slot = self._slots.get(key)
+        if slot is None:
+            if len(self._slots) >= 4096:  # bounded: one entry per budget and day this process serves
+                self._slots = {k: v for k, v in self._slots.items() if v.current is not None}
+                if len(self._slots) >= 4096:
+                    return None
+            slot = self._slots[key] = pools.Slot()
+        slot.traffic.observe(now)
+        if slot.current is not None and slot.current.budget != budget:  # redefined: a new pool, new thresholds
+            slot.current.closed = True
+        for _ in range(3):
+            current = slot.current
+            view = current.carve(worst, now) if current is not None else None
+            if view is not None:
+                assert current is not None
+                return Reservation(budget, worst, month, day, view, current.expires, current.id)
+            if slot.claiming is None:
+                break
+            await asyncio.shield(slot.claiming)  # a pool for this budget is on its way: carve from it
+        else:
+            return None
+        old = slot.current
+        if old is not None:  # no room or no time left in it: a new pool takes over
+            slot.current = None
+            old.closed = True
+        release = (asyncio.ensure_future(self._release_pool(client, old))
+                   if old is not None and old.idle else None)
+        try:
+            limits = pools.ceilings(budget, day)
+            size = slot.next_size(limits, worst)
+            if size <= 1:
+                return None
+            waiters = slot.claiming = asyncio.get_running_loop().create_future()
+            try:
+                return await self._claim_pool(client, slot, workspace, budget, month, day, worst, size, limits,
+                                              lease_s, now, count_minute)
+            finally:
+                slot.claiming = None
+                waiters.set_result(None)
+        finally:
+            if release is not None:
+                # The old pool's release went out with the claim (one round trip); it has landed before
+                # a request reserves alone, so that request is never refused for this process's own pool.
+                await release
+
+    async def _claim_pool(self, client: DynamoHttp, slot: pools.Slot, workspace: str, budget: Budget, month: str,
+                          day: str, worst: int, size: int, limits: dict[str, int], lease_s: int, now: float,
+                          count_minute: bool) -> Reservation | None:
+        pool_id = "p" + uuid.uuid4().hex
+        amount = size * worst
+        expires = int(now) + lease_s + math.ceil(pools.WINDOW_S) + 1  # past every carve's own lease_s
+        names = {"#lease": LEASE_PREFIX + pool_id, "#dc": f"dc_{day}"}
+        values: dict[str, Any] = {
+            ":w": _n(amount), ":lease": {"M": {"w": _n(amount), "exp": _n(expires), "day": {"S": day}}}}
+        conditions = ["attribute_not_exists(#lease)"]
+        for i, (attr, limit) in enumerate(limits.items()):
+            names[f"#c{i}"] = attr
+            values[f":c{i}"] = _n(limit - amount)
+            conditions.append(f"(attribute_not_exists(#c{i}) OR #c{i} <= :c{i})")
+        request: dict[str, Any] = {
+            "TableName": self.table, "Key": counter_key(workspace, budget.scope, month),
+            "UpdateExpression": "SET #lease = :lease ADD committed :w, reserved :w, #dc :w",
+            "ConditionExpression": " AND ".join(conditions), "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            "ExpressionAttributeNames": names, "ExpressionAttributeValues": values, "ReturnValues": "UPDATED_NEW",
+        }
+        minute = int(now // 60)
+        memo = (workspace, budget.scope, month)
+        window = minute if self._minutes.get(memo) == minute else None
+        for _ in range(3):
+            if count_minute:  # the pool's requests take their places in the minute's count now
+                request = _with_minute(request, conditions, window if window is not None else minute,
+                                       fresh=window is None, count=size, pooled=True)
+            try:
+                self.pool_writes += 1
+                result = await client.call("UpdateItem", request)
+            except DynamoError as exc:
+                if exc.code != "ConditionalCheckFailedException":
+                    if exc.maybe_applied:  # it may land: undo it by its lease (a tombstone if it has not)
+                        await self._cancel_quietly(client, workspace, budget, month, day, pool_id, amount,
+                                                   lease_s, now)
+                    raise DynamoError(exc.code, str(exc), exc.status) from exc  # the request's own: never sent
+                old = from_item(exc.body.get("Item", {}))
+                slot.see(old)
+                stored = old.get("tm")
+                if count_minute and all(int(old.get(a, 0)) <= lim - amount for a, lim in limits.items()):
+                    # The thresholds held, so the minute window refused: use the item's minute, or start ours.
+                    window = int(stored) if stored is not None and int(stored) >= minute else None
+                    continue
+                return None  # near a threshold (or another process's pools): this request reserves alone
+            state = _reserved_state(result.get("Attributes", {}))
+            slot.see(state)
+            ordinal = None
+            if count_minute:
+                self._remember_minute(memo, int(state.get("tm", window if window is not None else minute)))
+                ordinal = int(state["tn"]) - size + 1
+            window_end = now + pools.WINDOW_S
+            if count_minute:  # its places in the count are this minute's
+                window_end = min(window_end, (int(state.get("tm", minute)) + 1) * 60)
+            pool = pools.Pool(pool_id, workspace, budget, month, day, amount, window_end, expires, state, size,
+                              ordinal, free=amount)
+            self._pools[pool_id] = pool
+            slot.current = pool
+            asyncio.get_running_loop().call_later(max(window_end - now, 0) + 0.05, self._window_over, client, slot,
+                                                  pool)
+            view = pool.carve(worst, now)
+            assert view is not None
+            return Reservation(budget, worst, month, day, view, expires, pool_id)
+        return None
+
+    def _window_over(self, client: DynamoHttp, slot: pools.Slot, pool: pools.Pool) -> None:
+        """The pool's window is over (a timer): release it if its requests have all settled (if not,
+        the last one's settlement does)."""
+        if slot.current is pool:
+            slot.current = None
+        pool.closed = True
+        if pool.idle and pool.id in self._pools:
+            self._spawn(self._release_pool(client, pool))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _release_pool(self, client: DynamoHttp, pool: pools.Pool) -> None:
+        """Release what the pool still holds (all of W: its requests' costs are in spent already) and
+        its settlement markers; never raises (the sweeper releases a lease whose release failed)."""
+        if self._pools.pop(pool.id, None) is None:
+            return  # released already
+        names = {"#lease": LEASE_PREFIX + pool.id, "#dc": f"dc_{pool.day}"}
+        for i, marker in enumerate(pool.settled):
+            names[f"#m{i}"] = marker
+        removes = ", ".join(k for k in names if k != "#dc")
+        try:
+            self.pool_writes += 1
+            await client.call("UpdateItem", {
+                "TableName": self.table, "Key": counter_key(pool.workspace, pool.budget.scope, pool.month),
+                "UpdateExpression": f"REMOVE {removes} ADD committed :neg, reserved :neg, #dc :neg",
+                "ConditionExpression": "attribute_exists(#lease)",
+                "ExpressionAttributeNames": names, "ExpressionAttributeValues": {":neg": _n(-pool.size)},
+            })
+        except DynamoError as exc:
+            if exc.code != "ConditionalCheckFailedException":  # already swept: nothing held
+                log.warning("budget_pool_release_failed", extra={"scope": pool.budget.scope, "pool": pool.id,
+                                                                 "error": exc.code})
+        except Exception as exc:  # the client closed under a timer's release: the sweeper has it
+            log.warning("budget_pool_release_failed", extra={"scope": pool.budget.scope, "pool": pool.id,
+                                                             "error": type(exc).__name__})
+
+    async def release_pools(self, client: DynamoHttp) -> None:
+        """Close every pool and release those whose requests have all settled (shutdown; tests)."""
+        for slot in self._slots.values():
+            if slot.current is not None:
+                slot.current.closed = True
+                slot.current = None
+        await asyncio.gather(*(self._release_pool(client, p) for p in list(self._pools.values()) if p.idle))
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _cancel_quietly(self, client: DynamoHttp, workspace: str, budget: Budget, month: str, day: str,
+                              lease_id: str, worst: int, lease_s: int, now: float) -> None:
+        try:
+            await self.cancel(client, workspace, budget, month, day, lease_id, worst, lease_s, now)
+        except Exception as exc:  # the lease (if it ever lands) expires and the sweeper releases it
+            log.error("budget_cancel_failed", extra={"request_id": lease_id, "scope": budget.scope,
+                                                     "error": type(exc).__name__})
+
+    async def _settle_pooled(self, client: DynamoHttp, workspace: str, reservation: Reservation, request_id: str,
+                             actual: int) -> dict[str, Any]:
+        """Add a pooled request's actual cost, exactly once (its marker, while the pool's lease is
+        there), and give its carve back to the pool; release the pool when it was the last one."""
+        pool = self._pools.get(reservation.pool)
+        marker = marker_of(request_id)
+        state: dict[str, Any] = {}
+        try:
+            if actual > 0:
+                state = await self._add_pooled(client, workspace, reservation, marker, actual)
+        except BaseException:
+            if pool is not None:  # unknown outcome: the pool stays held until it expires (the replay's)
+                pool.tainted = pool.closed = True
+                pool.returned(reservation.worst, None)
+            raise
+        if pool is not None:
+            pool.returned(reservation.worst, marker if actual > 0 else None)
+            if pool.idle:
+                await self._release_pool(client, pool)
+        return state
+
+    async def _add_pooled(self, client: DynamoHttp, workspace: str, reservation: Reservation, marker: str,
+                          actual: int) -> dict[str, Any]:
+        names = {"#pool": LEASE_PREFIX + reservation.pool, "#m": marker, "#dc": f"dc_{reservation.day}",
+                 "#ds": f"ds_{reservation.day}"}
+        values = {":a": _n(actual), ":one": _n(1)}
+        key = counter_key(workspace, reservation.budget.scope, reservation.month)
+        update = "SET #m = :one ADD committed :a, spent :a, #dc :a, #ds :a, requests :one"
+        try:
+            result = await client.call("UpdateItem", {
+                "TableName": self.table, "Key": key, "UpdateExpression": update,
+                "ConditionExpression": "attribute_exists(#pool) AND attribute_not_exists(#m)",
+                "ExpressionAttributeNames": names, "ExpressionAttributeValues": values,
+                "ReturnValues": "UPDATED_NEW", "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            })
+        except DynamoError as exc:
+            if exc.code != "ConditionalCheckFailedException":
+                raise
+            old = from_item(exc.body.get("Item", {}))
+            if marker in old:
+                return old  # our own settlement, retried (or replayed): already applied
+            # The pool's lease is gone: the sweeper released it (this request outlived it; or a replay
+            # after it expired, when the pool kept its markers). The cost is added on its own, once.
+            names.pop("#pool")
+            try:
+                result = await client.call("UpdateItem", {
+                    "TableName": self.table, "Key": key, "UpdateExpression": update,
+                    "ConditionExpression": "attribute_not_exists(#m)",
+                    "ExpressionAttributeNames": names, "ExpressionAttributeValues": values,
+                    "ReturnValues": "UPDATED_NEW", "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                })
+            except DynamoError as again:
+                if again.code != "ConditionalCheckFailedException":
+                    raise
+                return from_item(again.body.get("Item", {}))
+        return from_item(result.get("Attributes", {}))
+
     async def settle(self, client: DynamoHttp, workspace: str, reservation: Reservation, request_id: str,
                      actual: int, now: float | None = None) -> dict[str, Any]:
         """Replace a reservation by the actual cost (0 = release), exactly once per lease. A missing
         lease means either our own retried settle already applied (while the lease is still valid)
         or the sweeper released it after it expired (the call outlived its lease): only then is the
-        actual spend added on its own."""
+        actual spend added on its own. A pooled request's cost is added under its marker instead."""
+        if reservation.pool:
+            return await self._settle_pooled(client, workspace, reservation, request_id, actual)
         delta = actual - reservation.worst
         names = {"#lease": LEASE_PREFIX + request_id, "#dc": f"dc_{reservation.day}", "#ds": f"ds_{reservation.day}"}
         key = counter_key(workspace, reservation.budget.scope, reservation.month)

@@ -1,0 +1,145 @@
+"""Budget reservation pools: one process's share of a budget's headroom, reserved ahead.
+
+A budget's reservation (store/budgets.py `reserve`) is one conditional write per request before the
+upstream. A process that serves a budget steadily (a managed instance, a container, `meterline dev`;
+rarely an on-demand Lambda environment, which serves one request at a time) instead reserves a pool
+in that one write: W = N x the request's worst case, under one lease (`l_<pool id>`), and carves the
+next N - 1 requests' worst cases out of it from memory, with no store call before their upstream.
+Each request still settles to the store before its response ends: its actual cost is added to
+spent (and to committed, which keeps committed = spent + reserved), exactly once through a marker
+(`s_<hash of the request id>`) conditional on the pool's lease, and its carve goes back to the pool. The pool's
+remainder is released when its window is over and its last request has settled; a crashed or
+frozen process's pool expires like any lease and the sweeper releases it.
+
+Why the budget still holds:
+- never over a cap: the pool's W is in `committed` from its claim until its release, and every
+  in-flight request of the pool has its worst case carved from W, so committed >= spent + every
+  in-flight worst case across processes, as with one lease per request;
+- a pool forms only where no rung of the budget can be reached within it: its claim is conditional
+  on the whole W fitting below every threshold of the month and of the day (the hard cap, the
+  throttle stage, the downgrade rung: `ceilings`), so each request carved from it is judged as one
+  reserved at the claim would be (fits, not throttled, not downgraded). Near any threshold requests
+  reserve one at a time, exactly as without pools: a refusal, a throttle, a downgrade or a clamp is
+  always decided by a request's own conditional write;
+- a pool is small and short: at most MAX_CARVES requests, half a second of this process's own
+  traffic for the budget (the last full second's count / 2), 1/SHARE of what was left below the
+  lowest threshold when last seen, and WINDOW_S seconds (never past its minute for a budget with a
+  throttle stage, whose pool claims its N requests' places in the minute's count as well). So the
+  only requests judged on a view older than their own write are at most N per pool, at most
+  WINDOW_S old, all below every threshold by the pool's own condition;
+- what a pool costs others: while it lives, W - its in-flight carves is held for this process, so
+  another process's request may be refused that would have fitted, only when the budget is within
+  W of its cap (W <= 1/SHARE of what was left). A process frozen with a pool (an on-demand Lambda
+  environment after steady traffic) holds it until the lease expires (LEASE_S + WINDOW_S).
+Carves settled at zero cost (a request refused by another check) write nothing: the pool takes its
+carve back. Pure: times are passed in; store/budgets.py does the writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from meterline.budgets.model import Budget
+from meterline.budgets.quota import Traffic
+
+MAX_CARVES = 32  # a pool's settlement markers stay within the counter item's first write unit
+SHARE = 8  # a pool takes at most 1/SHARE of what was left below the lowest threshold
+RATE_FRACTION = 2  # ... and at most 1/RATE_FRACTION of a second of this process's traffic
+WINDOW_S = 2.0  # requests are carved from a pool for this long after its claim
+
+
+def _below(percent: int, cap: int) -> int:
+    """The highest committed figure x with x * 100 < percent * cap (the rung's test: not yet reached)."""
+    return (percent * cap - 1) // 100
+
+
+def ceilings(budget: Budget, day: str) -> dict[str, int]:
+    """{counter attribute: the highest figure it may reach with a pool in it} for the month
+    (`committed`) and the day (`dc_<day>`): below every threshold the budget has on that period."""
+    out: dict[str, int] = {}
+    throttle = budget.throttle_at is not None and budget.throttle_rpm is not None
+    downgrade = budget.downgrade_at is not None and bool(budget.downgrade_to)
+    for attr, cap, downgrades in (("committed", budget.monthly_micros, True),
+                                  (f"dc_{day}", budget.daily_micros, budget.monthly_micros is None)):
+        if cap is None:
+            continue
+        limits = [cap] if budget.hard else []
+        if throttle:
+            assert budget.throttle_at is not None
+            limits.append(_below(budget.throttle_at, cap))
+        if downgrade and downgrades:
+            assert budget.downgrade_at is not None
+            limits.append(_below(budget.downgrade_at, cap))
+        if limits:
+            out[attr] = min(limits)
+    return out
+
+
+@dataclass
+class Pool:
+    """One pool: its lease on the counter and what this process has carved from it."""
+
+    id: str
+    workspace: str
+    budget: Budget
+    month: str
+    day: str
+    size: int  # W, micro-dollars reserved under the pool's lease
+    window_end: float  # carves only before this time
+    expires: int  # the lease's expiry (the sweeper's)
+    state: dict[str, Any]  # the counter after the claim
+    carves_left: int
+    ordinal: int | None = None  # the next carve's place in the minute (a budget with a throttle stage)
+    free: int = 0
+    in_flight: int = 0
+    settled: list[str] = field(default_factory=list)  # markers to remove with the lease
+    closed: bool = False  # no more carves
+    tainted: bool = False  # a settlement's outcome is unknown: the pool is left to expire (the replay's)
+
+    def carve(self, worst: int, now: float) -> dict[str, Any] | None:
+        """Carve one request's worst case: the counter as that request sees it, or None."""
+        if self.closed or self.carves_left <= 0 or now >= self.window_end or self.free < worst:
+            return None
+        self.free -= worst
+        self.carves_left -= 1
+        self.in_flight += 1
+        if self.ordinal is None:
+            return self.state
+        ordinal, self.ordinal = self.ordinal, self.ordinal + 1
+        return {**self.state, "tn": ordinal}
+
+    def returned(self, worst: int, marker: str | None) -> None:
+        """A carved request settled (`marker`: the attribute its settlement wrote, if it wrote)."""
+        self.free += worst
+        self.in_flight -= 1
+        if marker is not None:
+            self.settled.append(marker)
+
+    @property
+    def idle(self) -> bool:
+        """Closed, nothing in flight, every settlement known: the lease may be released."""
+        return self.closed and self.in_flight == 0 and not self.tainted
+
+
+@dataclass
+class Slot:
+    """This process's pools for one budget, month and day."""
+
+    traffic: Traffic = field(default_factory=Traffic)
+    current: Pool | None = None
+    seen: dict[str, int] = field(default_factory=dict)  # the counter's figures last seen (sizing)
+    claiming: asyncio.Future[None] | None = field(default=None, repr=False)
+
+    def see(self, state: dict[str, Any]) -> None:
+        for attr, value in state.items():
+            if attr == "committed" or attr.startswith("dc_"):
+                self.seen[attr] = max(self.seen.get(attr, 0), int(value))
+
+    def next_size(self, limits: dict[str, int], worst: int) -> int:
+        """How many requests (of `worst`) the next pool holds; 1 or less: none (reserve alone)."""
+        size = min(MAX_CARVES, self.traffic.last_second // RATE_FRACTION)
+        for attr, limit in limits.items():
+            size = min(size, (limit - self.seen.get(attr, 0)) // SHARE // worst)
+        return size
