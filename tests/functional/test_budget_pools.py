@@ -341,3 +341,39 @@ def test_through_the_gateway_pools_keep_every_budget_exact(gateway, settings, fa
         item = store.counter(t.workspace, budget.scope, month)
         assert int(item["spent"]) == int(item["committed"]) == spent and int(item["reserved"]) == 0, budget.scope
         assert int(item["requests"]) == n and not [k for k in item if k.startswith(("l_", "s_"))], budget.scope
+
+
+def test_concurrent_settlements_of_a_budget_go_out_together_exactly_once(settings):
+    budget = Budget("workspace", scope_value(), monthly_micros=10**9)
+    store = BudgetStore(settings)
+
+    async def body(client):
+        for i in range(200):
+            await request(store, client, budget, T0 + i / 200)
+        base = counter(settings, budget)["spent"]
+        rids = [f"tog{i}x{time.time_ns()}" for i in range(30)]
+        reservations = await asyncio.gather(*(store.reserve(client, WS, budget, MONTH, DAY, rid, W, LEASE_S, T0 + 1)
+                                              for rid in rids))
+        actuals = [100 + i for i in range(30)]
+        calls = client.calls
+        states = await asyncio.gather(*(store.settle(client, WS, r, rid, a, now=T0 + 1)
+                                        for r, rid, a in zip(reservations, rids, actuals, strict=True)))
+        settle_calls = client.calls - calls
+        # Settled again, all at once (retries, or a replay racing the gateway): nothing is added twice.
+        again = await asyncio.gather(*(store.settle(client, WS, r, rid, a, now=T0 + 1)
+                                       for r, rid, a in zip(reservations, rids, actuals, strict=True)))
+        await store.release_pools(client)
+        return base, actuals, states, settle_calls, again
+
+    (base, actuals, states, settle_calls, again), _ = run(settings, body)
+    assert settle_calls <= 5  # the first alone, then the rest in a batch or two (never one write each)
+    total = base + sum(actuals)
+    state = counter(settings, budget)
+    assert state["spent"] == state["committed"] == total and state["reserved"] == 0 and state["requests"] == 230
+    # Each settlement sees the counter as its own left it: spent values split the batch's total exactly,
+    # so an alert threshold crossed inside a batch is found by exactly one request.
+    seen = sorted(int(s["spent"]) for s in states)
+    assert seen[-1] == total and len(set(seen)) == 30
+    ordered = sorted(zip([int(s["spent"]) for s in states], actuals, strict=True))
+    assert all(prev + a == cur for (prev, _), (cur, a) in zip(ordered, ordered[1:], strict=False))
+    assert all(isinstance(s, dict) for s in again)

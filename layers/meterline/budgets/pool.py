@@ -93,34 +93,39 @@ class Pool:
     carves_left: int
     ordinal: int | None = None  # the next carve's place in the minute (a budget with a throttle stage)
     free: int = 0
-    in_flight: int = 0
+    in_flight: dict[str, int] = field(default_factory=dict)  # carved and not settled: marker -> worst case
     settled: list[str] = field(default_factory=list)  # markers to remove with the lease
     closed: bool = False  # no more carves
     tainted: bool = False  # a settlement's outcome is unknown: the pool is left to expire (the replay's)
 
-    def carve(self, worst: int, now: float) -> dict[str, Any] | None:
-        """Carve one request's worst case: the counter as that request sees it, or None."""
-        if self.closed or self.carves_left <= 0 or now >= self.window_end or self.free < worst:
+    def carve(self, marker: str, worst: int, now: float) -> dict[str, Any] | None:
+        """Carve one request's worst case (`marker`: the request's settlement marker): the counter as
+        that request sees it, or None."""
+        if (self.closed or self.carves_left <= 0 or now >= self.window_end or self.free < worst
+                or marker in self.in_flight):
             return None
         self.free -= worst
         self.carves_left -= 1
-        self.in_flight += 1
+        self.in_flight[marker] = worst
         if self.ordinal is None:
             return self.state
         ordinal, self.ordinal = self.ordinal, self.ordinal + 1
         return {**self.state, "tn": ordinal}
 
-    def returned(self, worst: int, marker: str | None) -> None:
-        """A carved request settled (`marker`: the attribute its settlement wrote, if it wrote)."""
+    def returned(self, marker: str, wrote: bool) -> None:
+        """A carved request settled (`wrote`: its marker is on the counter); once per request, however
+        often its settlement is retried."""
+        worst = self.in_flight.pop(marker, None)
+        if worst is None:
+            return
         self.free += worst
-        self.in_flight -= 1
-        if marker is not None:
+        if wrote:
             self.settled.append(marker)
 
     @property
     def idle(self) -> bool:
         """Closed, nothing in flight, every settlement known: the lease may be released."""
-        return self.closed and self.in_flight == 0 and not self.tainted
+        return self.closed and not self.in_flight and not self.tainted
 
 
 @dataclass

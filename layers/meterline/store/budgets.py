@@ -64,6 +64,7 @@ from meterline.store.schema import BUDGETS
 log = logging.getLogger("meterline.budgets")
 LEASE_PREFIX = "l_"
 MARKER_PREFIX = "s_"  # a pooled request's settlement marker
+MAX_BATCH = 25  # pooled settlements of one counter item written together (the expression stays small)
 # A cancelled reservation's tombstone (`x_<request id>` = expiry): a reserve that was sent, failed on
 # the client's side and is applied late by the server finds it and refuses, so nothing stays held.
 TOMBSTONE_PREFIX = "x_"
@@ -209,6 +210,8 @@ class BudgetStore:
         self._slots: dict[tuple[str, str, str, str], pools.Slot] = {}
         self._pools: dict[str, pools.Pool] = {}
         self._background: set[asyncio.Future[Any]] = set()
+        # (workspace, scope, month) -> pooled settlements waiting for the item's write on its way.
+        self._settling: dict[tuple[str, str, str], list[Any]] = {}
         self.pool_writes = 0  # pool claims and releases this process made (bench/overhead.py reports them)
         self.alone_writes = 0  # reservations this process made one request at a time (likewise)
 
@@ -303,8 +306,8 @@ class BudgetStore:
         A process with steady traffic for the budget carves the reservation from its pool instead
         (budgets/pool.py): no write, when the pool has room."""
         if worst > 0 and not _needs_whole_counter(budget, worst):
-            pooled = await self._reserve_pooled(client, workspace, budget, month, day, worst, lease_s, now,
-                                                count_minute)
+            pooled = await self._reserve_pooled(client, workspace, budget, month, day, request_id, worst, lease_s,
+                                                now, count_minute)
             if pooled is not None:
                 return pooled
         return await self._reserve_alone(client, workspace, budget, month, day, request_id, worst, lease_s, now,
@@ -399,10 +402,12 @@ class BudgetStore:
 
     # -- reservation pools (budgets/pool.py) -------------------------------------------------------
     async def _reserve_pooled(self, client: DynamoHttp, workspace: str, budget: Budget, month: str, day: str,
-                              worst: int, lease_s: int, now: float, count_minute: bool) -> Reservation | None:
+                              request_id: str, worst: int, lease_s: int, now: float,
+                              count_minute: bool) -> Reservation | None:
         """The reservation carved from this process's pool for the budget (claiming a new pool when
         the traffic is steady and the budget far from its thresholds), or None: reserve alone."""
         key = (workspace, budget.scope, month, day)
+        marker = marker_of(request_id)
         slot = self._slots.get(key)
         if slot is None:
             if len(self._slots) >= 4096:  # bounded: one entry per budget and day this process serves
@@ -415,7 +420,7 @@ class BudgetStore:
             slot.current.closed = True
         for _ in range(3):
             current = slot.current
-            view = current.carve(worst, now) if current is not None else None
+            view = current.carve(marker, worst, now) if current is not None else None
             if view is not None:
                 assert current is not None
                 return Reservation(budget, worst, month, day, view, current.expires, current.id)
@@ -437,8 +442,8 @@ class BudgetStore:
                 return None
             waiters = slot.claiming = asyncio.get_running_loop().create_future()
             try:
-                return await self._claim_pool(client, slot, workspace, budget, month, day, worst, size, limits,
-                                              lease_s, now, count_minute)
+                return await self._claim_pool(client, slot, workspace, budget, month, day, marker, worst, size,
+                                              limits, lease_s, now, count_minute)
             finally:
                 slot.claiming = None
                 waiters.set_result(None)
@@ -449,8 +454,8 @@ class BudgetStore:
                 await release
 
     async def _claim_pool(self, client: DynamoHttp, slot: pools.Slot, workspace: str, budget: Budget, month: str,
-                          day: str, worst: int, size: int, limits: dict[str, int], lease_s: int, now: float,
-                          count_minute: bool) -> Reservation | None:
+                          day: str, marker: str, worst: int, size: int, limits: dict[str, int], lease_s: int,
+                          now: float, count_minute: bool) -> Reservation | None:
         pool_id = "p" + uuid.uuid4().hex
         amount = size * worst
         expires = int(now) + lease_s + math.ceil(pools.WINDOW_S) + 1  # past every carve's own lease_s
@@ -507,7 +512,7 @@ class BudgetStore:
             slot.current = pool
             asyncio.get_running_loop().call_later(max(window_end - now, 0) + 0.05, self._window_over, client, slot,
                                                   pool)
-            view = pool.carve(worst, now)
+            view = pool.carve(marker, worst, now)
             assert view is not None
             return Reservation(budget, worst, month, day, view, expires, pool_id)
         return None
@@ -578,17 +583,106 @@ class BudgetStore:
         state: dict[str, Any] = {}
         try:
             if actual > 0:
-                state = await self._add_pooled(client, workspace, reservation, marker, actual)
+                state = await self._add_coalesced(client, workspace, reservation, marker, actual)
         except BaseException:
             if pool is not None:  # unknown outcome: the pool stays held until it expires (the replay's)
                 pool.tainted = pool.closed = True
-                pool.returned(reservation.worst, None)
+                pool.returned(marker, False)
             raise
         if pool is not None:
-            pool.returned(reservation.worst, marker if actual > 0 else None)
+            pool.returned(marker, actual > 0)
             if pool.idle:
                 await self._release_pool(client, pool)
         return state
+
+    async def _add_coalesced(self, client: DynamoHttp, workspace: str, reservation: Reservation, marker: str,
+                             actual: int) -> dict[str, Any]:
+        """`_add_pooled`, coalesced per counter item: while one pooled settlement of the item is on its
+        way, the next ones queue and go out together in one write when it returns (concurrent requests
+        of one budget: one write for many; a lone request: its own write at once, as before)."""
+        key = (workspace, reservation.budget.scope, reservation.month)
+        queue = self._settling.get(key)
+        if queue is not None:
+            waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            queue.append((reservation, marker, actual, waiter))
+            return await asyncio.shield(waiter)  # resolved by the batch that carries it
+        self._settling[key] = []
+        try:
+            return await self._add_pooled(client, workspace, reservation, marker, actual)
+        finally:
+            self._next_batch(client, workspace, key)
+
+    def _next_batch(self, client: DynamoHttp, workspace: str, key: tuple[str, str, str]) -> None:
+        queue = self._settling.pop(key, None)
+        if queue:
+            self._settling[key] = []  # this batch is the item's write on its way now
+            self._spawn(self._add_batch(client, workspace, key, queue[:MAX_BATCH]))
+            self._settling[key].extend(queue[MAX_BATCH:])
+
+    async def _add_batch(self, client: DynamoHttp, workspace: str, key: tuple[str, str, str],
+                         batch: list[tuple[Reservation, str, int, asyncio.Future[dict[str, Any]]]]) -> None:
+        """One write for several pooled settlements of one counter item, exactly once each (every
+        marker absent, every pool's lease there); if that condition fails (a settlement retried or
+        replayed, a pool swept), each is applied on its own. Each waiter gets the counter as its own
+        settlement left it (spent and the day's spent less what the later ones in the batch added), so
+        alert thresholds crossed by the batch are found once, by the request that crossed them."""
+        try:
+            if len(batch) == 1:
+                reservation, marker, actual, _ = batch[0]
+                states = [await self._add_pooled(client, workspace, reservation, marker, actual)]
+            else:
+                states = await self._add_together(client, workspace, batch)
+            for (*_, waiter), state in zip(batch, states, strict=True):
+                if not waiter.done():
+                    waiter.set_result(state)
+        except BaseException as exc:
+            for *_, waiter in batch:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._next_batch(client, workspace, key)
+
+    async def _add_together(self, client: DynamoHttp, workspace: str,
+                            batch: list[tuple[Reservation, str, int, asyncio.Future[dict[str, Any]]]]
+                            ) -> list[dict[str, Any]]:
+        first = batch[0][0]
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":a": _n(sum(a for _, _, a, _ in batch)), ":k": _n(len(batch)), ":one": _n(1)}
+        sets, conditions, days = [], [], {}
+        for i, (reservation, marker, actual, _) in enumerate(batch):
+            names[f"#m{i}"] = marker
+            sets.append(f"#m{i} = :one")
+            conditions.append(f"attribute_not_exists(#m{i})")
+            days[reservation.day] = days.get(reservation.day, 0) + actual
+        for j, pool in enumerate(sorted({r.pool for r, *_ in batch})):
+            names[f"#p{j}"] = LEASE_PREFIX + pool
+            conditions.append(f"attribute_exists(#p{j})")
+        adds = ["committed :a", "spent :a", "requests :k"]
+        for d, (day, amount) in enumerate(days.items()):
+            names[f"#dc{d}"], names[f"#ds{d}"] = f"dc_{day}", f"ds_{day}"
+            values[f":d{d}"] = _n(amount)
+            adds += [f"#dc{d} :d{d}", f"#ds{d} :d{d}"]
+        try:
+            result = await client.call("UpdateItem", {
+                "TableName": self.table, "Key": counter_key(workspace, first.budget.scope, first.month),
+                "UpdateExpression": f"SET {', '.join(sets)} ADD {', '.join(adds)}",
+                "ConditionExpression": " AND ".join(conditions),
+                "ExpressionAttributeNames": names, "ExpressionAttributeValues": values, "ReturnValues": "UPDATED_NEW",
+            })
+        except DynamoError as exc:
+            if exc.code != "ConditionalCheckFailedException":
+                raise
+            return list(await asyncio.gather(*(self._add_pooled(client, workspace, r, m, a) for r, m, a, _ in batch)))
+        state = from_item(result.get("Attributes", {}))
+        spent = {"spent": int(state.get("spent", 0)), **{f"ds_{day}": int(state.get(f"ds_{day}", 0)) for day in days}}
+        states = []
+        for reservation, _, actual, _ in reversed(batch):  # each sees the counter as its own settlement left it
+            states.append({**state, **spent})
+            spent["spent"] -= actual
+            spent[f"ds_{reservation.day}"] -= actual
+        return states[::-1]
 
     async def _add_pooled(self, client: DynamoHttp, workspace: str, reservation: Reservation, marker: str,
                           actual: int) -> dict[str, Any]:
