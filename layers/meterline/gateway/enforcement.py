@@ -112,17 +112,27 @@ class EnforcementStage(BaseStage):
 
         session = None if self.rate_only else ctx.tags.get("session")
         fingerprint = policy.loop_fingerprint(ctx.body) if session else None
+        # From memory first: reservations carved from this process's budget pools, rate windows
+        # admitted from its quota blocks (budgets/pool.py, budgets/quota.py). Only what needs a write
+        # becomes a call, all sent concurrently: one round trip, or none.
+        results: list[Any] = [self.store.carve(ws, b, month, day, ctx.request_id, worst.micros, now) for b in budgets]
+        results += [self.store.admit(ws, limit, tokens, now) for limit in limits]
         # A budget with a throttle stage counts every request of the minute in its reservation's own
         # write (BudgetStore.reserve count_minute): the ordinal decides below.
-        calls: list[Any] = [self.store.reserve(client, ws, b, month, day, ctx.request_id, worst.micros, LEASE_S, now,
-                                               count_minute=bool(b.throttle_rpm)) for b in budgets]
-        calls += [self.store.rate_window(client, ws, limit, tokens, now) for limit in limits]
+        missing = [i for i, r in enumerate(results) if r is None]
+        calls: list[Any] = [
+            self.store.reserve(client, ws, budgets[i], month, day, ctx.request_id, worst.micros, LEASE_S, now,
+                               count_minute=bool(budgets[i].throttle_rpm), observed=True) if i < len(budgets)
+            else self.store.rate_window(client, ws, limits[i - len(budgets)], tokens, now, observed=True)
+            for i in missing]
         if session and fingerprint:
             calls.append(self.store.loop_count(client, ws, session, fingerprint, enforcement.policy.loop_window_s, now))
-        results = await settled(calls)
+        answers = await settled(calls) if calls else []
+        for i, answer in zip(missing, answers, strict=False):
+            results[i] = answer
         budget_results = results[: len(budgets)]
-        rate_results = results[len(budgets): len(budgets) + len(limits)]
-        loop_result = results[len(budgets) + len(limits)] if session else None
+        rate_results = results[len(budgets):]
+        loop_result = answers[-1] if session and fingerprint else None
 
         reservations = [r for r in budget_results if isinstance(r, Reservation)]
         ordinals = ctx.extra["throttle_ordinals"] = _ordinals(reservations)

@@ -293,9 +293,40 @@ class BudgetStore:
         return from_item(item) if item else {}
 
     # -- reservations (data plane; lean async client) --------------------------------------------
+    def carve(self, workspace: str, budget: Budget, month: str, day: str, request_id: str, worst: int,
+              now: float) -> Reservation | None:
+        """`reserve` from memory: the reservation carved from this process's current pool for the
+        budget (the request counted in the process's traffic for it), or None: then `reserve` it,
+        `observed=True`. The enforcement stage asks this first, so a request whose reservations and
+        rate windows all come from memory makes no task and no write."""
+        slot = self._slot(workspace, budget, month, day, worst, now)
+        if slot is None or slot.current is None or slot.current.budget != budget:
+            return None
+        pool = slot.current
+        view = pool.carve(marker_of(request_id), worst, now)
+        return Reservation(budget, worst, month, day, view, pool.expires, pool.id) if view is not None else None
+
+    def _slot(self, workspace: str, budget: Budget, month: str, day: str, worst: int, now: float | None
+              ) -> pools.Slot | None:
+        """This process's pools for the budget and day (`now`: count the request in its traffic), or
+        None where pools do not apply."""
+        if worst <= 0 or _needs_whole_counter(budget, worst):
+            return None
+        key = (workspace, budget.scope, month, day)
+        slot = self._slots.get(key)
+        if slot is None:
+            if len(self._slots) >= 4096:  # bounded: one entry per budget and day this process serves
+                self._slots = {k: v for k, v in self._slots.items() if v.current is not None}
+                if len(self._slots) >= 4096:
+                    return None
+            slot = self._slots[key] = pools.Slot()
+        if now is not None:
+            slot.traffic.observe(now)
+        return slot
+
     async def reserve(self, client: DynamoHttp, workspace: str, budget: Budget, month: str, day: str,
                       request_id: str, worst: int, lease_s: int, now: float,
-                      count_minute: bool = False) -> Reservation | Refused:
+                      count_minute: bool = False, observed: bool = False) -> Reservation | Refused:
         """Reserve `worst` on the budget's month counter under the request's lease. `count_minute`
         (a budget with a throttle stage) also counts the request in the counter's minute window
         (`tm` = epoch minute, `tn` = requests reserved in it), in the same write: its ordinal in the
@@ -304,10 +335,12 @@ class BudgetStore:
         requests that crossed it, so the stage admits at most `throttle_rpm` in that minute too
         (counting only once throttled let `throttle_rpm` more through on top).
         A process with steady traffic for the budget carves the reservation from its pool instead
-        (budgets/pool.py): no write, when the pool has room."""
-        if worst > 0 and not _needs_whole_counter(budget, worst):
-            pooled = await self._reserve_pooled(client, workspace, budget, month, day, request_id, worst, lease_s,
-                                                now, count_minute)
+        (budgets/pool.py): no write, when the pool has room. `observed`: `carve` was asked first (it
+        counted the request in the process's traffic)."""
+        slot = self._slot(workspace, budget, month, day, worst, None if observed else now)
+        if slot is not None:
+            pooled = await self._reserve_pooled(client, slot, workspace, budget, month, day, request_id, worst,
+                                                lease_s, now, count_minute)
             if pooled is not None:
                 return pooled
         return await self._reserve_alone(client, workspace, budget, month, day, request_id, worst, lease_s, now,
@@ -401,21 +434,12 @@ class BudgetStore:
         return Refused(budget, "month", monthly, budget.monthly_micros or 0)
 
     # -- reservation pools (budgets/pool.py) -------------------------------------------------------
-    async def _reserve_pooled(self, client: DynamoHttp, workspace: str, budget: Budget, month: str, day: str,
-                              request_id: str, worst: int, lease_s: int, now: float,
+    async def _reserve_pooled(self, client: DynamoHttp, slot: pools.Slot, workspace: str, budget: Budget,
+                              month: str, day: str, request_id: str, worst: int, lease_s: int, now: float,
                               count_minute: bool) -> Reservation | None:
         """The reservation carved from this process's pool for the budget (claiming a new pool when
         the traffic is steady and the budget far from its thresholds), or None: reserve alone."""
-        key = (workspace, budget.scope, month, day)
         marker = marker_of(request_id)
-        slot = self._slots.get(key)
-        if slot is None:
-            if len(self._slots) >= 4096:  # bounded: one entry per budget and day this process serves
-                self._slots = {k: v for k, v in self._slots.items() if v.current is not None}
-                if len(self._slots) >= 4096:
-                    return None
-            slot = self._slots[key] = pools.Slot()
-        slot.traffic.observe(now)
         if slot.current is not None and slot.current.budget != budget:  # redefined: a new pool, new thresholds
             slot.current.closed = True
         for _ in range(3):
@@ -837,14 +861,23 @@ class BudgetStore:
                 raise  # someone else settled or swept one of them first: nothing to do
 
     # -- rate windows and loop counters ----------------------------------------------------------
+    def admit(self, workspace: str, limit: RateLimit, tokens: int, now: float) -> tuple[bool, dict[str, Any]] | None:
+        """`rate_window` from memory: admitted from this process's quota block for the subject (the
+        request counted in the process's traffic), or None: then `rate_window`, `observed=True`."""
+        if not quota.eligible(limit) or (limit.tpm is not None and tokens > limit.tpm):
+            return None
+        taken = self._quota(workspace, limit, now).take(tokens)
+        return (True, taken) if taken is not None else None
+
     async def rate_window(self, client: DynamoHttp, workspace: str, limit: RateLimit, tokens: int,
-                          now: float) -> tuple[bool, dict[str, Any]]:
+                          now: float, observed: bool = False) -> tuple[bool, dict[str, Any]]:
         """Count one request (and its tokens) in the subject's minute window; (allowed, window state).
         A process with steady traffic for the subject claims blocks of requests ahead and admits from
-        them without a write (budgets/quota.py: never more than the limit, a refusal is exact)."""
+        them without a write (budgets/quota.py: never more than the limit, a refusal is exact).
+        `observed`: `admit` was asked first (it counted the request in the process's traffic)."""
         if limit.tpm is not None and tokens > limit.tpm:
             return False, {"n": 0, "tk": 0}
-        block = self._quota(workspace, limit, now) if quota.eligible(limit) else None
+        block = self._quota(workspace, limit, now, observe=not observed) if quota.eligible(limit) else None
         size = 1
         if block is not None:
             taken = block.take(tokens)
@@ -919,7 +952,7 @@ class BudgetStore:
             request["ConditionExpression"] = " AND ".join(conditions)
         return await self._counted(client, request)  # a count: never sent twice
 
-    def _quota(self, workspace: str, limit: RateLimit, now: float) -> quota.Quota:
+    def _quota(self, workspace: str, limit: RateLimit, now: float, observe: bool = True) -> quota.Quota:
         """This process's quota for the subject's window at `now`, this request counted in its traffic
         (a new quota for a new minute or a changed limit: units claimed under the old one are not
         used under the new one, and a claim still on its way lands in the old one)."""
@@ -931,7 +964,8 @@ class BudgetStore:
                 self._quotas.clear()
             traffic = found.traffic if found is not None else quota.Traffic()
             found = self._quotas[key] = quota.Quota(limit, minute, traffic)
-        found.traffic.observe(now)
+        if observe:
+            found.traffic.observe(now)
         return found
 
     async def loop_count(self, client: DynamoHttp, workspace: str, session: str, fingerprint: str,
