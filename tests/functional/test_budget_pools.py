@@ -10,6 +10,7 @@ released after its window; a process without steady traffic reserves one request
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from datetime import datetime
@@ -375,5 +376,5 @@ def test_concurrent_settlements_of_a_budget_go_out_together_exactly_once(setting
     seen = sorted(int(s["spent"]) for s in states)
     assert seen[-1] == total and len(set(seen)) == 30
     ordered = sorted(zip([int(s["spent"]) for s in states], actuals, strict=True))
-    assert all(prev + a == cur for (prev, _), (cur, a) in zip(ordered, ordered[1:], strict=False))
+    assert all(prev + a == cur for (prev, _), (cur, a) in itertools.pairwise(ordered))
     assert all(isinstance(s, dict) for s in again)
