@@ -483,10 +483,11 @@ class BudgetStore:
         pool_id = "p" + uuid.uuid4().hex
         amount = size * worst
         expires = int(now) + lease_s + math.ceil(pools.WINDOW_S) + 1  # past every carve's own lease_s
-        names = {"#lease": LEASE_PREFIX + pool_id, "#dc": f"dc_{day}"}
+        names = {"#lease": LEASE_PREFIX + pool_id, "#dc": f"dc_{day}", "#tomb": TOMBSTONE_PREFIX + pool_id}
         values: dict[str, Any] = {
             ":w": _n(amount), ":lease": {"M": {"w": _n(amount), "exp": _n(expires), "day": {"S": day}}}}
-        conditions = ["attribute_not_exists(#lease)"]
+        # Like a reservation's: a claim this process cancelled (sent, unanswered) is refused if it lands late.
+        conditions = ["attribute_not_exists(#lease)", "attribute_not_exists(#tomb)"]
         for i, (attr, limit) in enumerate(limits.items()):
             names[f"#c{i}"] = attr
             values[f":c{i}"] = _n(limit - amount)
@@ -512,7 +513,8 @@ class BudgetStore:
                     if exc.maybe_applied:  # it may land: undo it by its lease (a tombstone if it has not)
                         await self._cancel_quietly(client, workspace, budget, month, day, pool_id, amount,
                                                    lease_s, now)
-                    raise DynamoError(exc.code, str(exc), exc.status) from exc  # the request's own: never sent
+                    # Raised as not applied: the request's own reservation was never sent (the pool's is undone).
+                    raise DynamoError(exc.code, "a budget pool could not be claimed", exc.status) from exc
                 old = from_item(exc.body.get("Item", {}))
                 slot.see(old)
                 stored = old.get("tm")
