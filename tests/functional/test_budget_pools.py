@@ -16,6 +16,8 @@ import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from meterline.budgets import policy
 from meterline.budgets import pool as pools
 from meterline.budgets.alerts import sweep_expired_leases
@@ -378,3 +380,47 @@ def test_concurrent_settlements_of_a_budget_go_out_together_exactly_once(setting
     ordered = sorted(zip([int(s["spent"]) for s in states], actuals, strict=True))
     assert all(prev + a == cur for (prev, _), (cur, a) in itertools.pairwise(ordered))
     assert all(isinstance(s, dict) for s in again)
+
+
+def test_through_the_gateway_a_throttle_stage_starts_exactly_at_its_threshold_after_pools(
+        gateway, settings, fake_openai, monkeypatch):
+    """A budget with `--throttle-at 50 --throttle-rpm 3`, the openai SDK one request at a time, the clock
+    moved 10 ms per request: pools carry the first part of the ramp, none forms near the threshold, so
+    the first request throttled is exactly the first that finds 50 % spent (200 requests of 525), and
+    the next minute passes exactly 3."""
+    import openai
+
+    from meterline.gateway import enforcement
+    from meterline.store.workspaces import WorkspaceStore
+    from tests.conftest import make_tenant
+
+    fake, url = fake_openai
+    fake.prompt_tokens, fake.cached_tokens, fake.completion_tokens, fake.reasoning_tokens = 10, 0, 50, 0
+    now = {"t": (time.time() // 600) * 600 + 1}
+    monkeypatch.setattr(enforcement, "clock", lambda: now["t"])
+    t = make_tenant(settings, url)
+    store = BudgetStore(settings)
+    store.put_limit(t.workspace, RateLimit("key", t.key_id, rpm=10**6))
+    budget = Budget("workspace", t.workspace, monthly_micros=400 * 525, throttle_at=50, throttle_rpm=3,
+                    on_exhaust="throttle")
+    store.put_budget(t.workspace, budget)
+    sdk = openai.OpenAI(base_url=gateway.base_url, api_key=t.api_key, max_retries=0)
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 50}
+    passed = 0
+    while True:
+        try:
+            sdk.chat.completions.create(**body)
+        except openai.RateLimitError as err:
+            assert err.code == "budget_throttled"
+            break
+        passed += 1
+        now["t"] += 0.01
+        assert passed <= 260, "never throttled"
+    month = datetime.now(ZoneInfo(WorkspaceStore(settings).load(t.workspace).timezone)).strftime("%Y-%m")
+    assert passed == 200 and int(store.counter(t.workspace, budget.scope, month)["spent"]) == 200 * 525
+    assert gateway.services.budgets.pool_writes > 0
+    now["t"] += 60  # the next minute: exactly throttle_rpm pass
+    for _ in range(3):
+        sdk.chat.completions.create(**body)
+    with pytest.raises(openai.RateLimitError):
+        sdk.chat.completions.create(**body)
