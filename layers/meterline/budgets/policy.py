@@ -123,7 +123,7 @@ _FILE_TYPES = frozenset({"file", "input_file", "document"})
 UNBOUNDED_INPUT_FIELDS = ("previous_response_id", "conversation", "prompt")
 
 
-def _media_parts(body: Mapping[str, Any]) -> tuple[int, bool]:
+def media_parts(body: Mapping[str, Any]) -> tuple[int, bool]:
     """(number of image parts, whether any file/document part is present), walked iteratively."""
     images, files = 0, False
     stack: list[Any] = [body]
@@ -142,11 +142,12 @@ def _media_parts(body: Mapping[str, Any]) -> tuple[int, bool]:
     return images, files
 
 
-def estimate_input_tokens(body: Mapping[str, Any]) -> int:
+def estimate_input_tokens(body: Mapping[str, Any], media: tuple[int, bool] | None = None) -> int:
     """An upper bound of the request's prompt tokens: every UTF-8 byte of the whole serialized
-    request (a byte-level BPE token is at least one byte), plus IMAGE_BOUND per image part."""
+    request (a byte-level BPE token is at least one byte), plus IMAGE_BOUND per image part.
+    `media`: `media_parts(body)` when already walked."""
     size = len(jsonc.dumps(body, default=str))
-    images, _ = _media_parts(body)
+    images, _ = media if media is not None else media_parts(body)
     model = str(body.get("model", ""))
     per_image = next((bound for name, bound in IMAGE_BOUND_BY_MODEL if name in model), IMAGE_BOUND)
     return size + images * per_image
@@ -157,12 +158,13 @@ def typical_input_tokens(bound: int) -> int:
     return (bound + 3) // 4
 
 
-def unbounded_fields(body: Mapping[str, Any], endpoint: str) -> list[str]:
-    """The request's inputs of unknown size: Responses server-side state, and file/document parts."""
+def unbounded_fields(body: Mapping[str, Any], endpoint: str, media: tuple[int, bool] | None = None) -> list[str]:
+    """The request's inputs of unknown size: Responses server-side state, and file/document parts.
+    `media`: `media_parts(body)` when already walked."""
     found = []
     if endpoint == "responses":
         found = [name for name in UNBOUNDED_INPUT_FIELDS if body.get(name) not in (None, "", {}, [])]
-    if _media_parts(body)[1]:
+    if (media if media is not None else media_parts(body))[1]:
         found.append("file")
     if image_tool(body) is not None and max_tool_calls(body) is None:
         found.append("max_tool_calls")  # missing: the number of images is unbounded

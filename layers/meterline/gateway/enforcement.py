@@ -83,7 +83,8 @@ class EnforcementStage(BaseStage):
         day, month = periods(ctx.started_wall_ms, ctx.workspace.timezone)
         budgets = [] if self.rate_only else policy.matching_budgets(enforcement, attribution)
         limits = policy.limits_for(enforcement, attribution)
-        unbounded = policy.unbounded_fields(ctx.body, ctx.endpoint) if any(b.hard for b in budgets) else []
+        media = policy.media_parts(ctx.body)  # once: it walks the whole request
+        unbounded = policy.unbounded_fields(ctx.body, ctx.endpoint, media) if any(b.hard for b in budgets) else []
         if unbounded:
             hard = next(b for b in budgets if b.hard)
             ctx.note(budget_scope=hard.scope)
@@ -100,7 +101,7 @@ class EnforcementStage(BaseStage):
         # With fallbacks, any route in the plan may be the one that answers: reserve for the dearest.
         routes = ctx.extra.get("routes") or []
         pricings = [r.pricing for r in routes if getattr(r, "pricing", None) is not None] or [ctx.pricing]
-        input_tokens = policy.estimate_input_tokens(ctx.body)  # once: it serializes the whole request
+        input_tokens = policy.estimate_input_tokens(ctx.body, media)  # once: it serializes the whole request
         ctx.extra["input_tokens_estimate"] = input_tokens
         worst, ctx.extra["worst_pricing"] = max(((policy.worst_case(ctx.body, p, input_tokens=input_tokens), p)
                                                  for p in pricings),
