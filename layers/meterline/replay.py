@@ -30,9 +30,10 @@ was settled by the gateway after all (a spurious failure: nothing more is added)
 the sweeper released the worst case, so the actual cost is added on its own. The one case counted
 twice: a settlement that had in fact applied, replayed only after its lease expired (900 s) - the
 counter then overstates the spend (never understates it). A request carved from a reservation pool
-(budgets/pool.py; the line names the `pool`) is replayed by its settlement marker instead: its cost
-is added once whether the pool is still there or was swept (a pool with a failed settlement keeps
-its markers until the month's counter is gone).
+(budgets/pool.py; the line names the `pool`) is replayed under a settlement marker instead: added
+unless the marker is there, and, when its failed write was one of the pool's counted writes (the
+line's `pool_seq`), unless that write did land (the pool's count moved past it). After the pool's
+lease expired and was swept, the same one case as above can count twice.
 """
 
 from __future__ import annotations
@@ -141,6 +142,9 @@ def settlement_of(line: dict[str, Any]) -> dict[str, Any]:
     pool = settlement.get("pool", "")
     if not isinstance(pool, str) or len(pool) > 64 or (pool and not pool.isalnum()):
         raise Unreplayable("settlement.pool is not a pool id")
+    seq = settlement.get("pool_seq")
+    if seq is not None and (not pool or not isinstance(seq, int) or isinstance(seq, bool) or seq < 0):
+        raise Unreplayable("settlement.pool_seq is not a pool's settlement count")
     return settlement
 
 
@@ -227,7 +231,7 @@ def budget_settler(settings: Settings) -> Callable[[dict[str, Any]], bool]:
             client = DynamoHttp(settings)
             try:
                 state = await store.settle(client, s["workspace"], reservation, s["request_id"], s["actual"],
-                                           now=now)
+                                           now=now, pool_seq=s.get("pool_seq"))
             finally:
                 await client.aclose()
             # Applied now: the update's UPDATED_NEW figures, which never name the key; already applied

@@ -50,3 +50,92 @@ def test_a_pool_claim_applied_after_the_client_gave_up_is_cancelled(settings, sl
     counter = BudgetStore(settings).counter(WS, budget.scope, MONTH)
     assert int(counter["reserved"]) == 0 and not [k for k in counter if k.startswith("l_")]
     assert int(counter["committed"]) == int(counter["spent"]) == 200 * W
+
+
+def is_counted_settle(target: str, body: bytes) -> bool:
+    """A pooled settlement fenced by its pool's count (BudgetStore._add_together)."""
+    return target.endswith("UpdateItem") and b".n = :r0" in body
+
+
+def _warm_and_carve(store: BudgetStore, client: DynamoHttp, budget: Budget, n: int) -> list:
+    async def go():
+        for i in range(200):
+            rid = f"w{i}x{time.time_ns()}"
+            r = await store.reserve(client, WS, budget, MONTH, DAY, rid, W, 900, T0 + i / 200)
+            await store.settle(client, WS, r, rid, W, now=T0 + i / 200)
+        out = []
+        for i in range(n):
+            rid = f"c{i}x{time.time_ns()}"
+            out.append((rid, await store.reserve(client, WS, budget, MONTH, DAY, rid, W, 900, T0 + 1)))
+        return out
+    return go()
+
+
+def test_a_counted_settlement_whose_answer_was_lost_is_applied_once(settings, slow_store):
+    proxy, url = slow_store
+    faulty = replace(settings, aws_endpoint=url, store_attempt_timeout_s=1.0, store_deadline_s=8.0)
+    budget = Budget("workspace", f"b{time.time_ns()}", monthly_micros=10**9)
+    store = BudgetStore(faulty)
+    first = {"held": False}
+
+    def first_counted(target: str, body: bytes) -> bool:  # hold the answer of one counted write only
+        if is_counted_settle(target, body) and not first["held"]:
+            first["held"] = True
+            return True
+        return False
+
+    async def body():
+        client = DynamoHttp(faulty)
+        try:
+            carved = await _warm_and_carve(store, client, budget, 2)
+            (rid0, r0), (rid1, r1) = carved
+            assert r0.pool and r1.pool == r0.pool
+            proxy.rules.append((first_counted, "answer"))  # applied, its answer lost: the client retries
+            state = await store.settle(client, WS, r0, rid0, 300, now=T0 + 1)
+            later = await store.settle(client, WS, r1, rid1, 200, now=T0 + 1)  # the count goes on from there
+            await store.release_pools(client)
+            return state, later
+        finally:
+            proxy.release.set()
+            await client.aclose()
+
+    state, later = asyncio.run(body())
+    assert first["held"] and int(later["spent"]) == int(state["spent"]) + 200
+    counter = BudgetStore(settings).counter(WS, budget.scope, MONTH)
+    assert int(counter["spent"]) == int(counter["committed"]) == 200 * W + 500 and int(counter["reserved"]) == 0
+
+
+@pytest.mark.parametrize("mode", ["refuse", "answer"])
+def test_a_failed_counted_settlement_is_replayed_once_whether_or_not_it_landed(settings, slow_store, mode):
+    """`refuse`: the store never applied it; `answer`: it applied, and every answer was lost. Either way
+    the gateway logs the settlement with the pool's count its write was fenced by, and the replay adds
+    the cost only if that write did not land."""
+    from meterline.replay import budget_settler
+
+    proxy, url = slow_store
+    faulty = replace(settings, aws_endpoint=url, store_attempt_timeout_s=0.5, store_deadline_s=1.5)
+    budget = Budget("workspace", f"b{time.time_ns()}", monthly_micros=10**9)
+    store = BudgetStore(faulty)
+
+    async def body():
+        client = DynamoHttp(faulty)
+        try:
+            (rid, r), = await _warm_and_carve(store, client, budget, 1)
+            proxy.rules.append((is_counted_settle, mode))
+            with pytest.raises(DynamoError) as failed:
+                await store.settle(client, WS, r, rid, 300, now=T0 + 1)
+            return rid, r, failed.value
+        finally:
+            proxy.release.set()
+            await client.aclose()
+
+    rid, r, error = asyncio.run(body())
+    deadline = time.monotonic() + 30
+    while proxy.pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+    seq = error.pool_seqs[r.pool]
+    line = {"workspace": WS, "scope": budget.scope, "month": MONTH, "day": DAY, "request_id": rid, "worst": W,
+            "actual": 300, "lease_expires": r.lease_expires, "pool": r.pool, "pool_seq": seq}
+    settle = budget_settler(settings)
+    assert settle(line) is (mode == "refuse") and settle(line) is False
+    assert int(BudgetStore(settings).counter(WS, budget.scope, MONTH)["spent"]) == 200 * W + 300

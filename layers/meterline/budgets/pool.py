@@ -6,10 +6,14 @@ rarely an on-demand Lambda environment, which serves one request at a time) inst
 in that one write: W = N x the request's worst case, under one lease (`l_<pool id>`), and carves the
 next N - 1 requests' worst cases out of it from memory, with no store call before their upstream.
 Each request still settles to the store before its response ends: its actual cost is added to
-spent (and to committed, which keeps committed = spent + reserved), exactly once through a marker
-(`s_<hash of the request id>`) conditional on the pool's lease, and its carve goes back to the pool. The pool's
-remainder is released when its window is over and its last request has settled; a crashed or
-frozen process's pool expires like any lease and the sweeper releases it.
+spent (and to committed, which keeps committed = spent + reserved), and its carve goes back to the
+pool. Exactly once without a record per request: the pool's lease carries a count of its settlement
+writes (`n`), each write is conditional on the count the last one left (one write on its way per
+counter item: concurrent settlements go out together), so a retried or late copy of an applied
+write finds the count moved on. Only a settlement whose write's outcome is unknown falls back to a
+marker (`s_<hash of the request id>`), and its pool is left to expire. The pool's remainder is
+released when its window is over and its last request has settled; a crashed or frozen process's
+pool expires like any lease and the sweeper releases it.
 
 Why the budget still holds:
 - never over a cap: the pool's W is in `committed` from its claim until its release, and every
@@ -44,7 +48,7 @@ from typing import Any
 from meterline.budgets.model import Budget
 from meterline.budgets.quota import Traffic
 
-MAX_CARVES = 32  # a pool's settlement markers stay within the counter item's first write unit
+MAX_CARVES = 32  # requests per pool (the ones judged on the pool's view, and the markers a failed pool leaves)
 SHARE = 8  # a pool takes at most 1/SHARE of what was left below the lowest threshold
 RATE_FRACTION = 2  # ... and at most 1/RATE_FRACTION of a second of this process's traffic
 WINDOW_S = 2.0  # requests are carved from a pool for this long after its claim
@@ -93,8 +97,9 @@ class Pool:
     carves_left: int
     ordinal: int | None = None  # the next carve's place in the minute (a budget with a throttle stage)
     free: int = 0
-    in_flight: dict[str, int] = field(default_factory=dict)  # carved and not settled: marker -> worst case
-    settled: list[str] = field(default_factory=list)  # markers to remove with the lease
+    in_flight: dict[str, int] = field(default_factory=dict)  # carved, not settled: request's marker -> worst
+    settled: list[str] = field(default_factory=list)  # markers written (fallbacks) to remove with the lease
+    seq: int = 0  # the lease's settlement count (`n`) after this process's last write that applied
     closed: bool = False  # no more carves
     tainted: bool = False  # a settlement's outcome is unknown: the pool is left to expire (the replay's)
 
@@ -113,7 +118,7 @@ class Pool:
         return {**self.state, "tn": ordinal}
 
     def returned(self, marker: str, wrote: bool) -> None:
-        """A carved request settled (`wrote`: its marker is on the counter); once per request, however
+        """A carved request settled (`wrote`: its marker is on the counter, a fallback); once per request, however
         often its settlement is retried."""
         worst = self.in_flight.pop(marker, None)
         if worst is None:

@@ -318,6 +318,15 @@ class EnforcementStage(BaseStage):
 
 
 
+def _pool_fields(reservation: Reservation, error: BaseException) -> dict[str, Any]:
+    """A pooled settlement's replay needs its pool, and the settlement count its failed write was
+    fenced by (BudgetStore._add_together), when it was one of a pool's counted writes."""
+    if not reservation.pool:
+        return {}
+    seq = getattr(error, "pool_seqs", {}).get(reservation.pool)
+    return {"pool": reservation.pool, **({"pool_seq": seq} if seq is not None else {})}
+
+
 def _ordinals(reservations: list[Reservation]) -> dict[str, int]:
     """Each throttled budget's count of the request in its minute window (reserve count_minute)."""
     return {r.budget.scope: int(r.state.get("tn", 0)) for r in reservations if r.budget.throttle_rpm}
@@ -351,7 +360,7 @@ async def settle_all(services: Services, ws: str, lease_id: str, reservations: l
                 "request_id": lease_id, "scope": r.budget.scope, "error": str(state)[:300],
                 "settlement": {"workspace": ws, "scope": r.budget.scope, "month": r.month, "day": r.day,
                                "request_id": lease_id, "worst": r.worst, "actual": actual,
-                               "lease_expires": r.lease_expires, **({"pool": r.pool} if r.pool else {})}})
+                               "lease_expires": r.lease_expires, **_pool_fields(r, state)}})
             continue
         b = r.budget
         for period, cap, spent in (("M#" + r.month, b.monthly_micros, int(state.get("spent", 0))),

@@ -6,8 +6,10 @@ Keys (see schema.BUDGETS):
         committed (= spent + reserved), reserved, spent, requests (micro-dollars / counts),
         dc_<yyyy-mm-dd> / ds_<yyyy-mm-dd>   the day's committed / spent (daily caps, same item),
         l_<request id> = {w, exp, day}      one lease per in-flight reservation,
-        l_<pool id> = {w, exp, day}         a process's reservation pool (budgets/pool.py),
-        s_<hash of request id> = 1          a pooled request's settlement marker (removed with the pool),
+        l_<pool id> = {w, exp, day, n}      a process's reservation pool (budgets/pool.py); n = its
+                                            settlement writes applied (each fenced by the last count),
+        s_<hash of request id> = 1          a pooled settlement's marker, only where the count cannot
+                                            fence it (its pool failed or was swept; removed with the pool),
         tm, tn                              a throttle stage's minute window: the epoch minute and the
                                             requests reserved in it (counted by the reservation itself),
     pk = <ws>#rl#<subject>          sk = "m#<epoch minute>" | "h#<epoch hour>"   rate windows (TTL):
@@ -25,9 +27,11 @@ Access patterns:
     settle / release       UpdateItem REMOVE lease ADD delta, condition the lease exists (exactly once)
     pool claim             the reservation's UpdateItem for W = N x worst under the pool's lease, condition
                            W fits below every threshold (budgets/pool.py ceilings)
-    pooled settle          UpdateItem SET marker ADD actual, condition the pool's lease exists and the
-                           marker does not (exactly once); a zero-cost pooled request writes nothing
-    pool release           UpdateItem REMOVE pool lease, markers ADD -W, condition the lease exists
+    pooled settle          UpdateItem SET l_<pool>.n = :after ADD actual (several settlements at once),
+                           condition l_<pool>.n = :before (exactly once; one write on its way per item);
+                           a zero-cost pooled request writes nothing; fallback: SET marker, condition
+                           the marker is absent (and for a replay, the failed write's count unmoved)
+    pool release           UpdateItem REMOVE pool lease (and fallback markers) ADD -W, condition the lease exists
     sweep                  UpdateItem REMOVE expired leases ADD -amounts, condition they all still exist
     rate / loop windows    UpdateItem ADD n, condition n < limit (a rate window: ADD n :N, tk :T for a quota
                            block of N requests, condition n <= rpm - N, tk <= tpm - T: budgets/quota.py)
@@ -65,6 +69,7 @@ log = logging.getLogger("meterline.budgets")
 LEASE_PREFIX = "l_"
 MARKER_PREFIX = "s_"  # a pooled request's settlement marker
 MAX_BATCH = 25  # pooled settlements of one counter item written together (the expression stays small)
+_MARKED = "_marked"  # (in a settlement's returned state) it was fenced by its marker
 # A cancelled reservation's tombstone (`x_<request id>` = expiry): a reserve that was sent, failed on
 # the client's side and is applied late by the server finds it and refuses, so nothing stays held.
 TOMBSTONE_PREFIX = "x_"
@@ -72,8 +77,8 @@ ALERT_PK = "alert"
 
 
 def marker_of(request_id: str) -> str:
-    """A pooled request's settlement marker: 72 bits of its id's hash, so that a pool's markers (up to
-    MAX_CARVES per pool on the counter item) keep the item within one write unit (1 KB)."""
+    """A pooled request's settlement marker (its key in its pool's in-flight carves, and on the item
+    where a settlement falls back to it): 72 bits of its id's hash, short on the item."""
     digest = hashlib.blake2b(request_id.encode(), digest_size=9).digest()
     return MARKER_PREFIX + base64.urlsafe_b64encode(digest).decode()
 
@@ -485,7 +490,9 @@ class BudgetStore:
         expires = int(now) + lease_s + math.ceil(pools.WINDOW_S) + 1  # past every carve's own lease_s
         names = {"#lease": LEASE_PREFIX + pool_id, "#dc": f"dc_{day}", "#tomb": TOMBSTONE_PREFIX + pool_id}
         values: dict[str, Any] = {
-            ":w": _n(amount), ":lease": {"M": {"w": _n(amount), "exp": _n(expires), "day": {"S": day}}}}
+            ":w": _n(amount),
+            # n: the pool's settlement writes applied (the fence of the next one; `_add_together`).
+            ":lease": {"M": {"w": _n(amount), "exp": _n(expires), "day": {"S": day}, "n": _n(0)}}}
         # Like a reservation's: a claim this process cancelled (sent, unanswered) is refused if it lands late.
         conditions = ["attribute_not_exists(#lease)", "attribute_not_exists(#tomb)"]
         for i, (attr, limit) in enumerate(limits.items()):
@@ -559,7 +566,7 @@ class BudgetStore:
 
     async def _release_pool(self, client: DynamoHttp, pool: pools.Pool) -> None:
         """Release what the pool still holds (all of W: its requests' costs are in spent already) and
-        its settlement markers; never raises (the sweeper releases a lease whose release failed)."""
+        any fallback markers; never raises (the sweeper releases a lease whose release failed)."""
         if self._pools.pop(pool.id, None) is None:
             return  # released already
         names = {"#lease": LEASE_PREFIX + pool.id, "#dc": f"dc_{pool.day}"}
@@ -601,63 +608,65 @@ class BudgetStore:
                                                      "error": type(exc).__name__})
 
     async def _settle_pooled(self, client: DynamoHttp, workspace: str, reservation: Reservation, request_id: str,
-                             actual: int) -> dict[str, Any]:
-        """Add a pooled request's actual cost, exactly once (its marker, while the pool's lease is
-        there), and give its carve back to the pool; release the pool when it was the last one."""
+                             actual: int, pool_seq: int | None = None) -> dict[str, Any]:
+        """Add a pooled request's actual cost exactly once and give its carve back to the pool;
+        release the pool when it was the last one. The write is fenced by the pool's settlement
+        count (`n` in its lease: one write on its way per counter item, each conditional on the
+        count it last left), so it leaves nothing on the item; a settlement whose pool this process
+        no longer holds, or whose pool's count is unknown (a failed write), is fenced by a marker
+        instead. `pool_seq`: the count a failed write was conditional on (a replay: applied only if
+        that write was not)."""
         pool = self._pools.get(reservation.pool)
         marker = marker_of(request_id)
+        if pool is not None and marker not in pool.in_flight:
+            return {}  # settled already (a retried call): its carve is back, its cost added once
         state: dict[str, Any] = {}
+        wrote_marker = False
         try:
             if actual > 0:
-                state = await self._add_coalesced(client, workspace, reservation, marker, actual)
+                if pool is None or pool.tainted:
+                    wrote_marker = True
+                    state = await self._add_marked(client, workspace, reservation, marker, actual, pool_seq)
+                else:
+                    state = await self._add_coalesced(client, workspace, reservation, marker, actual)
         except BaseException:
             if pool is not None:  # unknown outcome: the pool stays held until it expires (the replay's)
                 pool.tainted = pool.closed = True
-                pool.returned(marker, False)
+                pool.returned(marker, wrote_marker)
             raise
         if pool is not None:
-            pool.returned(marker, actual > 0)
+            pool.returned(marker, wrote_marker or bool(state.pop(_MARKED, False)))
             if pool.idle:
                 await self._release_pool(client, pool)
         return state
 
     async def _add_coalesced(self, client: DynamoHttp, workspace: str, reservation: Reservation, marker: str,
                              actual: int) -> dict[str, Any]:
-        """`_add_pooled`, coalesced per counter item: while one pooled settlement of the item is on its
-        way, the next ones queue and go out together in one write when it returns (concurrent requests
-        of one budget: one write for many; a lone request: its own write at once, as before)."""
+        """`_add_together` for one settlement, coalesced per counter item: while a write of the item is
+        on its way, the next settlements queue and go out together when it returns (concurrent requests
+        of one budget: one write for many; a lone request: its own write at once). One write on its way
+        per item is also what lets each be fenced by its pool's count."""
         key = (workspace, reservation.budget.scope, reservation.month)
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        entry = (reservation, marker, actual, waiter)
         queue = self._settling.get(key)
         if queue is not None:
-            waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-            queue.append((reservation, marker, actual, waiter))
-            return await asyncio.shield(waiter)  # resolved by the batch that carries it
-        self._settling[key] = []
-        try:
-            return await self._add_pooled(client, workspace, reservation, marker, actual)
-        finally:
-            self._next_batch(client, workspace, key)
+            queue.append(entry)
+        else:
+            self._settling[key] = []
+            await self._add_batch(client, workspace, key, [entry])
+        return await asyncio.shield(waiter)  # resolved by the write that carries it
 
     def _next_batch(self, client: DynamoHttp, workspace: str, key: tuple[str, str, str]) -> None:
         queue = self._settling.pop(key, None)
         if queue:
-            self._settling[key] = []  # this batch is the item's write on its way now
+            self._settling[key] = queue[MAX_BATCH:]  # this batch is the item's write on its way now
             self._spawn(self._add_batch(client, workspace, key, queue[:MAX_BATCH]))
-            self._settling[key].extend(queue[MAX_BATCH:])
 
     async def _add_batch(self, client: DynamoHttp, workspace: str, key: tuple[str, str, str],
                          batch: list[tuple[Reservation, str, int, asyncio.Future[dict[str, Any]]]]) -> None:
-        """One write for several pooled settlements of one counter item, exactly once each (every
-        marker absent, every pool's lease there); if that condition fails (a settlement retried or
-        replayed, a pool swept), each is applied on its own. Each waiter gets the counter as its own
-        settlement left it (spent and the day's spent less what the later ones in the batch added), so
-        alert thresholds crossed by the batch are found once, by the request that crossed them."""
         try:
-            if len(batch) == 1:
-                reservation, marker, actual, _ = batch[0]
-                states = [await self._add_pooled(client, workspace, reservation, marker, actual)]
-            else:
-                states = await self._add_together(client, workspace, batch)
+            states = await self._add_together(client, workspace, batch)
             for (*_, waiter), state in zip(batch, states, strict=True):
                 if not waiter.done():
                     waiter.set_result(state)
@@ -673,18 +682,36 @@ class BudgetStore:
     async def _add_together(self, client: DynamoHttp, workspace: str,
                             batch: list[tuple[Reservation, str, int, asyncio.Future[dict[str, Any]]]]
                             ) -> list[dict[str, Any]]:
+        """One write for the pooled settlements of one counter item, fenced by each pool's count:
+        `SET l_<pool>.n = :after` if `l_<pool>.n = :before` (applied once under the client's retries;
+        a late copy of an applied write finds the count moved on). Each settlement gets the counter as
+        its own left it (spent and the day's spent less what the later ones in the batch added), so an
+        alert threshold crossed inside a batch is found once, by the request that crossed it."""
+        counted = [e for e in batch if (p := self._pools.get(e[0].pool)) is not None and not p.tainted]
+        if len(counted) < len(batch):  # a pool whose count is unknown now (a failed write): those marked
+            if not counted:
+                marked = await asyncio.gather(*(self._add_marked(client, workspace, r, m, a, None)
+                                                for r, m, a, _ in batch))
+                return [{**s, _MARKED: True} for s in marked]
+            states = dict(zip((id(e) for e in counted), await self._add_together(client, workspace, counted),
+                              strict=True))
+            rest = [e for e in batch if id(e) not in states]
+            for e, s in zip(rest, await self._add_together(client, workspace, rest), strict=True):
+                states[id(e)] = s
+            return [states[id(e)] for e in batch]
         first = batch[0][0]
+        held = {r.pool: self._pools[r.pool] for r, *_ in batch}
         names: dict[str, str] = {}
-        values: dict[str, Any] = {":a": _n(sum(a for _, _, a, _ in batch)), ":k": _n(len(batch)), ":one": _n(1)}
-        sets, conditions, days = [], [], {}
-        for i, (reservation, marker, actual, _) in enumerate(batch):
-            names[f"#m{i}"] = marker
-            sets.append(f"#m{i} = :one")
-            conditions.append(f"attribute_not_exists(#m{i})")
+        values: dict[str, Any] = {":a": _n(sum(a for _, _, a, _ in batch)), ":k": _n(len(batch))}
+        sets, conditions, days, after = [], [], {}, {}
+        for j, (pool_id, pool) in enumerate(held.items()):
+            after[pool_id] = pool.seq + sum(1 for r, *_ in batch if r.pool == pool_id)
+            names[f"#p{j}"] = LEASE_PREFIX + pool_id
+            values[f":q{j}"], values[f":r{j}"] = _n(pool.seq), _n(after[pool_id])
+            sets.append(f"#p{j}.n = :r{j}")
+            conditions.append(f"#p{j}.n = :q{j}")
+        for reservation, _, actual, _ in batch:
             days[reservation.day] = days.get(reservation.day, 0) + actual
-        for j, pool in enumerate(sorted({r.pool for r, *_ in batch})):
-            names[f"#p{j}"] = LEASE_PREFIX + pool
-            conditions.append(f"attribute_exists(#p{j})")
         adds = ["committed :a", "spent :a", "requests :k"]
         for d, (day, amount) in enumerate(days.items()):
             names[f"#dc{d}"], names[f"#ds{d}"] = f"dc_{day}", f"ds_{day}"
@@ -694,14 +721,25 @@ class BudgetStore:
             result = await client.call("UpdateItem", {
                 "TableName": self.table, "Key": counter_key(workspace, first.budget.scope, first.month),
                 "UpdateExpression": f"SET {', '.join(sets)} ADD {', '.join(adds)}",
-                "ConditionExpression": " AND ".join(conditions),
+                "ConditionExpression": " AND ".join(conditions), "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 "ExpressionAttributeNames": names, "ExpressionAttributeValues": values, "ReturnValues": "UPDATED_NEW",
             })
+            state = from_item(result.get("Attributes", {}))
         except DynamoError as exc:
             if exc.code != "ConditionalCheckFailedException":
+                for pool in held.values():
+                    exc.pool_seqs = {**getattr(exc, "pool_seqs", {}), pool.id: pool.seq}  # for the replay
                 raise
-            return list(await asyncio.gather(*(self._add_pooled(client, workspace, r, m, a) for r, m, a, _ in batch)))
-        state = from_item(result.get("Attributes", {}))
+            state = from_item(exc.body.get("Item", {}))
+            counts = {p: state.get(LEASE_PREFIX + p, {}).get("n") for p in held}
+            if any(n is None or int(n) != after[p] for p, n in counts.items()):
+                # Not applied (a pool's lease was swept: its request outlived it): each on its own, marked.
+                states = await asyncio.gather(*(self._add_marked(client, workspace, r, m, a, None)
+                                                for r, m, a, _ in batch))
+                return [{**s, _MARKED: True} for s in states]
+            # Our own write, retried by the client after its first answer was lost: applied once.
+        for pool_id, pool in held.items():
+            pool.seq = after[pool_id]
         spent = {"spent": int(state.get("spent", 0)), **{f"ds_{day}": int(state.get(f"ds_{day}", 0)) for day in days}}
         states = []
         for reservation, _, actual, _ in reversed(batch):  # each sees the counter as its own settlement left it
@@ -710,50 +748,40 @@ class BudgetStore:
             spent[f"ds_{reservation.day}"] -= actual
         return states[::-1]
 
-    async def _add_pooled(self, client: DynamoHttp, workspace: str, reservation: Reservation, marker: str,
-                          actual: int) -> dict[str, Any]:
-        names = {"#pool": LEASE_PREFIX + reservation.pool, "#m": marker, "#dc": f"dc_{reservation.day}",
-                 "#ds": f"ds_{reservation.day}"}
+    async def _add_marked(self, client: DynamoHttp, workspace: str, reservation: Reservation, marker: str,
+                          actual: int, pool_seq: int | None) -> dict[str, Any]:
+        """A pooled settlement fenced by its own marker (`s_<hash>`, left on the item until its pool
+        is released or the month ends): applied unless the marker is there, and, for the replay of a
+        failed counted write (`pool_seq`), unless that write did land (the pool's count moved on)."""
+        names = {"#m": marker, "#dc": f"dc_{reservation.day}", "#ds": f"ds_{reservation.day}"}
         values = {":a": _n(actual), ":one": _n(1)}
-        key = counter_key(workspace, reservation.budget.scope, reservation.month)
-        update = "SET #m = :one ADD committed :a, spent :a, #dc :a, #ds :a, requests :one"
+        condition = "attribute_not_exists(#m)"
+        if pool_seq is not None:
+            names["#p"] = LEASE_PREFIX + reservation.pool
+            values[":q"] = _n(pool_seq)
+            condition += " AND (attribute_not_exists(#p) OR #p.n = :q)"
         try:
             result = await client.call("UpdateItem", {
-                "TableName": self.table, "Key": key, "UpdateExpression": update,
-                "ConditionExpression": "attribute_exists(#pool) AND attribute_not_exists(#m)",
+                "TableName": self.table, "Key": counter_key(workspace, reservation.budget.scope, reservation.month),
+                "UpdateExpression": "SET #m = :one ADD committed :a, spent :a, #dc :a, #ds :a, requests :one",
+                "ConditionExpression": condition,
                 "ExpressionAttributeNames": names, "ExpressionAttributeValues": values,
                 "ReturnValues": "UPDATED_NEW", "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             })
         except DynamoError as exc:
             if exc.code != "ConditionalCheckFailedException":
                 raise
-            old = from_item(exc.body.get("Item", {}))
-            if marker in old:
-                return old  # our own settlement, retried (or replayed): already applied
-            # The pool's lease is gone: the sweeper released it (this request outlived it; or a replay
-            # after it expired, when the pool kept its markers). The cost is added on its own, once.
-            names.pop("#pool")
-            try:
-                result = await client.call("UpdateItem", {
-                    "TableName": self.table, "Key": key, "UpdateExpression": update,
-                    "ConditionExpression": "attribute_not_exists(#m)",
-                    "ExpressionAttributeNames": names, "ExpressionAttributeValues": values,
-                    "ReturnValues": "UPDATED_NEW", "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                })
-            except DynamoError as again:
-                if again.code != "ConditionalCheckFailedException":
-                    raise
-                return from_item(again.body.get("Item", {}))
+            return from_item(exc.body.get("Item", {}))  # applied before (or its counted write was): nothing added
         return from_item(result.get("Attributes", {}))
 
     async def settle(self, client: DynamoHttp, workspace: str, reservation: Reservation, request_id: str,
-                     actual: int, now: float | None = None) -> dict[str, Any]:
+                     actual: int, now: float | None = None, pool_seq: int | None = None) -> dict[str, Any]:
         """Replace a reservation by the actual cost (0 = release), exactly once per lease. A missing
         lease means either our own retried settle already applied (while the lease is still valid)
         or the sweeper released it after it expired (the call outlived its lease): only then is the
-        actual spend added on its own. A pooled request's cost is added under its marker instead."""
+        actual spend added on its own. A pooled request's cost is added under its pool's count instead."""
         if reservation.pool:
-            return await self._settle_pooled(client, workspace, reservation, request_id, actual)
+            return await self._settle_pooled(client, workspace, reservation, request_id, actual, pool_seq)
         delta = actual - reservation.worst
         names = {"#lease": LEASE_PREFIX + request_id, "#dc": f"dc_{reservation.day}", "#ds": f"ds_{reservation.day}"}
         key = counter_key(workspace, reservation.budget.scope, reservation.month)
