@@ -98,6 +98,7 @@ class Pool:
     ordinal: int | None = None  # the next carve's place in the minute (a budget with a throttle stage)
     free: int = 0
     in_flight: dict[str, int] = field(default_factory=dict)  # carved, not settled: request's marker -> worst
+    settling: dict[str, int] = field(default_factory=dict)  # their settlement on its way
     settled: list[str] = field(default_factory=list)  # markers written (fallbacks) to remove with the lease
     seq: int = 0  # the lease's settlement count (`n`) after this process's last write that applied
     closed: bool = False  # no more carves
@@ -107,7 +108,7 @@ class Pool:
         """Carve one request's worst case (`marker`: the request's settlement marker): the counter as
         that request sees it, or None."""
         if (self.closed or self.carves_left <= 0 or now >= self.window_end or self.free < worst
-                or marker in self.in_flight):
+                or marker in self.in_flight or marker in self.settling):
             return None
         self.free -= worst
         self.carves_left -= 1
@@ -117,10 +118,18 @@ class Pool:
         ordinal, self.ordinal = self.ordinal, self.ordinal + 1
         return {**self.state, "tn": ordinal}
 
-    def returned(self, marker: str, wrote: bool) -> None:
-        """A carved request settled (`wrote`: its marker is on the counter, a fallback); once per request, however
-        often its settlement is retried."""
+    def settle(self, marker: str) -> bool:
+        """A carved request's settlement begins: False if it has begun before (a repeated call)."""
         worst = self.in_flight.pop(marker, None)
+        if worst is None:
+            return False
+        self.settling[marker] = worst
+        return True
+
+    def returned(self, marker: str, wrote: bool) -> None:
+        """A carved request's settlement is done (`wrote`: its marker is on the counter, a fallback):
+        its carve goes back to the pool."""
+        worst = self.settling.pop(marker, None)
         if worst is None:
             return
         self.free += worst
@@ -130,7 +139,7 @@ class Pool:
     @property
     def idle(self) -> bool:
         """Closed, nothing in flight, every settlement known: the lease may be released."""
-        return self.closed and not self.in_flight and not self.tainted
+        return self.closed and not self.in_flight and not self.settling and not self.tainted
 
 
 @dataclass

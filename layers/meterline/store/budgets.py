@@ -618,8 +618,8 @@ class BudgetStore:
         that write was not)."""
         pool = self._pools.get(reservation.pool)
         marker = marker_of(request_id)
-        if pool is not None and marker not in pool.in_flight:
-            return {}  # settled already (a retried call): its carve is back, its cost added once
+        if pool is not None and not pool.settle(marker):
+            return {}  # settled already, or being settled (a repeated call): its cost is added once
         state: dict[str, Any] = {}
         wrote_marker = False
         try:
