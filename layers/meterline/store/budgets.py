@@ -647,15 +647,16 @@ class BudgetStore:
         of one budget: one write for many; a lone request: its own write at once). One write on its way
         per item is also what lets each be fenced by its pool's count."""
         key = (workspace, reservation.budget.scope, reservation.month)
-        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        entry = (reservation, marker, actual, waiter)
         queue = self._settling.get(key)
         if queue is not None:
-            queue.append(entry)
-        else:
-            self._settling[key] = []
-            await self._add_batch(client, workspace, key, [entry])
-        return await asyncio.shield(waiter)  # resolved by the write that carries it
+            waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            queue.append((reservation, marker, actual, waiter))
+            return await asyncio.shield(waiter)  # resolved by the write that carries it
+        self._settling[key] = []  # this write is the item's write on its way
+        try:
+            return (await self._add_together(client, workspace, [(reservation, marker, actual, None)]))[0]
+        finally:
+            self._next_batch(client, workspace, key)
 
     def _next_batch(self, client: DynamoHttp, workspace: str, key: tuple[str, str, str]) -> None:
         queue = self._settling.pop(key, None)
@@ -680,7 +681,7 @@ class BudgetStore:
             self._next_batch(client, workspace, key)
 
     async def _add_together(self, client: DynamoHttp, workspace: str,
-                            batch: list[tuple[Reservation, str, int, asyncio.Future[dict[str, Any]]]]
+                            batch: list[tuple[Reservation, str, int, asyncio.Future[dict[str, Any]] | None]]
                             ) -> list[dict[str, Any]]:
         """One write for the pooled settlements of one counter item, fenced by each pool's count:
         `SET l_<pool>.n = :after` if `l_<pool>.n = :before` (applied once under the client's retries;
