@@ -19,20 +19,40 @@ WS, MONTH, DAY, W = "ws_poolf", "2026-12", "2026-12-02", 1_000
 T0 = 1_796_000_000 - 1_796_000_000 % 60 + 1
 
 
-def test_a_pool_claim_applied_after_the_client_gave_up_is_cancelled(settings, slow_store):
+def world(settings, slow_store, attempt_s: float, deadline_s: float):
+    """(the store proxy, settings through it with these deadlines, a fresh budget, a store)."""
     proxy, url = slow_store
-    faulty = replace(settings, aws_endpoint=url, store_attempt_timeout_s=1.0, store_deadline_s=1.5)
-    budget = Budget("workspace", f"b{time.time_ns()}", monthly_micros=10**9)
-    store = BudgetStore(faulty)
+    faulty = replace(settings, aws_endpoint=url, store_attempt_timeout_s=attempt_s, store_deadline_s=deadline_s)
+    return proxy, faulty, Budget("workspace", f"b{time.time_ns()}", monthly_micros=10**9), BudgetStore(faulty)
+
+
+def is_counted_settle(target: str, body: bytes) -> bool:
+    """A pooled settlement fenced by its pool's count (BudgetStore._add_together)."""
+    return target.endswith("UpdateItem") and b".n = :r0" in body
+
+
+def _warm_and_carve(store: BudgetStore, client: DynamoHttp, budget: Budget, n: int) -> list:
+    async def go():
+        for i in range(200):
+            rid = f"w{i}x{time.time_ns()}"
+            r = await store.reserve(client, WS, budget, MONTH, DAY, rid, W, 900, T0 + i / 200)
+            assert isinstance(r, Reservation) and not r.pool  # no steady rate yet: alone
+            await store.settle(client, WS, r, rid, W, now=T0 + i / 200)
+        out = []
+        for i in range(n):
+            rid = f"c{i}x{time.time_ns()}"
+            out.append((rid, await store.reserve(client, WS, budget, MONTH, DAY, rid, W, 900, T0 + 1)))
+        return out
+    return go()
+
+
+def test_a_pool_claim_applied_after_the_client_gave_up_is_cancelled(settings, slow_store):
+    proxy, faulty, budget, store = world(settings, slow_store, 1.0, 1.5)
 
     async def body():
         client = DynamoHttp(faulty)
         try:
-            for i in range(200):  # a steady 200 a second: the next reservation claims a pool
-                rid = f"w{i}x{time.time_ns()}"
-                r = await store.reserve(client, WS, budget, MONTH, DAY, rid, W, 900, T0 + i / 200)
-                assert isinstance(r, Reservation) and not r.pool
-                await store.settle(client, WS, r, rid, W, now=T0 + i / 200)
+            assert await _warm_and_carve(store, client, budget, 0) == []  # the next reservation claims a pool
             proxy.rules.append((is_reserve, "apply"))  # the store holds the claim past the client's deadline
             with pytest.raises(DynamoError) as failed:
                 await store.reserve(client, WS, budget, MONTH, DAY, f"late{time.time_ns()}", W, 900, T0 + 1)
@@ -52,30 +72,8 @@ def test_a_pool_claim_applied_after_the_client_gave_up_is_cancelled(settings, sl
     assert int(counter["committed"]) == int(counter["spent"]) == 200 * W
 
 
-def is_counted_settle(target: str, body: bytes) -> bool:
-    """A pooled settlement fenced by its pool's count (BudgetStore._add_together)."""
-    return target.endswith("UpdateItem") and b".n = :r0" in body
-
-
-def _warm_and_carve(store: BudgetStore, client: DynamoHttp, budget: Budget, n: int) -> list:
-    async def go():
-        for i in range(200):
-            rid = f"w{i}x{time.time_ns()}"
-            r = await store.reserve(client, WS, budget, MONTH, DAY, rid, W, 900, T0 + i / 200)
-            await store.settle(client, WS, r, rid, W, now=T0 + i / 200)
-        out = []
-        for i in range(n):
-            rid = f"c{i}x{time.time_ns()}"
-            out.append((rid, await store.reserve(client, WS, budget, MONTH, DAY, rid, W, 900, T0 + 1)))
-        return out
-    return go()
-
-
 def test_a_counted_settlement_whose_answer_was_lost_is_applied_once(settings, slow_store):
-    proxy, url = slow_store
-    faulty = replace(settings, aws_endpoint=url, store_attempt_timeout_s=1.0, store_deadline_s=8.0)
-    budget = Budget("workspace", f"b{time.time_ns()}", monthly_micros=10**9)
-    store = BudgetStore(faulty)
+    proxy, faulty, budget, store = world(settings, slow_store, 1.0, 8.0)
     first = {"held": False}
 
     def first_counted(target: str, body: bytes) -> bool:  # hold the answer of one counted write only
@@ -112,10 +110,7 @@ def test_a_failed_counted_settlement_is_replayed_once_whether_or_not_it_landed(s
     the cost only if that write did not land."""
     from meterline.replay import budget_settler
 
-    proxy, url = slow_store
-    faulty = replace(settings, aws_endpoint=url, store_attempt_timeout_s=0.5, store_deadline_s=1.5)
-    budget = Budget("workspace", f"b{time.time_ns()}", monthly_micros=10**9)
-    store = BudgetStore(faulty)
+    proxy, faulty, budget, store = world(settings, slow_store, 0.5, 1.5)
 
     async def body():
         client = DynamoHttp(faulty)

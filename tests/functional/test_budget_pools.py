@@ -52,6 +52,13 @@ async def request(store: BudgetStore, client: DynamoHttp, budget: Budget, now: f
     return result
 
 
+async def steady(store: BudgetStore, client: DynamoHttp, budget: Budget) -> None:
+    """A steady 200 requests a second through the second from T0: the process's next reservation of
+    the budget claims a pool."""
+    for i in range(200):
+        await request(store, client, budget, T0 + i / 200)
+
+
 def run(settings, body):
     """Run `body(client)` on a fresh store client; returns (its result, store calls made)."""
 
@@ -130,8 +137,7 @@ def test_concurrent_requests_share_one_claim(settings):
     store = BudgetStore(settings)
 
     async def body(client):
-        for i in range(200):  # a steady 200 a second
-            await request(store, client, budget, T0 + i / 200)
+        await steady(store, client, budget)
         await store.release_pools(client)
         before, writes = client.calls, store.pool_writes
         rids = [f"c{i}x{time.time_ns()}" for i in range(30)]
@@ -189,8 +195,7 @@ def test_pooled_settlements_apply_exactly_once(settings, monkeypatch):
     settle = budget_settler(settings)
 
     async def warm_and_carve(client):
-        for i in range(200):
-            await request(store, client, budget, T0 + i / 200)
+        await steady(store, client, budget)
         got = []
         for n in range(3):
             rid = f"once{n}x{time.time_ns()}"
@@ -233,8 +238,7 @@ def test_a_zero_cost_request_writes_nothing_and_an_idle_pool_is_released_after_i
     store = BudgetStore(settings)
 
     async def body(client):
-        for i in range(200):
-            await request(store, client, budget, T0 + i / 200)
+        await steady(store, client, budget)
         calls = client.calls
         refused_elsewhere = await request(store, client, budget, T0 + 1.0, actual=0)  # carve, settle 0
         zero_cost_calls = client.calls - calls
@@ -268,8 +272,7 @@ def test_a_process_with_a_stale_view_claims_only_what_fits(settings):
     a, b = BudgetStore(settings), BudgetStore(settings)
 
     async def body(client):
-        for i in range(200):  # a holds a steady rate, and last saw the budget nearly empty
-            await request(a, client, budget, T0 + i / 200)
+        await steady(a, client, budget)  # a holds a steady rate, and last saw the budget nearly empty
         await a.release_pools(client)
         for _ in range(190):  # b (no steady rate: its clock stands still) spends most of what was left
             await request(b, client, budget, T0 + 1)
@@ -287,8 +290,7 @@ def test_carves_never_exceed_what_the_pool_holds(settings):
     store = BudgetStore(settings)
 
     async def body(client):
-        for i in range(200):
-            await request(store, client, budget, T0 + i / 200)
+        await steady(store, client, budget)
         assert (await request(store, client, budget, T0 + 1.0)).pool  # claims a pool of 32 x W
         rids = [f"big{i}x{time.time_ns()}" for i in range(20)]
         # Requests four times as dear as the one that claimed the pool, in flight together: 8 fit in it.
@@ -355,8 +357,7 @@ def test_concurrent_settlements_of_a_budget_go_out_together_exactly_once(setting
     store = BudgetStore(settings)
 
     async def body(client):
-        for i in range(200):
-            await request(store, client, budget, T0 + i / 200)
+        await steady(store, client, budget)
         base = counter(settings, budget)["spent"]
         rids = [f"tog{i}x{time.time_ns()}" for i in range(30)]
         reservations = await asyncio.gather(*(store.reserve(client, WS, budget, MONTH, DAY, rid, W, LEASE_S, T0 + 1)
