@@ -243,7 +243,12 @@ def test_a_zero_cost_request_writes_nothing_and_an_idle_pool_is_released_after_i
         refused_elsewhere = await request(store, client, budget, T0 + 1.0, actual=0)  # carve, settle 0
         zero_cost_calls = client.calls - calls
         held = counter(settings, budget)["reserved"]
-        await asyncio.sleep(pools.WINDOW_S + 1.0)  # no more traffic: the pool's window ends, it goes
+        # No more traffic: the pool's window ends and its timer releases it (awaited generously: a loaded
+        # machine may take a while to answer the release).
+        deadline = time.monotonic() + 60
+        await asyncio.sleep(pools.WINDOW_S)
+        while counter(settings, budget)["reserved"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
         return refused_elsewhere, zero_cost_calls, held
 
     (result, zero_cost_calls, held), _ = run(settings, body)
@@ -344,8 +349,11 @@ def test_through_the_gateway_pools_keep_every_budget_exact(gateway, settings, fa
     writes = gateway.services.budgets.alone_writes + gateway.services.budgets.pool_writes
     # 3 x 100 reservations alone in the first second, then pools of up to 32: far fewer than 3 a request.
     assert gateway.services.budgets.pool_writes > 0 and writes < 3 * n // 2
-    time.sleep(pools.WINDOW_S + 1.5)  # the last pools' window ends: they are released
     month = datetime.now(ZoneInfo(WorkspaceStore(settings).load(t.workspace).timezone)).strftime("%Y-%m")
+    deadline = time.monotonic() + 60  # the last pools' window ends: their timers release them
+    while any(int(store.counter(t.workspace, b.scope, month).get("reserved", 0)) for b in budgets):
+        assert time.monotonic() < deadline, "a pool was never released"
+        time.sleep(0.1)
     for budget in budgets:
         item = store.counter(t.workspace, budget.scope, month)
         assert int(item["spent"]) == int(item["committed"]) == spent and int(item["reserved"]) == 0, budget.scope
