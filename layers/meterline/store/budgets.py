@@ -141,6 +141,13 @@ class Reservation:
     pool: str = ""  # carved from this process's pool (its id), not reserved under the request's own lease
 
 
+def _carved(pool: pools.Pool, budget: Budget, month: str, day: str, marker: str, worst: int,
+            now: float) -> Reservation | None:
+    """A request's reservation carved from `pool` (no write), or None when it has no room or time."""
+    view = pool.carve(marker, worst, now)
+    return Reservation(budget, worst, month, day, view, pool.expires, pool.id) if view is not None else None
+
+
 def _needs_whole_counter(budget: Budget, worst: int) -> bool:
     """Whether a reservation must return the whole counter item (ALL_NEW) rather than what it changed
     (UPDATED_NEW: committed, reserved, the day's committed, requests). ALL_NEW carries every in-flight
@@ -307,9 +314,7 @@ class BudgetStore:
         slot = self._slot(workspace, budget, month, day, worst, now)
         if slot is None or slot.current is None or slot.current.budget != budget:
             return None
-        pool = slot.current
-        view = pool.carve(marker_of(request_id), worst, now)
-        return Reservation(budget, worst, month, day, view, pool.expires, pool.id) if view is not None else None
+        return _carved(slot.current, budget, month, day, marker_of(request_id), worst, now)
 
     def _slot(self, workspace: str, budget: Budget, month: str, day: str, worst: int, now: float | None
               ) -> pools.Slot | None:
@@ -448,11 +453,9 @@ class BudgetStore:
         if slot.current is not None and slot.current.budget != budget:  # redefined: a new pool, new thresholds
             slot.current.closed = True
         for _ in range(3):
-            current = slot.current
-            view = current.carve(marker, worst, now) if current is not None else None
-            if view is not None:
-                assert current is not None
-                return Reservation(budget, worst, month, day, view, current.expires, current.id)
+            carved = _carved(slot.current, budget, month, day, marker, worst, now) if slot.current else None
+            if carved is not None:
+                return carved
             if slot.claiming is None:
                 break
             await asyncio.shield(slot.claiming)  # a pool for this budget is on its way: carve from it
@@ -545,9 +548,9 @@ class BudgetStore:
             slot.current = pool
             asyncio.get_running_loop().call_later(max(window_end - now, 0) + 0.05, self._window_over, client, slot,
                                                   pool)
-            view = pool.carve(marker, worst, now)
-            assert view is not None
-            return Reservation(budget, worst, month, day, view, expires, pool_id)
+            carved = _carved(pool, budget, month, day, marker, worst, now)
+            assert carved is not None
+            return carved
         return None
 
     def _window_over(self, client: DynamoHttp, slot: pools.Slot, pool: pools.Pool) -> None:
