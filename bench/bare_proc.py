@@ -21,7 +21,7 @@ from starlette.responses import Response, StreamingResponse
 
 COUNTERS = ("key_misses", "key_refreshes", "workspace_misses", "workspace_refreshes", "kms_decrypts",
             "ledger_writes", "dynamo_calls", "dynamo_busy_s", "enforcement_misses", "window_writes",
-            "pool_writes", "alone_writes")
+            "pool_writes", "alone_writes", "settle_writes", "ledger_settlements")
 
 
 def main() -> None:

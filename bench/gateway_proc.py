@@ -32,7 +32,8 @@ def main() -> None:
             "dynamo_calls": services.dynamo.calls, "dynamo_busy_s": services.dynamo.busy_s,
             "enforcement_misses": services.enforcement_cache.misses,
             "window_writes": services.budgets.window_writes, "pool_writes": services.budgets.pool_writes,
-            "alone_writes": services.budgets.alone_writes,
+            "alone_writes": services.budgets.alone_writes, "settle_writes": services.budgets.settle_writes,
+            "ledger_settlements": services.budgets.ledger_settlements,
         }
         with open(stats_path, "w") as f:
             json.dump(stats, f)

@@ -169,7 +169,8 @@ def main() -> None:
               f"{'added p50':>9} {'p99':>7} | {'store':>8} {'own':>8} | {'CPU usr+sys':>11} | "
               "AWS/req before  after  background"
               "   enforcement writes/req (concurrent: 1 round trip before, settles beside the ledger write), "
-              "of which rate windows, budget pools, budget reservations alone")
+              "of which rate windows, budget pools, budget reservations alone, settlements; "
+              "settlements through the ledger record (no write of their own)")
         floors: dict[int, float] = {}  # concurrency -> the bare pass-through's CPU per request
         for transport in args.transports.split(","):
             gw_port = free_port()
@@ -230,6 +231,8 @@ def main() -> None:
                 windows = delta["window_writes"] / n  # of which rate windows (blocks under steady traffic)
                 pooling = delta["pool_writes"] / n  # budget pool claims and releases (budgets/pool.py)
                 alone = delta["alone_writes"] / n  # budget reservations a request made on its own
+                settles = delta["settle_writes"] / n  # budget settlement writes (coalesced ones count once)
+                ledgered = delta["ledger_settlements"] / n  # pooled settlements carried by the ledger record
                 background = (delta["key_refreshes"] + delta["workspace_refreshes"]) / n
                 after = delta["ledger_writes"] / n
                 d50, d99 = statistics.median(direct), pct(direct, 0.99)
@@ -249,7 +252,7 @@ def main() -> None:
                       f"{g50 - d50:7.2f}ms {g99 - d99:5.2f}ms | {store_ms:6.2f}ms {own:6.2f}ms | "
                       f"{(user1 - user0) / n * 1000:5.2f}+{(sys1 - sys0) / n * 1000:4.2f}ms{ratio} | "
                       f"        {before:6.3f} {after:6.3f} {background:8.3f}   {enforce:5.2f} {windows:5.2f} "
-                      f"{pooling:5.2f} {alone:5.2f}")
+                      f"{pooling:5.2f} {alone:5.2f} {settles:5.2f}   {ledgered:5.2f}")
             gw.terminate()
             gw.wait(timeout=10)
             if profile_file:
@@ -268,7 +271,10 @@ def main() -> None:
               "under steady traffic a process claims a block of a subject's minute window in one write and "
               "admits the next requests from it (budgets/quota.py), so fewer than one per request. Budgets: likewise "
               "a process reserves a pool of several requests' worst cases in one write and carves the next "
-              "requests' reservations from it (budgets/pool.py); each request still settles on its own.")
+              "requests' reservations from it (budgets/pool.py); a request carved from a pool settles through "
+              "its ledger record, which names the pool and its cost (no write of its own): the pool's release "
+              "adds what its requests cost. Settlements: the writes of the settlements that cannot (a request "
+              "reserved alone, a side call, a pool about to expire, a record whose write failed).")
     finally:
         for proc in procs:
             proc.terminate()

@@ -18,11 +18,13 @@ alarm (monitoring.py). Reserved concurrency (constants.RESERVED_CONCURRENCY) kee
 public URL is busy; overlapping runs are harmless.
 
 Permissions (role of this function only):
-    budgets      Query (alert outbox), UpdateItem (claim / mark sent / release leases), Scan (find
-                 counters holding leases), GetItem. No PutItem, no DeleteItem.
+    budgets      Query (alert outbox, budget definitions), UpdateItem (claim / mark sent / release
+                 leases / fold expired pools and note the alert thresholds a fold crossed), Scan
+                 (find counters holding leases), GetItem. No PutItem, no DeleteItem.
     workspaces   Query (a workspace's settings: its own alert recipients, name, timezone)
     rollups      Query (top contributors of a workspace-wide budget's period)
-    ledger       Query (top contributors of a scoped budget: the day's newest records, bounded)
+    ledger       Query (top contributors of a scoped budget: the day's newest records, bounded; an
+                 expired budget pool's records: a range of under a minute)
     SES          ses:SendEmail only with From = the `AlertSender` parameter (see _grant_ses)
 No KMS: provider keys in workspace items are never decrypted here. Environment: the budgets,
 workspaces, rollups and ledger table names, METERLINE_ALERT_SENDER and METERLINE_ALERT_RECIPIENTS.

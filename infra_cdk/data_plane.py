@@ -21,7 +21,7 @@ Permissions (role of this function only):
     ledger                                   PutItem                            (append only)
     budgets                                  Query / GetItem (definitions), UpdateItem (reservations,
                                              settle/release, rate and loop windows, inline lease
-                                             sweep), PutItem (alert outbox, conditional on new);
+                                             sweep, alert outbox items created conditional on new);
                                              writes only under "<ws>#..." and "alert" partition keys
                                              (dynamodb:LeadingKeys), never a definition
     cache                                    GetItem (entries), PutItem (entries, fill markers)
@@ -188,7 +188,7 @@ class DataPlane(Construct):
                 # cannot contain '#'). So the gateway can write what enforcement needs and never a
                 # budget, limit or policy definition, even if its code were subverted.
                 sid="EnforceBudgets",
-                actions=["dynamodb:UpdateItem", "dynamodb:PutItem"],
+                actions=["dynamodb:UpdateItem"],
                 resources=[budgets.table_arn],
                 conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": list(c.GATEWAY_BUDGET_WRITE_KEYS)}},
             )

@@ -52,6 +52,7 @@ from meterline.config import Settings
 from meterline.store.budgets import BudgetStore, Reservation
 from meterline.store.codec import to_item
 from meterline.store.ddb_http import DynamoHttp
+from meterline.store.ledger import POOLS_FIELD
 
 MESSAGE = "ledger_write_failed"
 SETTLE_MESSAGE = "budget_settle_failed"
@@ -111,6 +112,9 @@ def record_of(message: str | dict[str, Any]) -> dict[str, Any]:
     record = line.get("ledger_record")
     if not isinstance(record, dict):
         raise Unreplayable("the line carries no ledger_record")
+    # A replayed record never names a budget pool: the gateway added those costs when the write
+    # failed, so a pool's sweeper fold must not find them here again.
+    record = {k: v for k, v in record.items() if k != POOLS_FIELD}
     for name, kind in KEY_FIELDS.items():
         value = record.get(name)
         if not isinstance(value, kind) or isinstance(value, bool) or not value:

@@ -22,7 +22,7 @@ import time
 import httpx
 import pytest
 
-from meterline.budgets.model import Budget
+from meterline.budgets.model import Budget, RateLimit
 from meterline.replay import MESSAGE, SETTLE_MESSAGE
 from meterline.rollup import StreamPoller
 from meterline.store import aws
@@ -263,3 +263,61 @@ def test_a_failed_settlement_reaches_the_budget_counter_once_through_the_replay(
     assert {k: again[k] for k in ("spent", "committed", "reserved")} == {
         k: counter[k] for k in ("spent", "committed", "reserved")}
     assert letters() == []
+
+
+@pytest.mark.parametrize("fault", ["refuse", "answer"])
+def test_a_pooled_request_whose_ledger_write_failed_is_added_once(start_gateway, settings, slow_store, fake_openai,
+                                                                   gateway_log, replay_handler, monkeypatch, fault):
+    """A request carved from a budget pool settles through its ledger record (which names the pool and
+    its cost). When that record's write fails, the gateway adds the cost on its own (under the request's
+    marker) and logs the record for the replay without the pools it names: so the budget's spend equals
+    the ledger's costs once the line is replayed (refuse) - or already, when the failed write did land
+    (answer), the pool's release not counting it twice."""
+    from meterline.gateway import enforcement
+    from meterline.store.ledger import POOLS_FIELD
+
+    now = {"t": (time.time() // 600) * 600 + 1}
+    monkeypatch.setattr(enforcement, "clock", lambda: now["t"])  # a steady 100 requests a second
+    store, url = slow_store
+    gateway = start_gateway(aws_endpoint=url, store_attempt_timeout_s=5.0, store_deadline_s=6.0)
+    handler, _ = replay_handler
+    t = make_tenant(settings, fake_openai[1])
+    scope = f"workspace:{t.workspace}"
+    BudgetStore(settings).put_budget(t.workspace, Budget("workspace", t.workspace, monthly_micros=10**9))
+    BudgetStore(settings).put_limit(t.workspace, RateLimit("key", t.key_id, rpm=10**6))
+    for _ in range(120):  # the first second reserves alone; then pools
+        assert _post(gateway, t.api_key).status_code == 200
+        now["t"] += 0.01
+    ledgered = gateway.services.budgets.ledger_settlements
+    assert ledgered > 0
+    ledger = settings.table(LEDGER).encode()
+    store.rules.append((lambda target, body: target.endswith(".PutItem") and ledger in body, fault))
+    response = _post(gateway, t.api_key)
+    now["t"] += 0.01
+    store.release.set()
+    assert response.status_code == 200
+    deadline = time.monotonic() + 60
+    while store.pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+    store.rules.clear()
+    assert gateway.services.budgets.ledger_settlements == ledgered + 1  # it was carved from a pool
+    for _ in range(5):
+        assert _post(gateway, t.api_key).status_code == 200
+        now["t"] += 0.01
+    [line] = [line for line in gateway_log() if json.loads(line).get("message") == MESSAGE]
+    logged = json.loads(line)["ledger_record"]
+    assert logged["request_id"] == response.headers["meterline-request-id"] and POOLS_FIELD not in logged
+    if fault == "refuse":
+        assert handler(subscription_event([line]), None)["replayed"] == 1
+    records = wait_for_ledger(settings, t.workspace, 126)
+    assert len(records) == 126
+    named = [r for r in records if POOLS_FIELD in r]
+    assert named and all(set(r[POOLS_FIELD].values()) == {r["cost_micros"]} for r in named)
+    month = logged["month"]
+    deadline = time.monotonic() + 60  # the last pool's window ends: its timer releases it
+    while int(BudgetStore(settings).counter(t.workspace, scope, month).get("reserved", 0)):
+        assert time.monotonic() < deadline, "a pool was never released"
+        time.sleep(0.1)
+    counter = BudgetStore(settings).counter(t.workspace, scope, month)
+    assert int(counter["spent"]) == int(counter["committed"]) == sum(r["cost_micros"] for r in records)
+    assert int(counter["requests"]) == 126 and not [k for k in counter if k.startswith(("l_", "s_"))]

@@ -28,7 +28,13 @@ def _item_bytes(item: dict) -> int:
 
 
 @pytest.mark.parametrize("budgets", [0, 3])
-def test_store_calls_and_write_units_per_request(gateway, tenant, settings, budgets):
+def test_store_calls_and_write_units_per_request(gateway, tenant, settings, budgets, monkeypatch):
+    from meterline.gateway import enforcement
+
+    # A frozen enforcement clock: no process-level traffic rate, so no reservation pool (an on-demand
+    # Lambda environment at an SDK's pace; pools only take fewer calls: test_budget_pools.py).
+    frozen = enforcement.clock()
+    monkeypatch.setattr(enforcement, "clock", lambda: frozen)
     if budgets:
         store = BudgetStore(settings)
         for budget in (Budget("workspace", tenant.workspace, monthly_micros=10**12),

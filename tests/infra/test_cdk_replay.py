@@ -52,6 +52,9 @@ def test_the_gateway_logs_the_line_the_filter_matches():
     assert MESSAGE == "ledger_write_failed"
     enforcement = (APP_PACKAGE_DIR / "gateway" / "enforcement.py").read_text()
     assert re.search(r'log\.error\("budget_settle_failed", extra=\{[^}]*"settlement": \{', enforcement)
+    # ... and the store, for a pooled request whose ledger record's write failed (BudgetStore.ledgered).
+    store = (APP_PACKAGE_DIR / "store" / "budgets.py").read_text()
+    assert re.search(r'log\.error\("budget_settle_failed", extra=\{[^}]*"settlement": \{', store)
     assert SETTLE_MESSAGE == "budget_settle_failed"
 
 

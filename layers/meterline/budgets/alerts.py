@@ -155,15 +155,29 @@ def _send_one(alert: dict[str, Any], context: tuple[BudgetStore, LedgerStore, Ro
 
 async def _sweep(settings: Settings, now: float) -> int:
     store = BudgetStore(settings)
+    ledger = LedgerStore(settings)
     client = DynamoHttp(settings)
     released = 0
+    definitions: dict[str, dict[str, Any]] = {}  # workspace -> {scope: budget} (alerts of a folded pool)
     try:
         for item in store.counters_with_leases():
             expired, tombs = expired_entries(item, now)
-            if expired or tombs:
-                workspace, scope = item["pk"].split("#budget#", 1)
-                await store.release_leases(client, workspace, scope, item["sk"][2:], expired, tombs)
-                released += len(expired)
+            if not expired and not tombs:
+                continue
+            workspace, scope = item["pk"].split("#budget#", 1)
+            month = item["sk"][2:]
+            # A reservation pool's lease ("n": its settlement count) may owe its requests' costs
+            # (settled through the ledger): folded from the ledger, one write per pool.
+            pooled = {attr: lease for attr, lease in expired.items() if "n" in lease}
+            leases = {attr: lease for attr, lease in expired.items() if attr not in pooled}
+            if leases or tombs:
+                await store.release_leases(client, workspace, scope, month, leases, tombs)
+            for attr, lease in pooled.items():
+                if workspace not in definitions:
+                    definitions[workspace] = {b.scope: b for b in store.definitions(workspace).budgets}
+                await store.fold_pool(client, ledger, workspace, scope, month, attr, lease, item,
+                                      definitions[workspace].get(scope))
+            released += len(expired)
     finally:
         await client.aclose()
     return released

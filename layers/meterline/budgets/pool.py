@@ -5,15 +5,29 @@ upstream. A process that serves a budget steadily (a managed instance, a contain
 rarely an on-demand Lambda environment, which serves one request at a time) instead reserves a pool
 in that one write: W = N x the request's worst case, under one lease (`l_<pool id>`), and carves the
 next N - 1 requests' worst cases out of it from memory, with no store call before their upstream.
-Each request still settles to the store before its response ends: its actual cost is added to
-spent (and to committed, which keeps committed = spent + reserved), and its carve goes back to the
-pool. Exactly once without a record per request: the pool's lease carries a count of its settlement
-writes (`n`), each write is conditional on the count the last one left (one write on its way per
-counter item: concurrent settlements go out together), so a retried or late copy of an applied
-write finds the count moved on. Only a settlement whose write's outcome is unknown falls back to a
-marker (`s_<hash of the request id>`), and its pool is left to expire. The pool's remainder is
-released when its window is over and its last request has settled; a crashed or frozen process's
-pool expires like any lease and the sweeper releases it.
+
+A carved request settles through its ledger record, with no write of its own (`Pool.defer`): the
+record - written and awaited before the response ends, as every request's is - names the pool and
+the request's cost (`budget_pools`). Once the write is done (`ledgered`), the pool owes that cost, and
+its release adds what it owes to spent (and to committed, which keeps committed = spent + reserved)
+while it gives W back, in one write conditional on its lease. So the counter's spent lags the
+ledger by at most a pool's life (WINDOW_S and its requests' duration); committed never does: W holds
+every carved request's worst case until the costs replace it. Exactly once:
+- the process releases the pool (in-memory sums) or, when the process crashed or froze past the
+  lease's expiry, the sweeper folds it from the ledger (the records naming the pool in the range
+  its claim time bounds: LEDGER_BEFORE_MS/LEDGER_AFTER_MS), both conditional on the pool's lease:
+  exactly one of them applies;
+- a request settles through the ledger only if its record lands in that range and long before the
+  lease may expire (DEFER_MARGIN_S), so the sweeper reads every record that names the pool;
+- a record whose write failed is logged for the replay without the pools it names, and the request's
+  cost is added at once under its marker (`s_<hash of the request id>`); the sweeper skips a record
+  whose marker is on the counter (the failed write may have landed);
+- a request that cannot settle through the ledger (a side call; a record outside the range; a pool
+  left to expire) writes its settlement, fenced by the pool's count of settlement writes (`n`):
+  each write is conditional on the count the last one left (one write on its way per counter item:
+  concurrent settlements go out together), so a retried or late copy finds the count moved on.
+  Only such a write whose outcome is unknown falls back to a marker, and its pool is left to expire.
+The pool is released when its window is over and its last request has settled.
 
 Why the budget still holds:
 - never over a cap: the pool's W is in `committed` from its claim until its release, and every
@@ -36,7 +50,8 @@ Why the budget still holds:
   W of its cap (W <= 1/SHARE of what was left). A process frozen with a pool (an on-demand Lambda
   environment after steady traffic) holds it until the lease expires (LEASE_S + WINDOW_S).
 Carves settled at zero cost (a request refused by another check) write nothing: the pool takes its
-carve back. Pure: times are passed in; store/budgets.py does the writes.
+carve back. A budget alert threshold crossed by what a pool owed is found by its release (or fold).
+Pure: times are passed in; store/budgets.py does the writes.
 """
 
 from __future__ import annotations
@@ -52,6 +67,17 @@ MAX_CARVES = 32  # requests per pool (the ones judged on the pool's view, and th
 SHARE = 8  # a pool takes at most 1/SHARE of what was left below the lowest threshold
 RATE_FRACTION = 2  # ... and at most 1/RATE_FRACTION of a second of this process's traffic
 WINDOW_S = 2.0  # requests are carved from a pool for this long after its claim
+# A settlement through the ledger (`Pool.defer`): the request's ledger record names the pool and its
+# cost, so the sweeper can fold a crashed process's pool from the ledger. Only records whose time lies
+# in [claim - LEDGER_BEFORE_MS, claim + LEDGER_AFTER_MS] (wall clock) may name a pool: the sweeper reads
+# just that range of the workspace's ledger. Carves happen within WINDOW_S of the claim, so every
+# request of a pool falls in it unless it waited unusually long before its carve (it then settles on
+# its own).
+LEDGER_BEFORE_MS = 10_000
+LEDGER_AFTER_MS = 30_000
+# ... and only while its ledger write lands long before the pool's lease may expire (the sweeper
+# folds a pool only after it has expired, from what the ledger holds then).
+DEFER_MARGIN_S = 60
 
 
 def _below(percent: int, cap: int) -> int:
@@ -101,6 +127,10 @@ class Pool:
     settling: dict[str, int] = field(default_factory=dict)  # their settlement on its way
     settled: list[str] = field(default_factory=list)  # markers written (fallbacks) to remove with the lease
     seq: int = 0  # the lease's settlement count (`n`) after this process's last write that applied
+    claimed_ms: int = 0  # wall-clock time of the claim (the ledger range of its deferred settlements)
+    deferred: dict[str, int] = field(default_factory=dict)  # settling through the ledger: marker -> cost
+    owed: int = 0  # the costs of its requests settled through the ledger: added by the release
+    owed_requests: int = 0
     closed: bool = False  # no more carves
     tainted: bool = False  # a settlement's outcome is unknown: the pool is left to expire (the replay's)
 
@@ -135,6 +165,33 @@ class Pool:
         self.free += worst
         if wrote:
             self.settled.append(marker)
+
+    def covers(self, ts_ms: int, now: float) -> bool:
+        """Whether a request that started at `ts_ms` (its ledger record's time) may settle through the
+        ledger at `now`: its record is in the range the sweeper reads, and lands long before the
+        pool's lease may expire."""
+        return (not self.tainted and self.claimed_ms - LEDGER_BEFORE_MS <= ts_ms <= self.claimed_ms + LEDGER_AFTER_MS
+                and now < self.expires - DEFER_MARGIN_S)
+
+    def defer(self, marker: str, cost: int) -> bool:
+        """A carved request settles through the ledger: its cost waits for its ledger write
+        (`ledgered`). False if its settlement has begun before (a repeated call)."""
+        if not self.settle(marker):
+            return False
+        self.deferred[marker] = cost
+        return True
+
+    def ledgered(self, marker: str, written: bool) -> int | None:
+        """The request's ledger write is done. Written: its cost is owed by the pool (added by the
+        release, or by the sweeper from the ledger) and its carve goes back; None. Not written: the
+        cost it must add on its own, then `returned` (None if it was not deferred here)."""
+        cost = self.deferred.pop(marker, None)
+        if cost is None or not written:
+            return cost
+        self.owed += cost
+        self.owed_requests += 1
+        self.returned(marker, False)
+        return None
 
     @property
     def idle(self) -> bool:

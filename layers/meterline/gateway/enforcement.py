@@ -40,6 +40,7 @@ from meterline.money import micros_to_usd
 from meterline.pricing.catalog import ModelPricing
 from meterline.store.budgets import Refused, Reservation
 from meterline.store.ddb_http import DynamoError
+from meterline.store.ledger import POOLS_FIELD
 
 log = logging.getLogger("meterline.enforcement")
 LEASE_S = 900  # longer than the longest call the data plane allows (Lambda's 15 minutes)
@@ -312,9 +313,22 @@ class EnforcementStage(BaseStage):
             return
         actual = ctx.cost.micros if (ctx.cost is not None and ctx.reached_provider) else 0
         actual += ctx.extra.get("prior_attempts_micros", 0)
-        # Settled concurrently with the ledger write (the ledger stage awaits everything pending).
-        ctx.extra.setdefault("pending", []).append(asyncio.ensure_future(
-            settle_all(self.services, ctx.workspace.workspace, ctx.request_id, reservations, actual)))
+        # A reservation carved from this process's pool settles through the request's ledger record
+        # (it names the pool and the cost; the pool's release adds the costs it owes): no write of
+        # its own. The ledger stage reports the record's write back (`ledgered`).
+        now = clock()
+        store, ws = self.store, ctx.workspace.workspace
+        deferred = [] if ctx.ledger_written else [
+            r for r in reservations if store.defer(r, ctx.request_id, actual, ctx.started_wall_ms, now)]
+        if deferred and actual > 0:
+            ctx.extra[POOLS_FIELD] = {r.pool: actual for r in deferred}
+            ctx.extra.setdefault("ledgered", []).append(
+                lambda written: ledgered_all(self.services, ws, ctx.request_id, deferred, written))
+        rest = [r for r in reservations if all(r is not d for d in deferred)] if deferred else reservations
+        if rest:
+            # Settled concurrently with the ledger write (the ledger stage awaits everything pending).
+            ctx.extra.setdefault("pending", []).append(asyncio.ensure_future(
+                settle_all(self.services, ws, ctx.request_id, rest, actual)))
 
 
 
@@ -374,6 +388,17 @@ async def settle_all(services: Services, ws: str, lease_id: str, reservations: l
             if isinstance(outcome, BaseException):
                 log.error("budget_follow_up_failed", extra={"request_id": lease_id,
                                                             "error": type(outcome).__name__})
+
+
+async def ledgered_all(services: Services, ws: str, request_id: str, deferred: list[Reservation],
+                       written: bool) -> None:
+    """The request's ledger record (naming its pools) was written, or not: each pool takes the cost
+    (or it is added on its own); a pool whose last request this was is released."""
+    outcomes = await asyncio.gather(*(services.budgets.ledgered(services.dynamo, ws, r, request_id, written)
+                                      for r in deferred), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            log.error("budget_follow_up_failed", extra={"request_id": request_id, "error": type(outcome).__name__})
 
 
 async def reserve_side_call(services: Services, ctx: RequestContext, lease_id: str, body: dict[str, Any],

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from meterline.budgets.policy import usage_limits
 from meterline.gateway.context import RequestContext
 from meterline.pricing.cost import Cost, price_request
+from meterline.store.ledger import POOLS_FIELD
 from meterline.usage import Usage, claim, estimate_request_prompt_tokens
 
 # timezone -> (epoch second, (day, month)): every request of a second shares one answer (zone
@@ -166,4 +167,8 @@ def ledger_record(ctx: RequestContext, request_id: str | None = None) -> dict[st
         "savings": dict(ctx.savings) if ctx.savings else None,
     }
     record.update(ctx.extra.get("ledger_extra", {}))  # policy decisions (budget scope, clamp, ...)
+    if request_id is None and POOLS_FIELD in ctx.extra:
+        # The budget pools this request settled through its record (store/budgets.py `defer`): only
+        # the request's own record, which its pools' sweeper fold reads.
+        record[POOLS_FIELD] = ctx.extra[POOLS_FIELD]
     return {k: v for k, v in record.items() if v is not None}

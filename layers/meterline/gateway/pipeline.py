@@ -40,6 +40,7 @@ from meterline.gateway.context import RequestContext
 from meterline.gateway.metering import ledger_record, meter
 from meterline.gateway.services import Services
 from meterline.gateway.validation import check_content_type, parse_json_object
+from meterline.store.ledger import POOLS_FIELD
 from meterline.translators import registry
 from meterline.translators.base import Target, Translator
 from meterline.vault import VaultError
@@ -111,6 +112,16 @@ class LedgerStage(BaseStage):
     async def after(self, ctx: RequestContext) -> None:
         if ctx.ledger_written or ctx.key is None or ctx.workspace is None:
             return  # unauthenticated requests are counted in metrics, not in a tenant's ledger
+        written = False
+        try:
+            written = await self._write(ctx)
+        finally:
+            ctx.ledger_written = True
+            # Budget pools waiting for the record (enforcement `ledgered`), whatever became of it.
+            for report in ctx.extra.pop("ledgered", ()):
+                await report(written)
+
+    async def _write(self, ctx: RequestContext) -> bool:
         meter(ctx)
         record = ledger_record(ctx)
         # Budget settlements started by later stages' `after` run concurrently with this write:
@@ -118,13 +129,21 @@ class LedgerStage(BaseStage):
         pending = ctx.extra.pop("pending", [])
         try:
             write = self.services.ledger.put_async(record, self.services.dynamo)
-            await (asyncio.gather(write, *pending) if pending else write)  # no task for a lone write
+            if pending:  # concurrent; settlements log their own failures
+                outcome = (await asyncio.gather(write, *pending, return_exceptions=True))[0]
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            else:
+                await write  # no task for a lone write
             self.services.calls.after_upstream += 1
+            return True
         except Exception as exc:
             # The provider has answered (and billed): never drop the record. The structured log line
-            # is durable in CloudWatch Logs and carries the full record for replay (docs/ARCHITECTURE.md).
+            # is durable in CloudWatch Logs and carries the full record for replay (docs/ARCHITECTURE.md),
+            # without the budget pools it names: their costs are added at once instead (`ledgered`).
+            record = {k: v for k, v in record.items() if k != POOLS_FIELD}
             log.error("ledger_write_failed", extra={"ledger_record": record, "error": str(exc)[:300]})
-        ctx.ledger_written = True
+            return False
 
 
 class AuthenticateStage(BaseStage):

@@ -6,10 +6,12 @@ Keys (see schema.BUDGETS):
         committed (= spent + reserved), reserved, spent, requests (micro-dollars / counts),
         dc_<yyyy-mm-dd> / ds_<yyyy-mm-dd>   the day's committed / spent (daily caps, same item),
         l_<request id> = {w, exp, day}      one lease per in-flight reservation,
-        l_<pool id> = {w, exp, day, n}      a process's reservation pool (budgets/pool.py); n = its
+        l_<pool id> = {w, exp, day, n, t}   a process's reservation pool (budgets/pool.py); n = its
                                             settlement writes applied (each fenced by the last count),
-        s_<hash of request id> = 1          a pooled settlement's marker, only where the count cannot
-                                            fence it (its pool failed or was swept; removed with the pool),
+                                            t = its claim's wall-clock ms (the ledger range it owes from),
+        s_<hash of request id> = 1          a pooled request's cost added on its own, where neither its
+                                            ledger record nor the count can fence it (its record's write
+                                            failed; its pool failed or was swept; removed with the pool),
         tm, tn                              a throttle stage's minute window: the epoch minute and the
                                             requests reserved in it (counted by the reservation itself),
     pk = <ws>#rl#<subject>          sk = "m#<epoch minute>" | "h#<epoch hour>"   rate windows (TTL):
@@ -31,13 +33,17 @@ Access patterns:
                            condition l_<pool>.n = :before (exactly once; one write on its way per item);
                            a zero-cost pooled request writes nothing; fallback: SET marker, condition
                            the marker is absent (and for a replay, the failed write's count unmoved)
-    pool release           UpdateItem REMOVE pool lease (and fallback markers) ADD -W, condition the lease exists
+    settle through ledger  none: the request's ledger record names its pool and cost (`defer`, `ledgered`)
+    pool release           UpdateItem REMOVE pool lease (and fallback markers) ADD -W + what its requests owe
+                           (their costs, to spent, committed and the day's), condition the lease exists
+    pool fold (sweeper)    the same write for an expired pool, what it owes read from the ledger: Query
+                           pk=<ws>#<day>, sk in the claim's range, filter the record names the pool
     sweep                  UpdateItem REMOVE expired leases ADD -amounts, condition they all still exist
     rate / loop windows    UpdateItem ADD n, condition n < limit (a rate window: ADD n :N, tk :T for a quota
                            block of N requests, condition n <= rpm - N, tk <= tpm - T: budgets/quota.py)
     throttle window        part of the reservation's UpdateItem (ADD tn, condition tm = minute; or SET
                            tm, tn = 1, condition tm < minute): no write of its own
-    alerts                 PutItem (condition: new) | Query pk="alert" | UpdateItem claim (condition)
+    alerts                 UpdateItem create (condition: new) | Query pk="alert" | UpdateItem claim (condition)
 
 Every hot-path operation is a single-item conditional write: DynamoDB serializes those per item
 without the conflict errors that transactions on a hot item produce under heavy concurrency.
@@ -59,6 +65,7 @@ from typing import Any
 from meterline.budgets import pool as pools
 from meterline.budgets import quota
 from meterline.budgets.model import Budget, Enforcement, Policy, RateLimit
+from meterline.budgets.policy import crossed_thresholds
 from meterline.config import Settings
 from meterline.store import aws
 from meterline.store.codec import from_item, paginate, to_item
@@ -226,6 +233,8 @@ class BudgetStore:
         self._settling: dict[tuple[str, str, str], list[Any]] = {}
         self.pool_writes = 0  # pool claims and releases this process made (bench/overhead.py reports them)
         self.alone_writes = 0  # reservations this process made one request at a time (likewise)
+        self.settle_writes = 0  # settlement writes (likewise; coalesced ones count once)
+        self.ledger_settlements = 0  # settlements through the ledger record: no write of their own (likewise)
 
     @property
     def _ddb(self) -> Any:
@@ -489,13 +498,16 @@ class BudgetStore:
                           day: str, marker: str, worst: int, size: int, limits: dict[str, int], lease_s: int,
                           now: float, count_minute: bool) -> Reservation | None:
         pool_id = "p" + uuid.uuid4().hex
+        claimed_ms = int(time.time() * 1000)  # wall clock, as the ledger records' times (not `now`)
         amount = size * worst
         expires = int(now) + lease_s + math.ceil(pools.WINDOW_S) + 1  # past every carve's own lease_s
         names = {"#lease": LEASE_PREFIX + pool_id, "#dc": f"dc_{day}", "#tomb": TOMBSTONE_PREFIX + pool_id}
         values: dict[str, Any] = {
             ":w": _n(amount),
             # n: the pool's settlement writes applied (the fence of the next one; `_add_together`).
-            ":lease": {"M": {"w": _n(amount), "exp": _n(expires), "day": {"S": day}, "n": _n(0)}}}
+            # t: the claim's wall-clock ms, the ledger range the sweeper folds a crashed pool from.
+            ":lease": {"M": {"w": _n(amount), "exp": _n(expires), "day": {"S": day}, "n": _n(0),
+                             "t": _n(claimed_ms)}}}
         # Like a reservation's: a claim this process cancelled (sent, unanswered) is refused if it lands late.
         conditions = ["attribute_not_exists(#lease)", "attribute_not_exists(#tomb)"]
         for i, (attr, limit) in enumerate(limits.items()):
@@ -543,7 +555,7 @@ class BudgetStore:
             if count_minute:  # its places in the count are this minute's
                 window_end = min(window_end, (int(state.get("tm", minute)) + 1) * 60)
             pool = pools.Pool(pool_id, workspace, budget, month, day, amount, window_end, expires, state, size,
-                              ordinal, free=amount)
+                              ordinal, free=amount, claimed_ms=claimed_ms)
             self._pools[pool_id] = pool
             slot.current = pool
             asyncio.get_running_loop().call_later(max(window_end - now, 0) + 0.05, self._window_over, client, slot,
@@ -568,29 +580,140 @@ class BudgetStore:
         task.add_done_callback(self._background.discard)
 
     async def _release_pool(self, client: DynamoHttp, pool: pools.Pool) -> None:
-        """Release what the pool still holds (all of W: its requests' costs are in spent already) and
-        any fallback markers; never raises (the sweeper releases a lease whose release failed)."""
+        """Release what the pool still holds (all of W), add the costs of its requests that settled
+        through the ledger (`owed`) and remove any fallback markers, in one write conditional on the
+        lease (so exactly once, by this process or else by the sweeper from the ledger); record the
+        alert thresholds that adding crossed. Never raises (the sweeper folds a pool whose release
+        failed)."""
         if self._pools.pop(pool.id, None) is None:
             return  # released already
-        names = {"#lease": LEASE_PREFIX + pool.id, "#dc": f"dc_{pool.day}"}
+        names = {"#lease": LEASE_PREFIX + pool.id}
         for i, marker in enumerate(pool.settled):
             names[f"#m{i}"] = marker
-        removes = ", ".join(k for k in names if k != "#dc")
+        removes = ", ".join(names)
         try:
             self.pool_writes += 1
-            await client.call("UpdateItem", {
-                "TableName": self.table, "Key": counter_key(pool.workspace, pool.budget.scope, pool.month),
-                "UpdateExpression": f"REMOVE {removes} ADD committed :neg, reserved :neg, #dc :neg",
-                "ConditionExpression": "attribute_exists(#lease)",
-                "ExpressionAttributeNames": names, "ExpressionAttributeValues": {":neg": _n(-pool.size)},
-            })
+            state = await self._fold(client, pool.workspace, pool.budget.scope, pool.month, pool.day, names, removes,
+                                     pool.size, pool.owed, pool.owed_requests)
         except DynamoError as exc:
-            if exc.code != "ConditionalCheckFailedException":  # already swept: nothing held
+            if exc.code != "ConditionalCheckFailedException":  # already swept (and folded): nothing held
                 log.warning("budget_pool_release_failed", extra={"scope": pool.budget.scope, "pool": pool.id,
                                                                  "error": exc.code})
+            return
         except Exception as exc:  # the client closed under a timer's release: the sweeper has it
             log.warning("budget_pool_release_failed", extra={"scope": pool.budget.scope, "pool": pool.id,
                                                              "error": type(exc).__name__})
+            return
+        await self.record_crossings(client, pool.workspace, pool.budget, pool.month, pool.day, pool.owed, state)
+
+    async def _fold(self, client: DynamoHttp, workspace: str, scope: str, month: str, day: str,
+                    names: dict[str, str], removes: str, held: int, owed: int, requests: int) -> dict[str, Any]:
+        """REMOVE `removes` (the pool's lease first, `names`), give back `held` and add `owed` spend
+        of `requests` requests on `day`, condition the lease exists: a pool's release or fold."""
+        names = {**names, "#dc": f"dc_{day}"}
+        values = {":c": _n(owed - held), ":neg": _n(-held)}
+        adds = ["committed :c", "reserved :neg", "#dc :c"]
+        if owed or requests:
+            names["#ds"] = f"ds_{day}"
+            values[":o"], values[":k"] = _n(owed), _n(requests)
+            adds += ["spent :o", "#ds :o", "requests :k"]
+        result = await client.call("UpdateItem", {
+            "TableName": self.table, "Key": counter_key(workspace, scope, month),
+            "UpdateExpression": f"REMOVE {removes} ADD {', '.join(adds)}",
+            "ConditionExpression": "attribute_exists(#lease)",
+            "ExpressionAttributeNames": names, "ExpressionAttributeValues": values,
+            "ReturnValues": "UPDATED_NEW" if owed else "NONE",
+        })
+        return from_item(result.get("Attributes", {}))
+
+    async def record_crossings(self, client: DynamoHttp, workspace: str, budget: Budget, month: str, day: str,
+                               added: int, state: dict[str, Any]) -> None:
+        """Record the alert thresholds that adding `added` crossed, the counter now at `state`."""
+        if added <= 0:
+            return
+        follow_ups = []
+        for period, cap, spent in (("M#" + month, budget.monthly_micros, int(state.get("spent", 0))),
+                                   ("D#" + day, budget.daily_micros, int(state.get(f"ds_{day}", 0)))):
+            if cap is None:
+                continue
+            for threshold in crossed_thresholds(spent - added, spent, cap, budget.alerts):
+                follow_ups.append(self.record_alert(client, workspace, budget, period, threshold, spent, cap))
+        for outcome in await asyncio.gather(*follow_ups, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                log.error("budget_follow_up_failed", extra={"scope": budget.scope, "error": type(outcome).__name__})
+
+    # -- settlements through the ledger (a pooled request's cost, added by its pool's release) ---------
+    def defer(self, reservation: Reservation, request_id: str, actual: int, ts_ms: int, now: float) -> bool:
+        """Settle a pooled request through its ledger record instead of a write of its own: True when
+        its pool takes it (then its ledger record names the pool and the cost, and `ledgered` is
+        called once the record's write is done). A zero cost writes nothing either way. False: it
+        settles with `settle` (no pool here, a pool left to expire, or a record outside the range
+        the sweeper would read)."""
+        pool = self._pools.get(reservation.pool) if reservation.pool else None
+        if pool is None or not pool.covers(ts_ms, now):
+            return False
+        marker = marker_of(request_id)
+        self.ledger_settlements += 1
+        if actual <= 0:
+            if pool.settle(marker):
+                pool.returned(marker, False)
+            return True
+        pool.defer(marker, actual)
+        return True
+
+    async def ledgered(self, client: DynamoHttp, workspace: str, reservation: Reservation, request_id: str,
+                       written: bool) -> None:
+        """The deferred request's ledger record was written (its cost is the pool's to add), or not
+        (the record goes to the replay without naming the pool, and the cost is added now, under the
+        request's marker: the sweeper skips a record whose marker is on the counter, in case the
+        failed write did land). Releases the pool when it was its last request."""
+        pool = self._pools.get(reservation.pool)
+        if pool is None:
+            return
+        marker = marker_of(request_id)
+        cost = pool.ledgered(marker, written)
+        if cost is not None:
+            try:
+                await self._add_marked(client, workspace, reservation, marker, cost, None)
+                pool.returned(marker, True)
+            except Exception as exc:
+                pool.returned(marker, False)  # a marker that did land stays (a replay then adds nothing)
+                log.error("budget_settle_failed", extra={
+                    "request_id": request_id, "scope": reservation.budget.scope, "error": str(exc)[:300],
+                    "settlement": {"workspace": workspace, "scope": reservation.budget.scope,
+                                   "month": reservation.month, "day": reservation.day, "request_id": request_id,
+                                   "worst": reservation.worst, "actual": cost,
+                                   "lease_expires": reservation.lease_expires, "pool": reservation.pool}})
+        if pool.idle and pool.id in self._pools:
+            await self._release_pool(client, pool)
+
+    async def fold_pool(self, client: DynamoHttp, ledger: Any, workspace: str, scope: str, month: str,
+                        attr: str, lease: dict[str, Any], item: dict[str, Any],
+                        budget: Budget | None) -> int:
+        """The sweeper's release of an expired pool: add the costs its requests' ledger records name
+        (read from the range its claim time bounds; a record whose request's marker is on the counter
+        was added on its own), and give back W, in one write conditional on the lease (exactly once,
+        against a release by its process). Returns the cost added."""
+        owed = requests = 0
+        pool_id = attr[len(LEASE_PREFIX):]
+        if "t" in lease:
+            claimed = int(lease["t"])
+            for request_id, cost in ledger.pool_costs(workspace, pool_id, claimed - pools.LEDGER_BEFORE_MS,
+                                                      claimed + pools.LEDGER_AFTER_MS):
+                if marker_of(request_id) not in item:
+                    owed += cost
+                    requests += 1
+        day = str(lease["day"])
+        try:
+            state = await self._fold(client, workspace, scope, month, day, {"#lease": attr}, "#lease",
+                                     int(lease["w"]), owed, requests)
+        except DynamoError as exc:
+            if exc.code != "ConditionalCheckFailedException":
+                raise
+            return 0  # released by its process in between
+        if budget is not None:
+            await self.record_crossings(client, workspace, budget, month, day, owed, state)
+        return owed
 
     async def release_pools(self, client: DynamoHttp) -> None:
         """Close every pool and release those whose requests have all settled (shutdown; tests)."""
@@ -722,6 +845,7 @@ class BudgetStore:
             values[f":d{d}"] = _n(amount)
             adds += [f"#dc{d} :d{d}", f"#ds{d} :d{d}"]
         try:
+            self.settle_writes += 1
             result = await client.call("UpdateItem", {
                 "TableName": self.table, "Key": counter_key(workspace, first.budget.scope, first.month),
                 "UpdateExpression": f"SET {', '.join(sets)} ADD {', '.join(adds)}",
@@ -765,6 +889,7 @@ class BudgetStore:
             values[":q"] = _n(pool_seq)
             condition += " AND (attribute_not_exists(#p) OR #p.n = :q)"
         try:
+            self.settle_writes += 1
             result = await client.call("UpdateItem", {
                 "TableName": self.table, "Key": counter_key(workspace, reservation.budget.scope, reservation.month),
                 "UpdateExpression": "SET #m = :one ADD committed :a, spent :a, #dc :a, #ds :a, requests :one",
@@ -790,6 +915,7 @@ class BudgetStore:
         names = {"#lease": LEASE_PREFIX + request_id, "#dc": f"dc_{reservation.day}", "#ds": f"ds_{reservation.day}"}
         key = counter_key(workspace, reservation.budget.scope, reservation.month)
         try:
+            self.settle_writes += 1
             result = await client.call("UpdateItem", {
                 "TableName": self.table, "Key": key,
                 "UpdateExpression": "REMOVE #lease ADD committed :delta, reserved :negw, spent :a, #dc :delta, #ds :a",
@@ -804,6 +930,7 @@ class BudgetStore:
             if (now if now is not None else time.time()) < reservation.lease_expires:
                 return from_item(exc.body.get("Item", {}))  # our own settle, retried: already applied
             names.pop("#lease")
+            self.settle_writes += 1
             result = await client.call("UpdateItem", {
                 "TableName": self.table, "Key": key,
                 "UpdateExpression": "ADD committed :a, spent :a, #dc :a, #ds :a",
@@ -1045,16 +1172,21 @@ class BudgetStore:
     # -- alert outbox ----------------------------------------------------------------------------
     async def record_alert(self, client: DynamoHttp, workspace: str, budget: Budget, period: str, threshold: int,
                            spent: int, cap: int) -> None:
-        """Durably note a threshold crossing, once per budget, period and threshold."""
+        """Durably note a threshold crossing, once per budget, period and threshold. An UpdateItem
+        that creates the outbox item (condition: new), so the sweeper's role, which folds pools and
+        may find a crossing, needs no PutItem on the table."""
+        now = int(time.time())
+        fields = {"workspace": {"S": workspace}, "scope": {"S": budget.scope}, "period": {"S": period},
+                  "threshold": _n(threshold), "spent": _n(spent), "cap": _n(cap), "status": {"S": "pending"},
+                  "created_at": _n(now), "expires_at": _n(now + 120 * 86400)}
         try:
-            await client.call("PutItem", {
+            await client.call("UpdateItem", {
                 "TableName": self.table,
-                "Item": {"pk": {"S": ALERT_PK}, "sk": {"S": f"{workspace}#{budget.scope}#{period}#{threshold}"},
-                         "workspace": {"S": workspace}, "scope": {"S": budget.scope}, "period": {"S": period},
-                         "threshold": _n(threshold), "spent": _n(spent), "cap": _n(cap),
-                         "status": {"S": "pending"}, "created_at": _n(int(time.time())),
-                         "expires_at": _n(int(time.time()) + 120 * 86400)},
+                "Key": {"pk": {"S": ALERT_PK}, "sk": {"S": f"{workspace}#{budget.scope}#{period}#{threshold}"}},
+                "UpdateExpression": "SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(fields))),
                 "ConditionExpression": "attribute_not_exists(sk)",
+                "ExpressionAttributeNames": {f"#f{i}": name for i, name in enumerate(fields)},
+                "ExpressionAttributeValues": {f":f{i}": value for i, value in enumerate(fields.values())},
             })
         except DynamoError as exc:
             if exc.code != "ConditionalCheckFailedException":

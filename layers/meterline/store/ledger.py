@@ -45,6 +45,8 @@ _TS_HEX, _RANDOM_HEX = 11, 16
 # Every record of a request (its own, failed-over attempts', side calls') is stamped at or after its
 # start and before the data plane's 900 s ceiling; the margin before covers a clock stepped back.
 REQUEST_WINDOW_MS = (-60_000, 900_000)
+# A record's {budget pool id: cost} for the budgets it settled through the ledger (store/budgets.py).
+POOLS_FIELD = "budget_pools"
 
 
 def new_request_id(now_ms: int | None = None) -> str:
@@ -122,6 +124,26 @@ class LedgerStore:
             kwargs["FilterExpression"] = "request_id = :r OR parent_request_id = :r"
             kwargs["ExpressionAttributeValues"][":r"] = {"S": request_id}
         yield from paginate(self._ddb.query, **kwargs)
+
+    def pool_costs(self, workspace: str, pool_id: str, start_ms: int, end_ms: int) -> list[tuple[str, int]]:
+        """(request id, cost) of each record from `start_ms` to `end_ms` that names budget pool
+        `pool_id` (a request settled through the ledger: store/budgets.py `defer`); the sweeper
+        folds an expired pool from them. Reads only that range of the workspace's ledger."""
+        days = sorted({datetime.fromtimestamp(t // 1000, tz=UTC).strftime("%Y-%m-%d") for t in (start_ms, end_ms)})
+        out = []
+        for day in days:
+            kwargs: dict[str, Any] = {
+                "TableName": self.table, "ConsistentRead": True,
+                "KeyConditionExpression": "pk = :pk AND sk BETWEEN :a AND :b",
+                "FilterExpression": "attribute_exists(#bp.#p)",
+                "ProjectionExpression": "request_id, #bp.#p",
+                "ExpressionAttributeNames": {"#bp": POOLS_FIELD, "#p": pool_id},
+                "ExpressionAttributeValues": {":pk": {"S": f"{workspace}#{day}"}, ":a": {"S": f"{start_ms:013d}"},
+                                              ":b": {"S": f"{end_ms + 1:013d}"}},
+            }
+            for item in paginate(self._ddb.query, **kwargs):
+                out.append((item["request_id"], int(item[POOLS_FIELD][pool_id])))
+        return out
 
     def query_request(self, workspace: str, request_id: str) -> list[dict[str, Any]] | None:
         """A request's records (its own and its attempts') read from the time window its id carries:
