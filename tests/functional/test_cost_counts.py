@@ -90,3 +90,40 @@ def test_targets_hold_where_the_docs_claim_them():
     assert costs.estimate(300_000_000, 2.0, compute="managed-instances").per_million <= 5
     # The former per-record rollup transaction alone was 38 units: $23.75 per 1M.
     assert costs.ROLLUP_WRITE_UNITS * costs.PRICES["ddb_write_unit"] * 1e6 < 1.2
+
+
+def test_budget_writes_per_request_under_sustained_load(gateway, tenant, settings, monkeypatch):
+    """Managed instances serve sustained traffic, many requests per process: a budget's reservations come
+    from pools and its settlements ride on the ledger record, so what `cost-estimate --compute
+    managed-instances` counts per budget is the pools' claims and releases, counted here at a steady 100
+    requests a second (the enforcement stage's clock moved 10 ms per request, whatever this machine's speed)."""
+    from meterline.budgets.model import RateLimit
+    from meterline.gateway import enforcement
+
+    now = {"t": (enforcement.clock() // 600) * 600 + 1}
+    monkeypatch.setattr(enforcement, "clock", lambda: now["t"])
+    store = BudgetStore(settings)
+    store.put_limit(tenant.workspace, RateLimit("key", tenant.key_id, rpm=10**6))
+    for budget in (Budget("workspace", tenant.workspace, monthly_micros=10**12),
+                   Budget("member", "alice", monthly_micros=10**12, daily_micros=10**11),
+                   Budget("feature", "search", monthly_micros=10**12)):
+        store.put_budget(tenant.workspace, budget)
+    sdk = openai.OpenAI(base_url=gateway.base_url, api_key=tenant.api_key, max_retries=0)
+    budgets = gateway.services.budgets
+
+    def writes() -> int:
+        return budgets.alone_writes + budgets.pool_writes + budgets.settle_writes
+
+    def calls(n: int) -> None:
+        for _ in range(n):
+            sdk.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
+                                        extra_headers={"Meterline-Feature": "search"})
+            now["t"] += 0.01
+
+    calls(150)  # the first second: reservations alone (no steady rate seen yet)
+    before = writes()
+    n = 300
+    calls(n)
+    per_budget = (writes() - before) / n / 3
+    print(f"budget writes per request per budget under sustained load: {per_budget:.3f}")
+    assert 0 < per_budget <= costs.WRITE_UNITS_PER_BUDGET_SUSTAINED
