@@ -394,11 +394,11 @@ async def ledgered_all(services: Services, ws: str, request_id: str, deferred: l
                        written: bool) -> None:
     """The request's ledger record (naming its pools) was written, or not: each pool takes the cost
     (or it is added on its own); a pool whose last request this was is released."""
-    outcomes = await asyncio.gather(*(services.budgets.ledgered(services.dynamo, ws, r, request_id, written)
-                                      for r in deferred), return_exceptions=True)
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            log.error("budget_follow_up_failed", extra={"request_id": request_id, "error": type(outcome).__name__})
+    for r in deferred:  # one after another: no task each, and most return without a write
+        try:
+            await services.budgets.ledgered(services.dynamo, ws, r, request_id, written)
+        except Exception as exc:
+            log.error("budget_follow_up_failed", extra={"request_id": request_id, "error": type(exc).__name__})
 
 
 async def reserve_side_call(services: Services, ctx: RequestContext, lease_id: str, body: dict[str, Any],
