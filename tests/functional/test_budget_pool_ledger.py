@@ -130,3 +130,27 @@ def test_a_replayed_record_never_names_a_budget_pool():
               POOLS_FIELD: {"pabc": 5}}
     replayed = record_of(json.dumps({"message": MESSAGE, "ledger_record": record}))
     assert replayed == {k: v for k, v in record.items() if k != POOLS_FIELD}
+
+
+def test_a_month_of_traffic_keeps_the_counter_within_one_write_unit(settings):
+    """Every reservation and pool claim removes the day figures of 2 and 3 days before: a month of daily
+    traffic leaves at most the last 2 days' on the counter (it used to keep all of them, and passed 1 KB,
+    two write units a write, by the month's second half)."""
+    budget = Budget("member", scope_value(), monthly_micros=10**12, daily_micros=10**10)
+    store = BudgetStore(settings)
+
+    async def body(client):
+        for d in range(1, 31):
+            day = f"2026-11-{d:02d}"
+            for i in range(3):  # a few requests a day, alone (no steady rate)
+                rid = f"m{d}x{i}x{time.time_ns()}"
+                r = await store.reserve(client, WS, budget, "2026-11", day, rid, W, LEASE_S, T0 + d * 86400 + i * 60)
+                assert isinstance(r, Reservation)
+                await store.settle(client, WS, r, rid, W // 2, now=T0 + d * 86400 + i * 60)
+
+    run(settings, body)
+    item = BudgetStore(settings).counter(WS, budget.scope, "2026-11")
+    days = sorted(k for k in item if k.startswith(("dc_", "ds_")))
+    assert days == ["dc_2026-11-29", "dc_2026-11-30", "ds_2026-11-29", "ds_2026-11-30"]
+    assert int(item["spent"]) == 30 * 3 * (W // 2) and int(item["ds_2026-11-30"]) == 3 * (W // 2)
+    assert int(item["committed"]) == int(item["spent"]) and int(item["reserved"]) == 0
