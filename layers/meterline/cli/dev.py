@@ -113,35 +113,38 @@ def cmd_dev(args: argparse.Namespace) -> None:
     tokens = LocalTokens.ensure(data)
     saver = devstate.Saver(state_path, lambda: devstate.snapshot(settings, lock, demo))
     poller = StreamPoller(settings)
-    poller.start()
-    saver.start()
     admin_url = f"http://{args.host}:{args.port}{ADMIN_PREFIX}"
     path = target.write_dev_state(settings, {"workspace": demo["workspace"], "port": args.port,
                                              "admin_url": admin_url, "admin_dir": str(data)})
-    print("Meterline dev: embedded AWS at", embedded.endpoint, flush=True)
-    print(f"state: {data} ({'restored' if saved is not None else 'new'}; --fresh starts clean)")
-    print(f"base_url: http://{args.host}:{args.port}/v1")
-    print(f"api_key: {demo['api_key']}")
-    print(f"workspace: {demo['workspace']}")
-    print(f"admin API: {admin_url} (bearer token: `meterline admins token`; `meterline api GET /whoami`)")
-    print("Try: model='sim/gpt-4o-mini' (or any catalog model as sim/<model>); "
-          "`meterline requests` or `meterline spend --by feature` in another shell.", flush=True)
-
-    requests_log = logging.getLogger("meterline.requests")
-    if not args.quiet:
-        requests_log.setLevel(logging.INFO)
-        requests_log.addHandler(RequestLine())
-        requests_log.propagate = False
-    # SIGTERM ends like Ctrl-C: uvicorn stops, then the cleanup below runs.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    # proxy_headers off: uvicorn would otherwise take the client address from X-Forwarded-For (IP policies).
-    app = with_admin(create_app(settings), create_admin_app(settings, tokens))
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=GRACEFUL_S,
-                            lifespan="on", proxy_headers=False)
-    server = uvicorn.Server(config)
+    # From here a Ctrl-C at any moment (also before uvicorn installs its handlers, while the app is
+    # built) goes through the cleanup below: the rollup and save threads would otherwise keep the
+    # interpreter from exiting.
     try:
+        poller.start()
+        saver.start()
+        # SIGTERM ends like Ctrl-C: uvicorn stops, then the cleanup below runs.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        # proxy_headers off: uvicorn would otherwise take the client address from X-Forwarded-For (IP policies).
+        app = with_admin(create_app(settings), create_admin_app(settings, tokens))
+        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=GRACEFUL_S,
+                                lifespan="on", proxy_headers=False)
+        server = uvicorn.Server(config)
+        print("Meterline dev: embedded AWS at", embedded.endpoint, flush=True)
+        print(f"state: {data} ({'restored' if saved is not None else 'new'}; --fresh starts clean)")
+        print(f"base_url: http://{args.host}:{args.port}/v1")
+        print(f"api_key: {demo['api_key']}")
+        print(f"workspace: {demo['workspace']}")
+        print(f"admin API: {admin_url} (bearer token: `meterline admins token`; `meterline api GET /whoami`)")
+        print("Try: model='sim/gpt-4o-mini' (or any catalog model as sim/<model>); "
+              "`meterline requests` or `meterline spend --by feature` in another shell.", flush=True)
+
+        requests_log = logging.getLogger("meterline.requests")
+        if not args.quiet:
+            requests_log.setLevel(logging.INFO)
+            requests_log.addHandler(RequestLine())
+            requests_log.propagate = False
         server.run(sockets=[sock])
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         pass
     finally:
         target.remove_dev_state(path)
