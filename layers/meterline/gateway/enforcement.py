@@ -376,18 +376,9 @@ async def settle_all(services: Services, ws: str, lease_id: str, reservations: l
                                "request_id": lease_id, "worst": r.worst, "actual": actual,
                                "lease_expires": r.lease_expires, **_pool_fields(r, state)}})
             continue
-        b = r.budget
-        for period, cap, spent in (("M#" + r.month, b.monthly_micros, int(state.get("spent", 0))),
-                                   ("D#" + r.day, b.daily_micros, int(state.get(f"ds_{r.day}", 0)))):
-            if cap is None or actual <= 0:
-                continue
-            for threshold in policy.crossed_thresholds(spent - actual, spent, cap, b.alerts):
-                follow_ups.append(store.record_alert(client, ws, b, period, threshold, spent, cap))
-    if follow_ups:
-        for outcome in await asyncio.gather(*follow_ups, return_exceptions=True):
-            if isinstance(outcome, BaseException):
-                log.error("budget_follow_up_failed", extra={"request_id": lease_id,
-                                                            "error": type(outcome).__name__})
+        follow_ups.append(store.record_crossings(client, ws, r.budget, r.month, r.day, actual, state))
+    if follow_ups:  # each records the alert thresholds its settlement crossed (and logs its own failures)
+        await asyncio.gather(*follow_ups)
 
 
 async def ledgered_all(services: Services, ws: str, request_id: str, deferred: list[Reservation],
