@@ -1,11 +1,13 @@
 """`meterline dev` as a newcomer runs it: state survives a restart (same demo key, same spend),
 `--fresh` starts clean, a second instance on a taken port fails before printing any key and leaves
-the first one's registry entry alone, Ctrl-C exits within 5 seconds, and CLI errors name the server."""
+the first one's registry entry alone, Ctrl-C exits within 5 seconds (and cleanly at any moment of the
+startup), and CLI errors name the server."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -82,3 +84,41 @@ def test_cli_errors_name_the_server_they_looked_for(tmp_path):
     env["METERLINE_DEV_PORT"] = "1"
     out = subprocess.run([*CLI, "keys", "list"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "no `meterline dev` is running on port 1" in out.stderr
+
+
+def listening(port: int, deadline_s: float = 90.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"nothing listened on port {port} within {deadline_s} s")
+
+
+def test_ctrl_c_at_any_moment_of_startup_exits_cleanly(tmp_path):
+    """A Ctrl-C is a request to stop, never an exception raised wherever the main thread is: one that
+    landed inside an import left the import lock held, and the embedded AWS's thread (importing under
+    the lock that applies AWS calls) deadlocked the final save. Signals sent across the startup, from
+    the moment the port accepts connections (the command's first step) to just after the key lines,
+    each end the process with status 0, no traceback and no registry entry left behind."""
+    env = {**os.environ, "METERLINE_STATE_DIR": str(tmp_path)}
+    port = free_port()
+    began = time.monotonic()
+    proc, _ = start(env, port)
+    span = time.monotonic() - began
+    interrupt(proc)
+    for fraction in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.1):
+        log = tmp_path / f"dev-{fraction}.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen([*CLI, "dev", "--port", str(port), "--fresh"], env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, text=True)
+            try:
+                listening(port)
+                time.sleep(span * fraction)
+            finally:
+                took = interrupt(proc)
+        output = log.read_text()
+        assert proc.returncode == 0 and "Traceback" not in output, (fraction, output)
+        assert took < 20, (fraction, f"Ctrl-C took {took:.1f} s")
+        assert not (tmp_path / "instances" / f"{port}.json").exists()

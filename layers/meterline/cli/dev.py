@@ -3,7 +3,8 @@
 Order matters for a newcomer: the port is bound (and the registry checked) before anything else,
 so a second instance on a taken port fails at once and never prints a key that cannot work. State
 (tables, vault key, the demo key) persists per port under the state dir unless `--fresh`. Ctrl-C
-stops accepting requests, drains the rollups, saves the state and exits within a few seconds.
+stops accepting requests, drains the rollups, saves the state and exits within a few seconds (at any
+moment, also while starting; a second Ctrl-C while the state is saved quits at once).
 Each request prints one line (model, tokens, cost, cache, latency) unless `--quiet`.
 """
 
@@ -20,6 +21,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from typing import Any
 
 from meterline.cli import target
@@ -66,6 +68,30 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class Interrupts:
+    """Ctrl-C and SIGTERM as a request to stop, never as an exception raised wherever the main thread
+    happens to be. A KeyboardInterrupt that lands inside an import leaves the interpreter's import
+    lock held; the embedded AWS's thread, importing a module while it holds the lock that applies AWS
+    calls one at a time, then waits on it forever, and so does the final save (a loaded machine hung
+    this way). Until uvicorn runs (it takes the signals over while it serves) a stop is noticed at the
+    next step of the startup; once the server exists it is told directly. A second signal while the
+    state is being saved quits at once."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.server: Any = None
+        self.cleaning = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.handle)
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.cleaning:
+            os._exit(128 + signum)
+        self.requested.set()
+        if self.server is not None:
+            self.server.should_exit = True  # uvicorn checks it after startup and on every tick
+
+
 ADMIN_PREFIX = "/admin"
 
 
@@ -84,51 +110,52 @@ def with_admin(gateway: Any, admin: Any) -> Any:
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
-    sock = bind(args.host, args.port)  # first: a taken port fails before anything is printed
-
-    import uvicorn
-
-    from meterline import devstate
-    from meterline.admin.app import create_admin_app
-    from meterline.admin.local import LocalTokens
-    from meterline.devenv import provision, seed_demo, start_moto
-    from meterline.gateway.app import create_app
-    from meterline.rollup import StreamPoller
-
-    data = devstate.data_dir(target.state_dir(), args.port)
-    state_path = data / "state.json"
-    if args.fresh and data.exists():
-        shutil.rmtree(data)
-    saved = devstate.load(state_path)
-    embedded = start_moto()
-    lock = embedded.server.app.lock
-    settings = provision(embedded.endpoint)
-    if saved is not None:
-        settings = devstate.restore(settings, lock, saved)
-        demo = saved["demo"]
-    else:
-        demo = seed_demo(settings)
-    # The admin API on the same port, under /admin: only for holders of a local admin token (0600 in the
-    # data dir; the CLI reads it from there), never for anyone who can reach loopback.
-    tokens = LocalTokens.ensure(data)
-    saver = devstate.Saver(state_path, lambda: devstate.snapshot(settings, lock, demo))
-    poller = StreamPoller(settings)
-    admin_url = f"http://{args.host}:{args.port}{ADMIN_PREFIX}"
-    path = target.write_dev_state(settings, {"workspace": demo["workspace"], "port": args.port,
-                                             "admin_url": admin_url, "admin_dir": str(data)})
-    # From here a Ctrl-C at any moment (also before uvicorn installs its handlers, while the app is
-    # built) goes through the cleanup below: the rollup and save threads would otherwise keep the
-    # interpreter from exiting.
+    stop = Interrupts()  # before the port is bound: from a connectable port on, a signal never raises
+    sock = bind(args.host, args.port)  # a taken port fails before anything is printed
+    poller: Any = None
+    saver: Any = None
+    path: Any = None
+    code = 0
     try:
+        import uvicorn
+
+        from meterline import devstate
+        from meterline.admin.app import create_admin_app
+        from meterline.admin.local import LocalTokens
+        from meterline.devenv import provision, seed_demo, start_moto
+        from meterline.gateway.app import create_app
+        from meterline.rollup import StreamPoller
+
+        data = devstate.data_dir(target.state_dir(), args.port)
+        state_path = data / "state.json"
+        if args.fresh and data.exists():
+            shutil.rmtree(data)
+        saved = devstate.load(state_path)
+        embedded = start_moto()
+        lock = embedded.server.app.lock
+        settings = provision(embedded.endpoint)
+        if saved is not None:
+            settings = devstate.restore(settings, lock, saved)
+            demo = saved["demo"]
+        else:
+            demo = seed_demo(settings)
+        if stop.requested.is_set():
+            return  # stopped while starting: nothing new is worth saving yet
+        # The admin API on the same port, under /admin: only for holders of a local admin token (0600 in the
+        # data dir; the CLI reads it from there), never for anyone who can reach loopback.
+        tokens = LocalTokens.ensure(data)
+        saver = devstate.Saver(state_path, lambda: devstate.snapshot(settings, lock, demo))
+        poller = StreamPoller(settings)
+        admin_url = f"http://{args.host}:{args.port}{ADMIN_PREFIX}"
+        path = target.write_dev_state(settings, {"workspace": demo["workspace"], "port": args.port,
+                                                 "admin_url": admin_url, "admin_dir": str(data)})
         poller.start()
         saver.start()
-        # SIGTERM ends like Ctrl-C: uvicorn stops, then the cleanup below runs.
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         # proxy_headers off: uvicorn would otherwise take the client address from X-Forwarded-For (IP policies).
         app = with_admin(create_app(settings), create_admin_app(settings, tokens))
         config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=GRACEFUL_S,
                                 lifespan="on", proxy_headers=False)
-        server = uvicorn.Server(config)
+        stop.server = uvicorn.Server(config)
         print("Meterline dev: embedded AWS at", embedded.endpoint, flush=True)
         print(f"state: {data} ({'restored' if saved is not None else 'new'}; --fresh starts clean)")
         print(f"base_url: http://{args.host}:{args.port}/v1")
@@ -143,27 +170,35 @@ def cmd_dev(args: argparse.Namespace) -> None:
             requests_log.setLevel(logging.INFO)
             requests_log.addHandler(RequestLine())
             requests_log.propagate = False
-        server.run(sockets=[sock])
-    except (KeyboardInterrupt, SystemExit):
-        pass
+        if not stop.requested.is_set():  # a stop from here on sets the server's should_exit
+            stop.server.run(sockets=[sock])
+    except SystemExit as exc:  # uvicorn's own exit (a failed startup)
+        code = exc.code if isinstance(exc.code, int) else 1
+    except Exception:
+        traceback.print_exc()
+        code = 1
     finally:
-        target.remove_dev_state(path)
-        # Let the rollups finish the page they are applying, for at most DRAIN_S: under a backlog the
-        # state is saved anyway (the ledger is complete; spend reports may miss the unapplied records).
-        stopper = threading.Thread(target=poller.stop, daemon=True)
-        stopper.start()
-        stopper.join(DRAIN_S)
-        try:
-            saver.stop()
-        except Exception as exc:
-            print(f"warning: could not save the dev state to {state_path}: {exc}", file=sys.stderr)
+        stop.cleaning = True
+        if path is not None:
+            target.remove_dev_state(path)
+        if poller is not None:
+            # Let the rollups finish the page they are applying, for at most DRAIN_S: under a backlog the
+            # state is saved anyway (the ledger is complete; spend reports may miss the unapplied records).
+            stopper = threading.Thread(target=poller.stop, daemon=True)
+            stopper.start()
+            stopper.join(DRAIN_S)
+        if saver is not None:
+            try:
+                saver.stop()
+            except Exception as exc:
+                print(f"warning: could not save the dev state to {state_path}: {exc}", file=sys.stderr)
         sock.close()
         # Everything is saved (under the embedded AWS's lock: no request half-applied). Skip the
         # interpreter's teardown and the embedded AWS's shutdown: native libraries loaded by the AWS
         # SDKs join their own threads at exit, which took seconds after Ctrl-C.
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(code)
 
 
 def register(sub: Any) -> None:
